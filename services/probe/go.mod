@@ -1,0 +1,7 @@
+module github.com/netpulse/netpulse/services/probe
+
+go 1.26
+
+require github.com/netpulse/netpulse/lib v0.0.0
+
+replace github.com/netpulse/netpulse/lib => ../../lib
