@@ -1,0 +1,154 @@
+// Package natsutil holds what every netpulse service does with NATS: connect
+// with reconnects, name subjects, and create the event stream idempotently.
+package natsutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/netpulse/netpulse/lib/config"
+)
+
+const (
+	// EventsStream holds every raw event, partitioned by subject.
+	EventsStream = "NETPULSE_EVENTS"
+	// EventsPrefix starts every raw-event subject: netpulse.events.<host>.<kind>.
+	EventsPrefix = "netpulse.events"
+)
+
+// Event kinds: the last token of a raw-event subject.
+const (
+	KindState = "state"
+	KindStats = "stats"
+)
+
+// EventSubject is the subject of events of kind from host.
+func EventSubject(host, kind string) string {
+	return EventsPrefix + "." + host + "." + kind
+}
+
+// KindSubjects matches events of kind from every host.
+func KindSubjects(kind string) string { return EventSubject("*", kind) }
+
+// SubjectHost returns the host token of a raw-event subject.
+func SubjectHost(subject string) (host, kind string, ok bool) {
+	rest, found := strings.CutPrefix(subject, EventsPrefix+".")
+	if !found {
+		return "", "", false
+	}
+	host, kind, ok = strings.Cut(rest, ".")
+	return host, kind, ok && host != "" && kind != "" && !strings.Contains(kind, ".")
+}
+
+// SanitizeToken makes name usable as one NATS subject token: characters a
+// token cannot hold ('.', '*', '>', whitespace, control characters) become
+// repl. An empty name becomes "unknown".
+func SanitizeToken(name, repl string) string {
+	var b strings.Builder
+	for _, r := range name {
+		if r == '.' || r == '*' || r == '>' || r <= ' ' || r == 0x7f {
+			b.WriteString(repl)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	if b.Len() == 0 {
+		return "unknown"
+	}
+	return b.String()
+}
+
+// Connect dials NATS and keeps reconnecting for ever: a server that goes away
+// is waited for, never a reason to exit. Connection changes are logged.
+func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.Timeout(cfg.ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.ReconnectBufSize(32 << 20),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from NATS", "err", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Error("NATS async error", "subject", subj, "err", err)
+		}),
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", cfg.URL, err)
+	}
+	return nc, nil
+}
+
+// EventsStreamConfig is the NETPULSE_EVENTS stream the settings describe.
+func EventsStreamConfig(s config.Stream) jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if s.Storage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        EventsStream,
+		Description: "netpulse raw TCP events, netpulse.events.<host>.<kind>",
+		Subjects:    []string{EventsPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      s.MaxAge,
+		MaxBytes:    s.MaxBytes,
+		Duplicates:  s.DuplicateWindow,
+		Replicas:    s.Replicas,
+		Storage:     storage,
+	}
+}
+
+// EnsureEventsStream creates or updates NETPULSE_EVENTS, retrying while the
+// server is unreachable until ctx ends.
+func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, s config.Stream, log *slog.Logger) (jetstream.Stream, error) {
+	cfg := EventsStreamConfig(s)
+	return Retry(ctx, log, "create stream "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	})
+}
+
+// Retry calls fn until it succeeds or ctx ends, backing off from 250 ms to
+// 5 s and logging each failure.
+func Retry[T any](ctx context.Context, log *slog.Logger, what string, fn func(context.Context) (T, error)) (T, error) {
+	wait := 250 * time.Millisecond
+	for {
+		callCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		v, err := fn(callCtx)
+		cancel()
+		if err == nil {
+			return v, nil
+		}
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			// A stream whose config is not updatable in place: an operator must decide.
+			return v, fmt.Errorf("%s: %w", what, err)
+		}
+		log.Warn("retrying", "what", what, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return v, fmt.Errorf("%s: %w (last error: %v)", what, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}

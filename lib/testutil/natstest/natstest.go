@@ -1,0 +1,49 @@
+// Package natstest runs a real embedded NATS server with JetStream for tests:
+// random port, temp store directory, shut down at cleanup.
+package natstest
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Start runs a JetStream-enabled server for the test t.
+func Start(t testing.TB) *server.Server {
+	t.Helper()
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatalf("start NATS: %v", err)
+	}
+	t.Cleanup(s.Shutdown)
+	return s
+}
+
+// New runs a JetStream-enabled server storing under dir, on a random
+// loopback port. The caller shuts it down.
+func New(dir string) (*server.Server, error) {
+	s, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  dir,
+		NoLog:     true,
+		NoSigs:    true,
+		// Benchmarks push large batches; keep the default 1 MiB payload limit
+		// explicit so tests see what production sees.
+		MaxPayload: 1 << 20,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errNotReady
+	}
+	return s, nil
+}
+
+var errNotReady = errors.New("NATS server not ready after 10s")
