@@ -1,0 +1,5 @@
+// Package tracer loads the tcpstate eBPF program, reads its ring buffer and
+// decodes its records into the netpulse event contract.
+package tracer
+
+//go:generate go tool bpf2go -cc clang-14 -cflags "-O2 -g -Wall -Werror" -type event -target bpfel tcpstate ../../../../bpf/tcpstate.bpf.c -- -I../../../../bpf

@@ -1,0 +1,27 @@
+package tracer
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+const tracefsPath = "/sys/kernel/tracing"
+
+// ensureTracefs mounts tracefs when neither of its usual places has it:
+// attaching a tracepoint needs its id from there, and minimal hosts and
+// containers often boot without it. It must run before the first
+// link.Tracepoint, which caches a failed lookup for the process's life.
+func ensureTracefs() error {
+	for _, p := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
+		var st unix.Statfs_t
+		if unix.Statfs(p, &st) == nil && (st.Type == unix.TRACEFS_MAGIC || st.Type == unix.DEBUGFS_MAGIC) {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", tracefsPath, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("tracer: tracefs is not mounted and mounting it on %s failed (needs root; or run `mount -t tracefs tracefs %s`): %w",
+			tracefsPath, tracefsPath, err)
+	}
+	return nil
+}

@@ -1,0 +1,426 @@
+package tracer
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/testutil/priv"
+)
+
+var record = flag.Bool("record", false, "rewrite testdata/*.hex from real kernel records (root)")
+
+// st is a (old_state, new_state) pair.
+type st struct{ from, to eventpb.TcpState }
+
+func (s st) String() string { return fmt.Sprintf("%s->%s", short(s.from), short(s.to)) }
+
+func short(s eventpb.TcpState) string { return s.String()[len("TCP_STATE_"):] }
+
+const (
+	sEst      = eventpb.TcpState_TCP_STATE_ESTABLISHED
+	sSynSent  = eventpb.TcpState_TCP_STATE_SYN_SENT
+	sSynRecv  = eventpb.TcpState_TCP_STATE_SYN_RECV
+	sFinWait1 = eventpb.TcpState_TCP_STATE_FIN_WAIT1
+	sFinWait2 = eventpb.TcpState_TCP_STATE_FIN_WAIT2
+	sClose    = eventpb.TcpState_TCP_STATE_CLOSE
+	sCloseW   = eventpb.TcpState_TCP_STATE_CLOSE_WAIT
+	sLastAck  = eventpb.TcpState_TCP_STATE_LAST_ACK
+	sListen   = eventpb.TcpState_TCP_STATE_LISTEN
+)
+
+// What 6.18 emits on loopback (checked against libbpf-tools tcpstates).
+// The connecting socket enters SYN_SENT before it has a local port, and the
+// accepted socket is born as a clone of the listener, hence LISTEN->SYN_RECV;
+// request sockets (NEW_SYN_RECV) and time-wait sockets do not pass through
+// this tracepoint.
+var (
+	seqListener  = []st{{sClose, sListen}, {sListen, sClose}}
+	seqConnect   = []st{{sClose, sSynSent}, {sSynSent, sEst}}
+	seqAccept    = []st{{sListen, sSynRecv}, {sSynRecv, sEst}}
+	seqActive    = []st{{sEst, sFinWait1}, {sFinWait1, sFinWait2}, {sFinWait2, sClose}}
+	seqPassive   = []st{{sEst, sCloseW}, {sCloseW, sLastAck}, {sLastAck, sClose}}
+	loopbackIPv4 = netip.MustParseAddr("127.0.0.1")
+	loopbackIPv6 = netip.IPv6Loopback()
+)
+
+// rec is one record as the test saw it.
+type rec struct {
+	raw []byte
+	ev  *eventpb.Event
+}
+
+// collector keeps every record Read hands over; fn must never block, or
+// Read could not drain when the test stops it.
+type collector struct {
+	dec    Decoder
+	mu     sync.Mutex
+	recs   []rec
+	errs   []error
+	notify chan struct{}
+}
+
+func (c *collector) add(raw []byte) {
+	r := rec{raw: bytes.Clone(raw), ev: &eventpb.Event{}}
+	err := c.dec.Decode(r.raw, r.ev)
+	c.mu.Lock()
+	if err != nil {
+		c.errs = append(c.errs, fmt.Errorf("record %x: %w", raw, err))
+	} else {
+		c.recs = append(c.recs, r)
+	}
+	c.mu.Unlock()
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor returns the records matched by keep once done says they are
+// complete, or what it has when ctx ends.
+func (c *collector) waitFor(ctx context.Context, keep func(*eventpb.Event) bool, done func([]rec) bool) []rec {
+	for {
+		c.mu.Lock()
+		var got []rec
+		for _, r := range c.recs {
+			if keep(r.ev) {
+				got = append(got, r)
+			}
+		}
+		c.mu.Unlock()
+		if done(got) {
+			return got
+		}
+		select {
+		case <-c.notify:
+		case <-ctx.Done():
+			return got
+		}
+	}
+}
+
+func (c *collector) snapshot() (int, []error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.recs), c.errs
+}
+
+func TestTracerLoopback(t *testing.T) {
+	priv.RequireRoot(t)
+	tr, err := Open(Config{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+
+	col := &collector{dec: NewDecoder(), notify: make(chan struct{}, 1)}
+	ctx, stop := context.WithCancel(context.Background())
+	readDone := make(chan error, 1)
+	go func() { readDone <- tr.Read(ctx, col.add) }()
+	defer stop()
+
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := proc{pid: uint32(os.Getpid()), comm: string(bytes.TrimSuffix(comm, []byte("\n")))}
+
+	cases := []struct {
+		name        string
+		network     string
+		addr        netip.Addr
+		clientFirst bool
+		recordAs    string
+	}{
+		{"ipv4 client closes first", "tcp4", loopbackIPv4, true, "ipv4"},
+		{"ipv4 server closes first", "tcp4", loopbackIPv4, false, ""},
+		{"ipv6 client closes first", "tcp6", loopbackIPv6, true, "ipv6"},
+		{"ipv6 server closes first", "tcp6", loopbackIPv6, false, ""},
+	}
+	var recorded []rec
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			conn := runConnection(t, tc.network, tc.addr, tc.clientFirst)
+			clientSeq := append(append([]st{}, seqConnect...), seqPassive...)
+			serverSeq := append(append([]st{}, seqAccept...), seqActive...)
+			if tc.clientFirst {
+				clientSeq = append(append([]st{}, seqConnect...), seqActive...)
+				serverSeq = append(append([]st{}, seqAccept...), seqPassive...)
+			}
+			want := len(clientSeq) + len(serverSeq) + len(seqListener)
+
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			got := col.waitFor(wctx, conn.owns, func(r []rec) bool { return len(r) >= want })
+
+			var client, server, listener []rec
+			for _, r := range got {
+				switch conn.role(r.ev) {
+				case "client":
+					client = append(client, r)
+				case "server":
+					server = append(server, r)
+				case "listener":
+					listener = append(listener, r)
+				}
+			}
+			checkSocket(t, "client", client, clientSeq, func(i int, ev *eventpb.Event) error {
+				sport := conn.client.Port()
+				if i == 0 {
+					sport = 0 // SYN_SENT is entered before the port is picked
+				}
+				return checkAddrs(ev, conn.client.Addr(), sport, conn.server)
+			})
+			checkSocket(t, "server", server, serverSeq, func(_ int, ev *eventpb.Event) error {
+				return checkAddrs(ev, conn.server.Addr(), conn.server.Port(), conn.client)
+			})
+			checkSocket(t, "listener", listener, seqListener, func(_ int, ev *eventpb.Event) error {
+				return checkAddrs(ev, conn.server.Addr(), conn.server.Port(), netip.AddrPortFrom(unspecified(conn.server.Addr()), 0))
+			})
+			if len(client) > 0 {
+				if ev := client[0].ev; ev.Pid != self.pid || ev.Comm != self.comm {
+					t.Errorf("client CLOSE->SYN_SENT: pid %d comm %q, want pid %d comm %q", ev.Pid, ev.Comm, self.pid, self.comm)
+				}
+			}
+			if tc.recordAs != "" {
+				for _, part := range [][]rec{client, server, listener} {
+					recorded = append(recorded, part...)
+				}
+			}
+		})
+	}
+
+	stop()
+	select {
+	case err := <-readDone:
+		if err != nil {
+			t.Errorf("Read: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not return within 5s of cancel")
+	}
+	n, errs := col.snapshot()
+	for _, err := range errs {
+		t.Errorf("decode: %v", err)
+	}
+	c, err := tr.Counters()
+	if err != nil {
+		t.Fatalf("Counters: %v", err)
+	}
+	t.Logf("counters %+v, records read %d", c, n)
+	if c.Dropped != 0 {
+		t.Errorf("Counters().Dropped = %d, want 0", c.Dropped)
+	}
+	if c.Submitted < uint64(n) {
+		t.Errorf("Counters().Submitted = %d, fewer than the %d records read", c.Submitted, n)
+	}
+	if *record && !t.Failed() {
+		writeSamples(t, recorded)
+	}
+}
+
+type proc struct {
+	pid  uint32
+	comm string
+}
+
+// connection is one loopback connection the test made.
+type connection struct {
+	client, server netip.AddrPort
+}
+
+// runConnection listens, dials, exchanges one byte each way and closes both
+// ends in the given order, each close after the other side saw the FIN so
+// the states cannot race.
+func runConnection(t *testing.T, network string, addr netip.Addr, clientFirst bool) connection {
+	t.Helper()
+	ln, err := net.Listen(network, netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	defer ln.Close()
+	cc, err := net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for _, c := range []net.Conn{cc, sc} {
+		if err := c.SetDeadline(deadline); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exchange(t, cc, sc)
+	exchange(t, sc, cc)
+	first, second := sc, cc
+	if clientFirst {
+		first, second = cc, sc
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := second.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read after peer close: n=%d err=%v, want EOF", n, err)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return connection{
+		client: cc.LocalAddr().(*net.TCPAddr).AddrPort(),
+		server: cc.RemoteAddr().(*net.TCPAddr).AddrPort(),
+	}
+}
+
+func exchange(t *testing.T, from, to net.Conn) {
+	t.Helper()
+	if _, err := from.Write([]byte{'x'}); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if _, err := io.ReadFull(to, make([]byte, 1)); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+}
+
+// role tells which socket of the connection ev belongs to, or "".
+func (c connection) role(ev *eventpb.Event) string {
+	sport, dport := uint16(ev.Sport), uint16(ev.Dport)
+	lport, cport := c.server.Port(), c.client.Port()
+	switch {
+	case sport == lport && dport == cport:
+		return "server"
+	case sport == lport && dport == 0:
+		return "listener"
+	case dport == lport && (sport == cport || sport == 0 && ev.NewState == sSynSent):
+		return "client"
+	}
+	return ""
+}
+
+func (c connection) owns(ev *eventpb.Event) bool {
+	want := eventpb.Family_FAMILY_IPV4
+	if c.server.Addr().Is6() {
+		want = eventpb.Family_FAMILY_IPV6
+	}
+	return ev.Family == want && c.role(ev) != ""
+}
+
+// checkSocket asserts one socket's exact transition sequence, one sock_id
+// for all of them, durations, and per-event address checks.
+func checkSocket(t *testing.T, name string, got []rec, want []st, check func(int, *eventpb.Event) error) {
+	t.Helper()
+	var seq []st
+	for _, r := range got {
+		seq = append(seq, st{r.ev.OldState, r.ev.NewState})
+	}
+	if fmt.Sprint(seq) != fmt.Sprint(want) {
+		t.Errorf("%s transitions:\n got %v\nwant %v", name, seq, want)
+		return
+	}
+	for i, r := range got {
+		ev := r.ev
+		if ev.SockId != got[0].ev.SockId {
+			t.Errorf("%s event %d (%v): sock_id %x, first event had %x", name, i, seq[i], ev.SockId, got[0].ev.SockId)
+		}
+		// The first transition leaves a state the probe did not see the
+		// socket enter; every later one leaves a state it did.
+		if i == 0 && ev.StateDurationUs != 0 {
+			t.Errorf("%s %v: state_duration_us %d, want 0 (state entry not seen)", name, seq[i], ev.StateDurationUs)
+		}
+		if i > 0 && ev.StateDurationUs == 0 {
+			t.Errorf("%s %v: state_duration_us 0, want > 0", name, seq[i])
+		}
+		if i > 0 && ev.TimeUnixNano < got[i-1].ev.TimeUnixNano {
+			t.Errorf("%s %v: time goes backwards", name, seq[i])
+		}
+		if err := check(i, ev); err != nil {
+			t.Errorf("%s %v: %v", name, seq[i], err)
+		}
+	}
+}
+
+func checkAddrs(ev *eventpb.Event, saddr netip.Addr, sport uint16, dst netip.AddrPort) error {
+	s, _ := netip.AddrFromSlice(ev.Saddr)
+	d, _ := netip.AddrFromSlice(ev.Daddr)
+	got := fmt.Sprintf("%s -> %s", netip.AddrPortFrom(s, uint16(ev.Sport)), netip.AddrPortFrom(d, uint16(ev.Dport)))
+	want := fmt.Sprintf("%s -> %s", netip.AddrPortFrom(saddr, sport), dst)
+	if got != want {
+		return fmt.Errorf("addresses %s, want %s", got, want)
+	}
+	return nil
+}
+
+func unspecified(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return netip.IPv4Unspecified()
+	}
+	return netip.IPv6Unspecified()
+}
+
+func TestCloseEndsRead(t *testing.T) {
+	priv.RequireRoot(t)
+	tr, err := Open(Config{RingBufferBytes: 1 << 16, SocketMapEntries: 128})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	readDone := make(chan error, 1)
+	go func() { readDone <- tr.Read(context.Background(), func([]byte) {}) }()
+	if err := tr.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	select {
+	case err := <-readDone:
+		if err != nil {
+			t.Errorf("Read after Close = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not return within 5s of Close")
+	}
+	if err := tr.Read(context.Background(), func([]byte) {}); err == nil {
+		t.Error("second Read returned nil, want an error")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	page := os.Getpagesize()
+	cases := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"defaults", Config{}, ""},
+		{"one page", Config{RingBufferBytes: page}, ""},
+		{"not a power of two", Config{RingBufferBytes: 3 * page}, "not a power of two"},
+		{"below a page", Config{RingBufferBytes: page / 2}, "not a multiple of the page size"},
+		{"negative ring", Config{RingBufferBytes: -page}, "negative"},
+		{"too large", Config{RingBufferBytes: 1 << 32}, "larger than 2 GiB"},
+		{"negative map", Config{SocketMapEntries: -1}, "SocketMapEntries -1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("Validate() = %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
+	}
+}
