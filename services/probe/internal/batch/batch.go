@@ -1,0 +1,114 @@
+// Package batch packs raw events into eventpb.Batch messages without
+// building the Batch in memory: each event is marshalled straight onto the
+// end of one reused buffer, so the hot path does not allocate.
+package batch
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+)
+
+// Field numbers of eventpb.Batch (see event.proto).
+const (
+	fieldSchemaVersion = 1
+	fieldHost          = 2
+	fieldProbeID       = 3
+	fieldBatchSeq      = 4
+	fieldEvents        = 5
+)
+
+// Batch is one encoded eventpb.Batch ready to publish.
+type Batch struct {
+	Seq    uint64 // batch_seq, 1, 2, ... per probe run
+	Events int
+	Data   []byte
+}
+
+// Encoder accumulates events until the batch is full by size or count.
+type Encoder struct {
+	host, probeID string
+	maxBytes      int
+	maxEvents     int
+
+	buf     []byte
+	events  int
+	seq     uint64
+	started time.Time
+	free    chan []byte
+}
+
+// NewEncoder makes an Encoder whose batches stay under maxBytes (one event
+// may overshoot it) and hold at most maxEvents events.
+func NewEncoder(host, probeID string, maxBytes, maxEvents int) *Encoder {
+	return &Encoder{
+		host: host, probeID: probeID,
+		maxBytes: maxBytes, maxEvents: maxEvents,
+		free: make(chan []byte, 256),
+	}
+}
+
+// Add appends ev to the current batch and reports whether the batch is now
+// full and should be taken.
+func (e *Encoder) Add(ev *eventpb.Event, now time.Time) (full bool) {
+	if e.events == 0 {
+		e.start(now)
+	}
+	n := ev.SizeVT()
+	e.buf = protowire.AppendTag(e.buf, fieldEvents, protowire.BytesType)
+	e.buf = protowire.AppendVarint(e.buf, uint64(n))
+	start := len(e.buf)
+	e.buf = append(e.buf, make([]byte, n)...)
+	// SizeVT has just been computed for this exact message: cannot fail.
+	_, _ = ev.MarshalToSizedBufferVT(e.buf[start:])
+	e.events++
+	return len(e.buf) >= e.maxBytes || e.events >= e.maxEvents
+}
+
+// Len is the number of events in the current batch.
+func (e *Encoder) Len() int { return e.events }
+
+// Age is how long ago the first event of the current batch was added.
+func (e *Encoder) Age(now time.Time) time.Duration {
+	if e.events == 0 {
+		return 0
+	}
+	return now.Sub(e.started)
+}
+
+// Take returns the current batch and starts a new, empty one. The caller
+// hands Data back with Recycle once it is no longer needed.
+func (e *Encoder) Take() Batch {
+	b := Batch{Seq: e.seq, Events: e.events, Data: e.buf}
+	e.buf, e.events = nil, 0
+	return b
+}
+
+// Recycle gives a taken buffer back for reuse. It may be called from any
+// goroutine.
+func (e *Encoder) Recycle(buf []byte) {
+	select {
+	case e.free <- buf[:0]:
+	default: // enough spares already
+	}
+}
+
+func (e *Encoder) start(now time.Time) {
+	select {
+	case e.buf = <-e.free:
+	default:
+		e.buf = make([]byte, 0, e.maxBytes+4096)
+	}
+	e.seq++
+	e.started = now
+	e.buf = protowire.AppendTag(e.buf, fieldSchemaVersion, protowire.VarintType)
+	e.buf = protowire.AppendVarint(e.buf, eventpb.SchemaVersion)
+	e.buf = protowire.AppendTag(e.buf, fieldHost, protowire.BytesType)
+	e.buf = protowire.AppendString(e.buf, e.host)
+	e.buf = protowire.AppendTag(e.buf, fieldProbeID, protowire.BytesType)
+	e.buf = protowire.AppendString(e.buf, e.probeID)
+	e.buf = protowire.AppendTag(e.buf, fieldBatchSeq, protowire.VarintType)
+	e.buf = protowire.AppendVarint(e.buf, e.seq)
+}

@@ -1,0 +1,184 @@
+// Package publish sends encoded batches to JetStream: asynchronously, with a
+// bounded number in flight, a message ID on every message so a retried
+// publish is stored once, and retries until the server acknowledges.
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/netpulse/netpulse/services/probe/internal/batch"
+)
+
+// Config bounds the publisher.
+type Config struct {
+	// MaxInFlight is the number of batches published but not yet acknowledged.
+	// When it is reached Publish blocks: the back-pressure ends in the kernel
+	// ring buffer, whose drops are counted.
+	MaxInFlight int `koanf:"max_in_flight"`
+	// AckTimeout is how long one attempt waits for the server's ack.
+	AckTimeout time.Duration `koanf:"ack_timeout"`
+	// RetryBackoff is the first wait between attempts; it doubles up to 5 s.
+	RetryBackoff time.Duration `koanf:"retry_backoff"`
+}
+
+// DefaultConfig suits a busy host: 64 x 256 KiB in flight.
+func DefaultConfig() Config {
+	return Config{MaxInFlight: 64, AckTimeout: 5 * time.Second, RetryBackoff: 100 * time.Millisecond}
+}
+
+// Validate checks the settings; keys are named as under "publish".
+func (c Config) Validate() error {
+	switch {
+	case c.MaxInFlight < 1 || c.MaxInFlight > 4096:
+		return fmt.Errorf("publish.max_in_flight: must be 1..4096, got %d", c.MaxInFlight)
+	case c.AckTimeout <= 0:
+		return fmt.Errorf("publish.ack_timeout: must be positive, got %s", c.AckTimeout)
+	case c.RetryBackoff <= 0:
+		return fmt.Errorf("publish.retry_backoff: must be positive, got %s", c.RetryBackoff)
+	}
+	return nil
+}
+
+// Counters are the publisher's running totals.
+type Counters struct {
+	BatchesPublished uint64 // acknowledged by the server
+	EventsPublished  uint64
+	PublishErrors    uint64 // failed attempts, each retried
+	EventsDropped    uint64 // given up at shutdown after the grace period
+	InFlight         int
+}
+
+type job struct {
+	msg    *nats.Msg
+	events int
+	buf    []byte
+	fut    jetstream.PubAckFuture
+	err    error // set when the async publish could not even be sent
+}
+
+// Publisher publishes batches on one subject. Publish is called from one
+// goroutine; Run acknowledges them on another.
+type Publisher struct {
+	cfg     Config
+	js      jetstream.JetStream
+	subject string
+	msgID   string // prefix: <probe id>-
+	log     *slog.Logger
+	recycle func([]byte)
+
+	queue chan *job
+	done  chan struct{}
+
+	published, events, errs, dropped atomic.Uint64
+}
+
+// New makes a Publisher; recycle receives each batch buffer once the server
+// has it (or it was given up).
+func New(cfg Config, js jetstream.JetStream, subject, probeID string, log *slog.Logger, recycle func([]byte)) *Publisher {
+	return &Publisher{
+		cfg: cfg, js: js, subject: subject, msgID: probeID + "-", log: log, recycle: recycle,
+		queue: make(chan *job, cfg.MaxInFlight),
+		done:  make(chan struct{}),
+	}
+}
+
+// Publish sends b asynchronously. It blocks while MaxInFlight batches await
+// their ack, and returns an error only when ctx ends first (the batch is then
+// counted as dropped).
+func (p *Publisher) Publish(ctx context.Context, b batch.Batch) error {
+	msg := nats.NewMsg(p.subject)
+	msg.Header.Set(jetstream.MsgIDHeader, p.msgID+strconv.FormatUint(b.Seq, 10))
+	msg.Data = b.Data
+	j := &job{msg: msg, events: b.Events, buf: b.Data}
+	select {
+	case p.queue <- j:
+	case <-ctx.Done():
+		p.dropped.Add(uint64(b.Events))
+		p.recycle(b.Data)
+		return fmt.Errorf("publish batch %d: %w", b.Seq, ctx.Err())
+	}
+	// Sent only once queued, so the in-flight bound holds for the server too.
+	j.fut, j.err = p.js.PublishMsgAsync(msg)
+	return nil
+}
+
+// Close tells Run that no more batches come; Run then waits for the
+// outstanding acks.
+func (p *Publisher) Close() { close(p.queue) }
+
+// Run waits for the ack of every batch in order, retrying failed ones with
+// the same message ID. It returns once Close was called and every batch is
+// acknowledged, or when stop ends: what is still unacknowledged then is
+// counted as dropped.
+func (p *Publisher) Run(stop context.Context) {
+	defer close(p.done)
+	for j := range p.queue {
+		if !p.await(stop, j) {
+			p.dropped.Add(uint64(j.events))
+		}
+		p.recycle(j.buf)
+	}
+}
+
+// Done is closed when Run has returned.
+func (p *Publisher) Done() <-chan struct{} { return p.done }
+
+func (p *Publisher) await(stop context.Context, j *job) bool {
+	err := j.err
+	if err == nil {
+		select {
+		case <-j.fut.Ok():
+			p.acked(j)
+			return true
+		case err = <-j.fut.Err():
+		case <-time.After(p.cfg.AckTimeout):
+			err = errors.New("no ack within publish.ack_timeout")
+		case <-stop.Done():
+			return false
+		}
+	}
+	wait := p.cfg.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		p.errs.Add(1)
+		p.log.Warn("publish failed, retrying with the same message ID",
+			"subject", p.subject, "msg_id", j.msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempt, "err", err, "in", wait)
+		select {
+		case <-stop.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+		ctx, cancel := context.WithTimeout(stop, p.cfg.AckTimeout)
+		_, err = p.js.PublishMsg(ctx, j.msg)
+		cancel()
+		if err == nil {
+			p.acked(j)
+			return true
+		}
+	}
+}
+
+func (p *Publisher) acked(j *job) {
+	p.published.Add(1)
+	p.events.Add(uint64(j.events))
+}
+
+// Counters returns the running totals.
+func (p *Publisher) Counters() Counters {
+	return Counters{
+		BatchesPublished: p.published.Load(),
+		EventsPublished:  p.events.Load(),
+		PublishErrors:    p.errs.Load(),
+		EventsDropped:    p.dropped.Load(),
+		InFlight:         len(p.queue),
+	}
+}

@@ -1,0 +1,106 @@
+// Package sink moves raw events from JetStream into ClickHouse: a durable
+// consumer, batches by size and time, acks only after the rows are stored.
+package sink
+
+import (
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/netpulse/netpulse/lib/config"
+)
+
+// Config is the sink's whole configuration (config/sink.yaml).
+type Config struct {
+	NATS       config.NATS      `koanf:"nats"`
+	Stream     config.Stream    `koanf:"stream"`
+	Log        config.Log       `koanf:"log"`
+	ClickHouse ClickHouseConfig `koanf:"clickhouse"`
+	Consumer   ConsumerConfig   `koanf:"consumer"`
+	Batch      BatchConfig      `koanf:"batch"`
+	Stats      StatsConfig      `koanf:"stats"`
+}
+
+// ClickHouseConfig says where the rows go.
+type ClickHouseConfig struct {
+	// Addr is host:port of the native protocol.
+	Addr        string        `koanf:"addr"`
+	Database    string        `koanf:"database"`
+	Username    string        `koanf:"username"`
+	Password    string        `koanf:"password"`
+	DialTimeout time.Duration `koanf:"dial_timeout"`
+	// TTLDays drops rows older than this many days on servers with TTL
+	// support; 0 keeps them for ever.
+	TTLDays int `koanf:"ttl_days"`
+}
+
+// ConsumerConfig is the sink's durable JetStream consumer.
+type ConsumerConfig struct {
+	Durable string `koanf:"durable"`
+	// AckWait must cover a batch's flush interval and its INSERT.
+	AckWait       time.Duration `koanf:"ack_wait"`
+	MaxAckPending int           `koanf:"max_ack_pending"`
+}
+
+// BatchConfig bounds one INSERT.
+type BatchConfig struct {
+	MaxRows       int           `koanf:"max_rows"`
+	FlushInterval time.Duration `koanf:"flush_interval"`
+}
+
+// StatsConfig sets how often the sink logs its counters.
+type StatsConfig struct {
+	Interval time.Duration `koanf:"interval"`
+}
+
+// DefaultConfig is what config/sink.yaml documents.
+func DefaultConfig() Config {
+	return Config{
+		NATS:   config.DefaultNATS(),
+		Stream: config.DefaultStream(),
+		Log:    config.DefaultLog(),
+		ClickHouse: ClickHouseConfig{
+			Addr: "127.0.0.1:9000", Database: "netpulse", Username: "default",
+			DialTimeout: 5 * time.Second, TTLDays: 30,
+		},
+		Consumer: ConsumerConfig{Durable: "netpulse-sink", AckWait: 2 * time.Minute, MaxAckPending: 20000},
+		Batch:    BatchConfig{MaxRows: 200000, FlushInterval: time.Second},
+		Stats:    StatsConfig{Interval: 10 * time.Second},
+	}
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// Validate checks every value and names the key at fault.
+func (c *Config) Validate() error {
+	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.ClickHouse.Addr == "":
+		return fmt.Errorf("clickhouse.addr: must be host:port of the native protocol")
+	case !identifier.MatchString(c.ClickHouse.Database):
+		return fmt.Errorf("clickhouse.database: %q is not a plain identifier", c.ClickHouse.Database)
+	case c.ClickHouse.DialTimeout <= 0:
+		return fmt.Errorf("clickhouse.dial_timeout: must be positive, got %s", c.ClickHouse.DialTimeout)
+	case c.ClickHouse.TTLDays < 0:
+		return fmt.Errorf("clickhouse.ttl_days: must be 0 (keep) or more, got %d", c.ClickHouse.TTLDays)
+	case !identifier.MatchString(c.Consumer.Durable):
+		return fmt.Errorf("consumer.durable: %q is not a valid consumer name", c.Consumer.Durable)
+	case c.Consumer.MaxAckPending < 1:
+		return fmt.Errorf("consumer.max_ack_pending: must be positive, got %d", c.Consumer.MaxAckPending)
+	case c.Batch.MaxRows < 1 || c.Batch.MaxRows > 1_000_000:
+		// Above max_insert_block_size (1,048,576) the server may split an
+		// INSERT into several parts, and one INSERT is no longer atomic.
+		return fmt.Errorf("batch.max_rows: must be 1..1000000, got %d", c.Batch.MaxRows)
+	case c.Batch.FlushInterval < 10*time.Millisecond:
+		return fmt.Errorf("batch.flush_interval: must be at least 10ms, got %s", c.Batch.FlushInterval)
+	case c.Consumer.AckWait < 2*c.Batch.FlushInterval+10*time.Second:
+		return fmt.Errorf("consumer.ack_wait: must be at least 2 x batch.flush_interval + 10s, got %s", c.Consumer.AckWait)
+	case c.Stats.Interval < 100*time.Millisecond:
+		return fmt.Errorf("stats.interval: must be at least 100ms, got %s", c.Stats.Interval)
+	}
+	return nil
+}
