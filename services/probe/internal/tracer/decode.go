@@ -57,9 +57,8 @@ func (d Decoder) Decode(raw []byte, out *eventpb.Event) error {
 	if len(raw) != recordSize {
 		return fmt.Errorf("decode: record is %d bytes, want %d", len(raw), recordSize)
 	}
-	// Copy rather than cast in place: raw need not be aligned.
 	var ev tcpstateEvent
-	copy(unsafe.Slice((*byte)(unsafe.Pointer(&ev)), recordSize), raw)
+	copyRecord(&ev, raw)
 
 	var family eventpb.Family
 	var addrLen int
@@ -95,6 +94,12 @@ func (d Decoder) Decode(raw []byte, out *eventpb.Event) error {
 	out.StateDurationUs = ev.StateDurationUs
 	out.SockId = splitmix64(ev.Skaddr ^ d.SockKey)
 	return nil
+}
+
+// copyRecord fills ev from raw (len(raw) >= recordSize). It copies rather
+// than casting raw in place because raw need not be aligned.
+func copyRecord(ev *tcpstateEvent, raw []byte) {
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(ev)), recordSize), raw)
 }
 
 func tcpState(s uint8) (eventpb.TcpState, error) {

@@ -14,8 +14,8 @@ import (
 	"github.com/netpulse/netpulse/lib/eventpb"
 )
 
-// Sample files hold one raw record per line in hex; lines starting with #
-// describe the record that follows.
+// Sample files hold one raw record per line in hex ("-" for an empty
+// record); lines starting with # describe the record that follows.
 
 type sample struct {
 	comment string
@@ -38,6 +38,9 @@ func readSamples(t testing.TB, path string) []sample {
 		case line == "":
 		case strings.HasPrefix(line, "#"):
 			comment = strings.TrimSpace(line[1:])
+		case line == "-":
+			out = append(out, sample{comment: comment, raw: []byte{}})
+			comment = ""
 		default:
 			raw, err := hex.DecodeString(line)
 			if err != nil {
@@ -57,7 +60,11 @@ func writeSampleFile(t *testing.T, path string, samples []sample) {
 	t.Helper()
 	var b bytes.Buffer
 	for _, s := range samples {
-		fmt.Fprintf(&b, "# %s\n%x\n", s.comment, s.raw)
+		line := hex.EncodeToString(s.raw)
+		if line == "" {
+			line = "-"
+		}
+		fmt.Fprintf(&b, "# %s\n%s\n", s.comment, line)
 	}
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
