@@ -1,0 +1,374 @@
+// Package chtest runs a real ClickHouse server for a package's tests.
+//
+// One server per test package, started from TestMain by the project's own
+// deploy/clickhouse/start.sh (so the tests also prove the script and its
+// config template), on a free loopback port with every file in a temp dir.
+// Each test gets its own database:
+//
+//	var srv *chtest.Server
+//
+//	func TestMain(m *testing.M) { chtest.Main(m, &srv) }
+//
+//	func TestX(t *testing.T) {
+//		db := srv.NewDatabase(t)
+//		conn := srv.Conn(t, db)
+//		...
+//	}
+//
+// Without a ClickHouse binary the tests skip with that reason (see
+// priv.Skip: under NETPULSE_REQUIRE_PRIVILEGED=1 they fail instead).
+package chtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/netpulse/netpulse/lib/testutil/priv"
+)
+
+// ErrNotInstalled means this machine has no ClickHouse server binary.
+var ErrNotInstalled = errors.New("no ClickHouse server installed (deploy/clickhouse/install.sh installs one)")
+
+const (
+	startScript = "deploy/clickhouse/start.sh"
+	// Exit statuses of start.sh.
+	exitUsage        = 64
+	exitNotInstalled = 69
+
+	readyTimeout = 30 * time.Second
+	stopTimeout  = 15 * time.Second
+	startTries   = 3 // a picked free port can be taken before the server binds it
+)
+
+// Server is a running ClickHouse server, or the reason there is none.
+type Server struct {
+	addr   string
+	dir    string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has been waited for
+	admin  driver.Conn   // creates and drops the tests' databases
+
+	unavailable string // why tests using this server skip
+}
+
+// Main starts a server, stores it in *srv, runs the tests, stops the server
+// and exits. Call it from TestMain. When no ClickHouse is installed *srv is a
+// Server whose methods skip the calling test with that reason; any other
+// start failure ends the run.
+func Main(m *testing.M, srv **Server) {
+	s, err := Start()
+	switch {
+	case errors.Is(err, ErrNotInstalled):
+		s = &Server{unavailable: err.Error()}
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "chtest: %v\n", err)
+		os.Exit(1)
+	}
+	*srv = s
+	code := m.Run()
+	if err := s.Close(); err != nil {
+		fmt.Fprintf(os.Stderr, "chtest: %v\n", err)
+		if code == 0 {
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// Start runs a server in a new temp dir and waits until it answers a ping.
+// The caller must Close it. The error wraps ErrNotInstalled when there is no
+// ClickHouse binary.
+func Start() (*Server, error) {
+	script, err := findScript()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "chtest-")
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse temp dir: %w", err)
+	}
+	for try := 1; ; try++ {
+		s, err := start(script, dir)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errPortTaken) || try == startTries {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+}
+
+var errPortTaken = errors.New("port taken")
+
+func start(script, dir string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	out, err := os.OpenFile(filepath.Join(dir, "start.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse output file: %w", err)
+	}
+	defer out.Close() // the child has its own copy
+
+	cmd := exec.Command("bash", script, dir, strconv.Itoa(port))
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = sysProcAttr()
+	s := &Server{
+		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		dir:    dir,
+		cmd:    cmd,
+		exited: make(chan struct{}),
+	}
+	started := make(chan error)
+	go func() {
+		// Pdeathsig fires when the starting thread exits, not the process:
+		// keep this goroutine on that thread until the server is gone.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(s.exited)
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			cmd.Wait()
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("run %s: %w", script, err)
+	}
+	if err := s.waitReady(); err != nil {
+		s.stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+// waitReady polls with a ping until the server answers, exits or the
+// deadline passes.
+func (s *Server) waitReady() error {
+	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		conn, err := s.open("")
+		if err == nil {
+			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+			err = conn.Ping(pctx)
+			pcancel()
+			if err == nil {
+				s.admin = conn
+				return nil
+			}
+			conn.Close()
+		}
+		select {
+		case <-s.exited:
+			return s.exitError()
+		case <-ctx.Done():
+			return fmt.Errorf("clickhouse on %s not ready after %v (last ping: %v)%s", s.addr, readyTimeout, err, s.logTail())
+		case <-tick.C:
+		}
+	}
+}
+
+var addrInUse = regexp.MustCompile(`(?i)address already in use`)
+
+// exitError explains why the server process ended before it was ready.
+func (s *Server) exitError() error {
+	code := s.cmd.ProcessState.ExitCode()
+	out, _ := os.ReadFile(filepath.Join(s.dir, "start.out"))
+	msg := strings.TrimSpace(string(lastLines(out, 5)))
+	switch code {
+	case exitNotInstalled:
+		return fmt.Errorf("%w: %s", ErrNotInstalled, msg)
+	case exitUsage:
+		return fmt.Errorf("clickhouse start.sh refused its arguments: %s", msg)
+	}
+	errLog, _ := os.ReadFile(filepath.Join(s.dir, "log", "clickhouse-server.err.log"))
+	if addrInUse.Match(lastLines(errLog, 5)) {
+		return fmt.Errorf("clickhouse on %s: %w", s.addr, errPortTaken)
+	}
+	return fmt.Errorf("clickhouse on %s exited with status %d before it was ready%s", s.addr, code, s.logTail())
+}
+
+// logTail is the end of the server's output and error log, for messages.
+func (s *Server) logTail() string {
+	var b strings.Builder
+	for _, name := range []string{"start.out", "log/clickhouse-server.err.log"} {
+		data, err := os.ReadFile(filepath.Join(s.dir, name))
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n--- %s (tail) ---\n%s", name, lastLines(data, 20))
+	}
+	return b.String()
+}
+
+func lastLines(data []byte, n int) []byte {
+	lines := bytes.Split(bytes.TrimRight(data, "\n"), []byte("\n"))
+	return bytes.Join(lines[max(0, len(lines)-n):], []byte("\n"))
+}
+
+// Addr is the server's native-protocol address (host:port); "" when there
+// is no server.
+func (s *Server) Addr() string {
+	if s == nil {
+		return ""
+	}
+	return s.addr
+}
+
+// Require skips (or fails, see priv.Skip) t when there is no server.
+func (s *Server) Require(t testing.TB) {
+	t.Helper()
+	switch {
+	case s == nil:
+		t.Fatal("chtest: no server: call chtest.Main from TestMain")
+	case s.unavailable != "":
+		priv.Skip(t, s.unavailable)
+	}
+}
+
+// Conn opens a native connection to database ("" = default), closed when t
+// ends.
+func (s *Server) Conn(t testing.TB, database string) driver.Conn {
+	t.Helper()
+	s.Require(t)
+	conn, err := s.open(database)
+	if err != nil {
+		t.Fatalf("open clickhouse %s/%s: %v", s.addr, database, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if err := conn.Ping(context.Background()); err != nil {
+		t.Fatalf("ping clickhouse %s/%s: %v", s.addr, database, err)
+	}
+	return conn
+}
+
+var dbSeq atomic.Uint64
+
+// NewDatabase creates an empty database for t alone and drops it when t
+// ends. The name is derived from the test's name.
+func (s *Server) NewDatabase(t testing.TB) string {
+	t.Helper()
+	s.Require(t)
+	name := fmt.Sprintf("t%d_%s", dbSeq.Add(1), nonIdent.ReplaceAllString(t.Name(), "_"))
+	if len(name) > 60 {
+		name = name[:60]
+	}
+	ctx := context.Background()
+	if err := s.admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if err := s.admin.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	return name
+}
+
+var nonIdent = regexp.MustCompile(`[^A-Za-z0-9_]+`)
+
+// Close stops the server (SIGTERM, SIGKILL after a timeout) and removes its
+// directory. Safe on a Server that never started.
+func (s *Server) Close() error {
+	if s == nil || s.cmd == nil {
+		return nil
+	}
+	err := s.stop()
+	if rerr := os.RemoveAll(s.dir); rerr != nil && err == nil {
+		err = fmt.Errorf("remove clickhouse dir: %w", rerr)
+	}
+	return err
+}
+
+func (s *Server) stop() error {
+	if s.admin != nil {
+		s.admin.Close()
+		s.admin = nil
+	}
+	select {
+	case <-s.exited:
+		return nil // already gone; start reported why
+	default:
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(stopTimeout):
+		s.cmd.Process.Kill()
+		<-s.exited
+		return fmt.Errorf("clickhouse on %s ignored SIGTERM for %v; killed%s", s.addr, stopTimeout, s.logTail())
+	}
+	if code := s.cmd.ProcessState.ExitCode(); code != 0 {
+		return fmt.Errorf("clickhouse on %s exited with status %d on SIGTERM%s", s.addr, code, s.logTail())
+	}
+	return nil
+}
+
+func (s *Server) open(database string) (driver.Conn, error) {
+	return clickhouse.Open(&clickhouse.Options{
+		Protocol:    clickhouse.Native, // HTTP fails on 18.16
+		Addr:        []string{s.addr},
+		Auth:        clickhouse.Auth{Database: database, Username: "default"},
+		DialTimeout: 2 * time.Second,
+	})
+}
+
+// freePort asks the kernel for a free loopback port. It is free only until
+// someone else takes it, hence Start's retries.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// findScript finds start.sh in the repository: upward from the working
+// directory (go test runs in the package's directory), else from this
+// source file.
+func findScript() (string, error) {
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		starts = append(starts, filepath.Dir(file))
+	}
+	for _, dir := range starts {
+		for {
+			p := filepath.Join(dir, startScript)
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				break
+			}
+			dir = parent
+		}
+	}
+	return "", fmt.Errorf("%s not found above %s", startScript, strings.Join(starts, " or "))
+}
