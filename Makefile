@@ -1,0 +1,63 @@
+# netpulse: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+PKGS  := ./lib/... ./services/probe/... ./services/sink/... ./services/detector/...
+# Pinned code generators: clang 14 (Debian 12) for eBPF, protoc 3.21 for the event contract.
+CLANG   ?= clang-14
+PROTOC  ?= protoc
+GENPATHS := services/probe/internal/tracer lib/eventpb
+
+.PHONY: all build run test bench generate check-generate deps vet fmt clean
+
+all: build
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -o $(BIN)/netpulse-probe ./services/probe/cmd/probe
+	$(GO) build -o $(BIN)/netpulse-sink ./services/sink/cmd/sink
+	$(GO) build -o $(BIN)/netpulse-detector ./services/detector/cmd/detector
+
+# The whole pipeline on this machine, as root: NATS, ClickHouse, probe, detector, sink.
+run: build
+	@bash deploy/run.sh
+
+# Every test; the privileged ones too when run as root.
+test: vet
+	$(GO) test -count=1 -timeout 30m $(PKGS)
+
+# Throughput and overhead figures (see README "Performance").
+bench:
+	@bash deploy/bench.sh
+
+# Installs what building, generating and testing need (Debian 12, as root).
+deps:
+	@bash deploy/deps.sh
+
+generate:
+	@$(CLANG) --version | head -1 | grep -q 'clang version 14\.' || { echo "make generate needs clang 14 (got: $$($(CLANG) --version | head -1))"; exit 1; }
+	@$(PROTOC) --version | grep -q 'libprotoc 3\.21\.' || { echo "make generate needs protoc 3.21 (got: $$($(PROTOC) --version))"; exit 1; }
+	cd services/probe/internal/tracer && $(GO) generate ./...
+	@mkdir -p .cache/protoc-plugins
+	cd lib && $(GO) build -o ../.cache/protoc-plugins/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
+	cd lib && $(GO) build -o ../.cache/protoc-plugins/protoc-gen-go-vtproto github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto
+	cd lib/eventpb && $(PROTOC) \
+		--plugin=protoc-gen-go=../../.cache/protoc-plugins/protoc-gen-go \
+		--plugin=protoc-gen-go-vtproto=../../.cache/protoc-plugins/protoc-gen-go-vtproto \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+unmarshal_unsafe+size+pool,pool=github.com/netpulse/netpulse/lib/eventpb.Batch,pool=github.com/netpulse/netpulse/lib/eventpb.Event \
+		event.proto
+
+# CI: regenerating must not change what is committed.
+check-generate: generate
+	@if [ -n "$$(git status --porcelain -- $(GENPATHS))" ]; then \
+		echo "generated files differ from the committed ones; run 'make generate' and commit:"; \
+		git status --porcelain -- $(GENPATHS); git diff --stat -- $(GENPATHS); exit 1; fi
+	@echo "generated files are up to date"
+
+vet:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l lib services | grep -v '_bpfel\.go$$'); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+clean:
+	rm -rf $(BIN) .cache
