@@ -22,6 +22,9 @@ func DefaultNATS() NATS {
 	return NATS{URL: "nats://127.0.0.1:4222", ConnectTimeout: 5 * time.Second}
 }
 
+// WithURL returns n pointing at url.
+func (n NATS) WithURL(url string) NATS { n.URL = url; return n }
+
 // Validate checks the NATS settings.
 func (n NATS) Validate() error {
 	for _, u := range strings.Split(n.URL, ",") {

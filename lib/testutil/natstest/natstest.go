@@ -4,6 +4,8 @@ package natstest
 
 import (
 	"errors"
+	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -23,10 +25,21 @@ func Start(t testing.TB) *server.Server {
 
 // New runs a JetStream-enabled server storing under dir, on a random
 // loopback port. The caller shuts it down.
-func New(dir string) (*server.Server, error) {
+func New(dir string) (*server.Server, error) { return NewAt(dir, "127.0.0.1:-1") }
+
+// NewAt is New on a given host:port, e.g. to restart a server where it was.
+func NewAt(dir, hostPort string) (*server.Server, error) {
+	host, portStr, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, err
+	}
 	s, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
+		Host:      host,
+		Port:      port,
 		JetStream: true,
 		StoreDir:  dir,
 		NoLog:     true,

@@ -75,6 +75,7 @@ type Publisher struct {
 	log     *slog.Logger
 	recycle func([]byte)
 
+	slots chan struct{} // one per batch in flight
 	queue chan *job
 	done  chan struct{}
 
@@ -86,6 +87,7 @@ type Publisher struct {
 func New(cfg Config, js jetstream.JetStream, subject, probeID string, log *slog.Logger, recycle func([]byte)) *Publisher {
 	return &Publisher{
 		cfg: cfg, js: js, subject: subject, msgID: probeID + "-", log: log, recycle: recycle,
+		slots: make(chan struct{}, cfg.MaxInFlight),
 		queue: make(chan *job, cfg.MaxInFlight),
 		done:  make(chan struct{}),
 	}
@@ -100,14 +102,14 @@ func (p *Publisher) Publish(ctx context.Context, b batch.Batch) error {
 	msg.Data = b.Data
 	j := &job{msg: msg, events: b.Events, buf: b.Data}
 	select {
-	case p.queue <- j:
+	case p.slots <- struct{}{}:
 	case <-ctx.Done():
 		p.dropped.Add(uint64(b.Events))
 		p.recycle(b.Data)
 		return fmt.Errorf("publish batch %d: %w", b.Seq, ctx.Err())
 	}
-	// Sent only once queued, so the in-flight bound holds for the server too.
 	j.fut, j.err = p.js.PublishMsgAsync(msg)
+	p.queue <- j // never blocks: it has as much room as there are slots
 	return nil
 }
 
@@ -126,6 +128,7 @@ func (p *Publisher) Run(stop context.Context) {
 			p.dropped.Add(uint64(j.events))
 		}
 		p.recycle(j.buf)
+		<-p.slots
 	}
 }
 
@@ -179,6 +182,6 @@ func (p *Publisher) Counters() Counters {
 		EventsPublished:  p.events.Load(),
 		PublishErrors:    p.errs.Load(),
 		EventsDropped:    p.dropped.Load(),
-		InFlight:         len(p.queue),
+		InFlight:         len(p.slots),
 	}
 }
