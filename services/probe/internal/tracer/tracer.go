@@ -50,7 +50,11 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	return open(cfg, wakeupBytes(cfg.RingBufferBytes))
+}
 
+// open is Open with the wakeup threshold as a parameter, for measuring.
+func open(cfg Config, wakeup uint64) (*Tracer, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("tracer: remove memlock rlimit: %w%s", err, rootHint(err))
 	}
@@ -60,7 +64,7 @@ func Open(cfg Config) (*Tracer, error) {
 	}
 	spec.Maps[tcpstateMapEvents].MaxEntries = uint32(cfg.RingBufferBytes)
 	spec.Maps[tcpstateMapSockStart].MaxEntries = uint32(cfg.SocketMapEntries)
-	if err := spec.Variables[tcpstateVarWakeupBytes].Set(wakeupBytes(cfg.RingBufferBytes)); err != nil {
+	if err := spec.Variables[tcpstateVarWakeupBytes].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("tracer: set wakeup_bytes: %w", err)
 	}
 
@@ -97,7 +101,7 @@ func wakeupBytes(ringBytes int) uint64 { return uint64(ringBytes / 16) }
 
 func rootHint(err error) string {
 	if errors.Is(err, os.ErrPermission) {
-		return " (needs root, or CAP_BPF and CAP_PERFMON)"
+		return " (not permitted: run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
 	}
 	return ""
 }

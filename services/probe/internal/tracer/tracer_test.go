@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -133,73 +134,28 @@ func TestTracerLoopback(t *testing.T) {
 	go func() { readDone <- tr.Read(ctx, col.add) }()
 	defer stop()
 
-	comm, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	self := proc{pid: uint32(os.Getpid()), comm: string(bytes.TrimSuffix(comm, []byte("\n")))}
-
+	self := currentProc(t)
 	cases := []struct {
 		name        string
 		network     string
 		addr        netip.Addr
 		clientFirst bool
-		recordAs    string
+		record      bool
 	}{
-		{"ipv4 client closes first", "tcp4", loopbackIPv4, true, "ipv4"},
-		{"ipv4 server closes first", "tcp4", loopbackIPv4, false, ""},
-		{"ipv6 client closes first", "tcp6", loopbackIPv6, true, "ipv6"},
-		{"ipv6 server closes first", "tcp6", loopbackIPv6, false, ""},
+		{"ipv4 client closes first", "tcp4", loopbackIPv4, true, true},
+		{"ipv4 server closes first", "tcp4", loopbackIPv4, false, false},
+		{"ipv6 client closes first", "tcp6", loopbackIPv6, true, true},
+		{"ipv6 server closes first", "tcp6", loopbackIPv6, false, false},
 	}
 	var recorded []rec
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			conn := runConnection(t, tc.network, tc.addr, tc.clientFirst)
-			clientSeq := append(append([]st{}, seqConnect...), seqPassive...)
-			serverSeq := append(append([]st{}, seqAccept...), seqActive...)
-			if tc.clientFirst {
-				clientSeq = append(append([]st{}, seqConnect...), seqActive...)
-				serverSeq = append(append([]st{}, seqAccept...), seqPassive...)
-			}
-			want := len(clientSeq) + len(serverSeq) + len(seqListener)
-
 			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			got := col.waitFor(wctx, conn.owns, func(r []rec) bool { return len(r) >= want })
-
-			var client, server, listener []rec
-			for _, r := range got {
-				switch conn.role(r.ev) {
-				case "client":
-					client = append(client, r)
-				case "server":
-					server = append(server, r)
-				case "listener":
-					listener = append(listener, r)
-				}
-			}
-			checkSocket(t, "client", client, clientSeq, func(i int, ev *eventpb.Event) error {
-				sport := conn.client.Port()
-				if i == 0 {
-					sport = 0 // SYN_SENT is entered before the port is picked
-				}
-				return checkAddrs(ev, conn.client.Addr(), sport, conn.server)
-			})
-			checkSocket(t, "server", server, serverSeq, func(_ int, ev *eventpb.Event) error {
-				return checkAddrs(ev, conn.server.Addr(), conn.server.Port(), conn.client)
-			})
-			checkSocket(t, "listener", listener, seqListener, func(_ int, ev *eventpb.Event) error {
-				return checkAddrs(ev, conn.server.Addr(), conn.server.Port(), netip.AddrPortFrom(unspecified(conn.server.Addr()), 0))
-			})
-			if len(client) > 0 {
-				if ev := client[0].ev; ev.Pid != self.pid || ev.Comm != self.comm {
-					t.Errorf("client CLOSE->SYN_SENT: pid %d comm %q, want pid %d comm %q", ev.Pid, ev.Comm, self.pid, self.comm)
-				}
-			}
-			if tc.recordAs != "" {
-				for _, part := range [][]rec{client, server, listener} {
-					recorded = append(recorded, part...)
-				}
+			got := conn.check(t, col, wctx, self)
+			if tc.record {
+				recorded = append(recorded, got...)
 			}
 		})
 	}
@@ -233,14 +189,90 @@ func TestTracerLoopback(t *testing.T) {
 	}
 }
 
+// TestReadDrainsOnCancel: records still in the ring when ctx ends are
+// handed over before Read returns. The connection is over before Read even
+// starts, and its ctx is already done, so only the drain can deliver them.
+func TestReadDrainsOnCancel(t *testing.T) {
+	priv.RequireRoot(t)
+	tr, err := Open(Config{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer tr.Close()
+	conn := runConnection(t, "tcp4", loopbackIPv4, true)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	col := &collector{dec: NewDecoder(), notify: make(chan struct{}, 1)}
+	if err := tr.Read(ctx, col.add); err != nil {
+		t.Fatalf("Read: %v", err)
+	}
+	conn.check(t, col, ctx, currentProc(t)) // ctx is done: no waiting
+}
+
 type proc struct {
 	pid  uint32
 	comm string
 }
 
+func currentProc(t *testing.T) proc {
+	t.Helper()
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proc{pid: uint32(os.Getpid()), comm: string(bytes.TrimSuffix(comm, []byte("\n")))}
+}
+
 // connection is one loopback connection the test made.
 type connection struct {
 	client, server netip.AddrPort
+	clientFirst    bool // which end closed first
+}
+
+// check waits (until ctx ends) for all events of c's client, server and
+// listener sockets and asserts them exactly; it returns them.
+func (c connection) check(t *testing.T, col *collector, ctx context.Context, self proc) []rec {
+	t.Helper()
+	clientSeq := slices.Concat(seqConnect, seqPassive)
+	serverSeq := slices.Concat(seqAccept, seqActive)
+	if c.clientFirst {
+		clientSeq = slices.Concat(seqConnect, seqActive)
+		serverSeq = slices.Concat(seqAccept, seqPassive)
+	}
+	want := len(clientSeq) + len(serverSeq) + len(seqListener)
+	got := col.waitFor(ctx, c.owns, func(r []rec) bool { return len(r) >= want })
+
+	var client, server, listener []rec
+	for _, r := range got {
+		switch c.role(r.ev) {
+		case "client":
+			client = append(client, r)
+		case "server":
+			server = append(server, r)
+		case "listener":
+			listener = append(listener, r)
+		}
+	}
+	checkSocket(t, "client", client, clientSeq, func(i int, ev *eventpb.Event) error {
+		sport := c.client.Port()
+		if i == 0 {
+			sport = 0 // SYN_SENT is entered before the port is picked
+		}
+		return checkAddrs(ev, c.client.Addr(), sport, c.server)
+	})
+	checkSocket(t, "server", server, serverSeq, func(_ int, ev *eventpb.Event) error {
+		return checkAddrs(ev, c.server.Addr(), c.server.Port(), c.client)
+	})
+	checkSocket(t, "listener", listener, seqListener, func(_ int, ev *eventpb.Event) error {
+		return checkAddrs(ev, c.server.Addr(), c.server.Port(), netip.AddrPortFrom(unspecified(c.server.Addr()), 0))
+	})
+	if len(client) > 0 {
+		if ev := client[0].ev; ev.Pid != self.pid || ev.Comm != self.comm {
+			t.Errorf("client CLOSE->SYN_SENT: pid %d comm %q, want pid %d comm %q", ev.Pid, ev.Comm, self.pid, self.comm)
+		}
+	}
+	return slices.Concat(client, server, listener)
 }
 
 // runConnection listens, dials, exchanges one byte each way and closes both
@@ -283,8 +315,9 @@ func runConnection(t *testing.T, network string, addr netip.Addr, clientFirst bo
 		t.Fatal(err)
 	}
 	return connection{
-		client: cc.LocalAddr().(*net.TCPAddr).AddrPort(),
-		server: cc.RemoteAddr().(*net.TCPAddr).AddrPort(),
+		client:      cc.LocalAddr().(*net.TCPAddr).AddrPort(),
+		server:      cc.RemoteAddr().(*net.TCPAddr).AddrPort(),
+		clientFirst: clientFirst,
 	}
 }
 
