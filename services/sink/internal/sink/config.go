@@ -69,7 +69,10 @@ func DefaultConfig() Config {
 	}
 }
 
-var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var (
+	identifier   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	consumerName = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+)
 
 // Validate checks every value and names the key at fault.
 func (c *Config) Validate() error {
@@ -87,7 +90,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("clickhouse.dial_timeout: must be positive, got %s", c.ClickHouse.DialTimeout)
 	case c.ClickHouse.TTLDays < 0:
 		return fmt.Errorf("clickhouse.ttl_days: must be 0 (keep) or more, got %d", c.ClickHouse.TTLDays)
-	case !identifier.MatchString(c.Consumer.Durable):
+	case !consumerName.MatchString(c.Consumer.Durable):
 		return fmt.Errorf("consumer.durable: %q is not a valid consumer name", c.Consumer.Durable)
 	case c.Consumer.MaxAckPending < 1:
 		return fmt.Errorf("consumer.max_ack_pending: must be positive, got %d", c.Consumer.MaxAckPending)
