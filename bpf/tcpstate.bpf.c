@@ -40,9 +40,11 @@ struct event {
 	__u8 daddr[16];
 	char comm[16];
 };
+_Static_assert(sizeof(struct event) == 88, "struct event has implicit padding");
 
-// Wakes the reader only once this many bytes wait in the ring; 0 wakes it
-// on every record. Set from Go before load.
+// Wakes the reader only once this many bytes wait in the ring; 0 keeps the
+// kernel's default (wake whenever the reader had caught up, which under load
+// is nearly every record). Set from Go before load.
 const volatile __u64 wakeup_bytes = 0;
 
 // skaddr -> ktime when the socket entered its current state. LRU so that

@@ -32,7 +32,7 @@ func TestOverhead(t *testing.T) {
 	}{
 		{"no probe", func(*testing.T) func() string { return func() string { return "" } }},
 		{"tcpstates >/dev/null", startTcpstates},
-		{"tracer, wakeup per record", func(t *testing.T) func() string { return startTracer(t, 0) }},
+		{"tracer, default wakeups", func(t *testing.T) func() string { return startTracer(t, 0) }},
 		{"tracer, batched wakeups", func(t *testing.T) func() string {
 			return startTracer(t, wakeupBytes(DefaultRingBufferBytes))
 		}},
