@@ -1,0 +1,166 @@
+// Package chschema creates and migrates the sink's ClickHouse schema.
+//
+// Tables are defined once, as data (see TCPEvents), and rendered for the
+// server at hand: current releases get DateTime64, LowCardinality, codecs
+// and a TTL; old servers (Debian's 18.16) get the plain types they have.
+// Migrate is idempotent and only ever adds: missing columns are added to an
+// existing table, and on servers with TTL support the table TTL follows
+// Options.TTLDays.
+package chschema
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// DefaultDatabase is used when Options.Database is empty.
+const DefaultDatabase = "netpulse"
+
+// Options are the parts of the schema that come from configuration.
+type Options struct {
+	Database string
+	TTLDays  int // 0 keeps rows forever
+}
+
+func (o Options) database() string {
+	if o.Database == "" {
+		return DefaultDatabase
+	}
+	return o.Database
+}
+
+// Column is one column of a table.
+type Column struct {
+	Name string
+	// Modern is the type on servers that have every type family it names
+	// (see Features.supports).
+	Modern string
+	// Legacy is the type on servers that lack one of them; "" when Modern
+	// works everywhere.
+	Legacy string
+	// Codec is the CODEC(...) argument list on servers with codecs; ""
+	// leaves the server's default compression.
+	Codec string
+}
+
+// Type is the column's type on a server with features f.
+func (c Column) Type(f Features) string {
+	if c.Legacy == "" || f.supports(c.Modern) {
+		return c.Modern
+	}
+	return c.Legacy
+}
+
+// def is the column's definition as CREATE TABLE and ADD COLUMN take it,
+// the name padded to width.
+func (c Column) def(f Features, width int) string {
+	s := fmt.Sprintf("%-*s %s", width, quoteIdent(c.Name), c.Type(f))
+	if f.Codecs && c.Codec != "" {
+		s += " CODEC(" + c.Codec + ")"
+	}
+	return s
+}
+
+// Table is a MergeTree-family table.
+type Table struct {
+	Name    string
+	Columns []Column
+	// Engine with its parameters, e.g. "MergeTree".
+	Engine      string
+	PartitionBy string
+	OrderBy     string
+	// TTLFrom is the DateTime expression Options.TTLDays counts from; ""
+	// means the table never expires rows.
+	TTLFrom string
+}
+
+// Tables are the tables Render and Migrate manage, in creation order.
+var Tables = []*Table{&TCPEvents}
+
+// ColumnNames are the table's columns in definition order: the explicit
+// column list and value order for INSERTs.
+func (t *Table) ColumnNames() []string {
+	names := make([]string, len(t.Columns))
+	for i, c := range t.Columns {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// Column returns the named column.
+func (t *Table) Column(name string) (Column, bool) {
+	for _, c := range t.Columns {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Column{}, false
+}
+
+// ttl is the TTL expression for a server with features f, "" for none.
+func (t *Table) ttl(f Features, o Options) string {
+	if !f.TTL || t.TTLFrom == "" || o.TTLDays <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s + INTERVAL %d DAY", t.TTLFrom, o.TTLDays)
+}
+
+// qualified is database.table, quoted where needed.
+func (t *Table) qualified(o Options) string {
+	return quoteIdent(o.database()) + "." + quoteIdent(t.Name)
+}
+
+// Create is the table's CREATE TABLE IF NOT EXISTS statement.
+func (t *Table) Create(f Features, o Options) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", t.qualified(o))
+	width := 0
+	for _, c := range t.Columns {
+		width = max(width, len(quoteIdent(c.Name)))
+	}
+	for i, c := range t.Columns {
+		sep := ","
+		if i == len(t.Columns)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "    %s%s\n", c.def(f, width), sep)
+	}
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY %s", t.Engine, t.PartitionBy, t.OrderBy)
+	if ttl := t.ttl(f, o); ttl != "" {
+		fmt.Fprintf(&b, "\nTTL %s", ttl)
+	}
+	return b.String()
+}
+
+// statement is one DDL statement and what it does, for error messages.
+type statement struct{ what, sql string }
+
+func statements(f Features, o Options) []statement {
+	db := quoteIdent(o.database())
+	stmts := []statement{{"create database " + db, "CREATE DATABASE IF NOT EXISTS " + db}}
+	for _, t := range Tables {
+		stmts = append(stmts, statement{"create table " + t.qualified(o), t.Create(f, o)})
+	}
+	return stmts
+}
+
+// Render returns the statements that create the schema on a server with
+// features f, in order. The text is deterministic.
+func Render(f Features, o Options) []string {
+	var out []string
+	for _, s := range statements(f, o) {
+		out = append(out, s.sql)
+	}
+	return out
+}
+
+var plainIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// quoteIdent leaves plain identifiers alone and backquotes the rest.
+func quoteIdent(s string) string {
+	if plainIdent.MatchString(s) {
+		return s
+	}
+	return "`" + strings.NewReplacer(`\`, `\\`, "`", "\\`").Replace(s) + "`"
+}

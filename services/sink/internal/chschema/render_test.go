@@ -1,0 +1,435 @@
+package chschema
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/AfterShip/clickhouse-sql-parser/parser"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.sql from the current rendering")
+
+// goldenOptions are the options the golden files are rendered with.
+var goldenOptions = Options{Database: "netpulse", TTLDays: 30}
+
+func TestGolden(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		f    Features
+	}{
+		{"legacy", Features{}},
+		{"modern", Modern},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, table := range Tables {
+				path := filepath.Join("testdata", table.Name+"."+tt.name+".sql")
+				got := table.Create(tt.f, goldenOptions) + ";\n"
+				if *update {
+					if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatalf("%v (run go test -update to create it)", err)
+				}
+				if got != string(want) {
+					t.Errorf("%s rendering of %s differs from %s (go test -update rewrites it):\n%s",
+						tt.name, table.Name, path, got)
+				}
+			}
+		})
+	}
+}
+
+func TestRender(t *testing.T) {
+	got := Render(Features{}, Options{})
+	if len(got) != 1+len(Tables) {
+		t.Fatalf("Render returned %d statements, want %d", len(got), 1+len(Tables))
+	}
+	if got[0] != "CREATE DATABASE IF NOT EXISTS netpulse" {
+		t.Errorf("first statement = %q, want the default database created", got[0])
+	}
+	if !strings.HasPrefix(got[1], "CREATE TABLE IF NOT EXISTS netpulse.tcp_events\n") {
+		t.Errorf("second statement starts %q", strings.SplitN(got[1], "\n", 2)[0])
+	}
+
+	odd := Render(Features{}, Options{Database: "net-pulse`x"})
+	if odd[0] != "CREATE DATABASE IF NOT EXISTS `net-pulse\\`x`" {
+		t.Errorf("odd database name rendered as %q", odd[0])
+	}
+	if !slices.Equal(Render(Modern, goldenOptions), Render(Modern, goldenOptions)) {
+		t.Error("Render is not deterministic")
+	}
+}
+
+func TestColumnTypePerFeature(t *testing.T) {
+	lcOnly := Features{LowCardinality: true} // a 19.x server: LowCardinality, no DateTime64
+	for _, tt := range []struct {
+		col  string
+		f    Features
+		want string
+	}{
+		{"time", Features{}, "DateTime('UTC')"},
+		{"time", lcOnly, "DateTime('UTC')"},
+		{"time", Modern, "DateTime64(9, 'UTC')"},
+		{"host", Features{}, "String"},
+		{"host", lcOnly, "LowCardinality(String)"},
+		{"pid", Features{}, "UInt32"},
+		{"pid", Modern, "UInt32"},
+	} {
+		c, ok := TCPEvents.Column(tt.col)
+		if !ok {
+			t.Fatalf("tcp_events has no column %s", tt.col)
+		}
+		if got := c.Type(tt.f); got != tt.want {
+			t.Errorf("%s.Type(%+v) = %q, want %q", tt.col, tt.f, got, tt.want)
+		}
+	}
+	// Codecs follow their own feature, not the types'.
+	c, _ := TCPEvents.Column("time")
+	if got := c.def(Features{DateTime64: true}, 0); got != "time DateTime64(9, 'UTC')" {
+		t.Errorf("def without codecs = %q", got)
+	}
+}
+
+// The columns, types and codecs of tcp_events as the issue specifies them:
+// written out here, independently of TCPEvents, and compared with what a
+// ClickHouse SQL parser reads back from the rendering.
+var specTCPEvents = []struct {
+	name, modern, legacy string
+	codec                []string // codec chain, modern only
+}{
+	{"time", "DateTime64(9,'UTC')", "DateTime('UTC')", []string{"Delta", "ZSTD(1)"}},
+	{"time_ns", "UInt64", "UInt64", []string{"Delta", "ZSTD(1)"}},
+	{"host", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
+	{"type", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
+	{"pid", "UInt32", "UInt32", []string{"T64", "ZSTD(1)"}},
+	{"tid", "UInt32", "UInt32", []string{"T64", "ZSTD(1)"}},
+	{"comm", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
+	{"family", "Enum8", "Enum8", nil},
+	{"saddr", "String", "String", []string{"ZSTD(1)"}},
+	{"sport", "UInt16", "UInt16", []string{"T64", "ZSTD(1)"}},
+	{"daddr", "String", "String", []string{"ZSTD(1)"}},
+	{"dport", "UInt16", "UInt16", []string{"T64", "ZSTD(1)"}},
+	{"old_state", "Enum8", "Enum8", nil},
+	{"new_state", "Enum8", "Enum8", nil},
+	{"state_duration_us", "UInt64", "UInt64", []string{"T64", "ZSTD(1)"}},
+	{"sock_id", "UInt64", "UInt64", []string{"ZSTD(1)"}},
+	{"probe_id", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
+	{"seq", "UInt64", "UInt64", []string{"Delta", "ZSTD(1)"}},
+	{"stream_seq", "UInt64", "UInt64", []string{"Delta", "ZSTD(1)"}},
+}
+
+// Enum values as the kernel numbers them (include/net/tcp_states.h,
+// AF_INET/AF_INET6 as 4/6).
+var (
+	specFamily = map[string]int{"unknown": 0, "ipv4": 4, "ipv6": 6}
+	specState  = map[string]int{
+		"UNKNOWN": 0, "ESTABLISHED": 1, "SYN_SENT": 2, "SYN_RECV": 3, "FIN_WAIT1": 4,
+		"FIN_WAIT2": 5, "TIME_WAIT": 6, "CLOSE": 7, "CLOSE_WAIT": 8, "LAST_ACK": 9,
+		"LISTEN": 10, "CLOSING": 11, "NEW_SYN_RECV": 12,
+	}
+)
+
+// TestRenderingParses reads both renderings back with a ClickHouse SQL
+// parser (18.16 can run only the legacy one) and checks the AST against
+// the spec above: engine, partition key, sort key, TTL, and every column's
+// type, enum values and codec chain.
+func TestRenderingParses(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		f    Features
+	}{
+		{"legacy", Features{}},
+		{"modern", Modern},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			stmts := Render(tt.f, goldenOptions)
+			db := parseOne(t, stmts[0])
+			cdb, ok := db.(*parser.CreateDatabase)
+			if !ok || !cdb.IfNotExists || cdb.Name.String() != "netpulse" {
+				t.Fatalf("statement 1 parsed as %T %q, want CREATE DATABASE IF NOT EXISTS netpulse", db, db.String())
+			}
+			ct, ok := parseOne(t, stmts[1]).(*parser.CreateTable)
+			if !ok {
+				t.Fatalf("statement 2 is not a CREATE TABLE:\n%s", stmts[1])
+			}
+			if !ct.IfNotExists || ct.Name.Database.Name != "netpulse" || ct.Name.Table.Name != "tcp_events" {
+				t.Errorf("table name %q (if not exists %v), want netpulse.tcp_events", ct.Name.String(), ct.IfNotExists)
+			}
+			checkEngine(t, ct.Engine, tt.f)
+			checkColumns(t, ct.TableSchema, tt.f)
+		})
+	}
+}
+
+func parseOne(t *testing.T, sql string) parser.Expr {
+	t.Helper()
+	stmts, err := parser.NewParser(sql).ParseStmts()
+	if err != nil {
+		t.Fatalf("parse:\n%s\n%v", sql, err)
+	}
+	if len(stmts) != 1 {
+		t.Fatalf("parsed %d statements from one:\n%s", len(stmts), sql)
+	}
+	return stmts[0]
+}
+
+func checkEngine(t *testing.T, e *parser.EngineExpr, f Features) {
+	t.Helper()
+	if e == nil || e.Name != "MergeTree" {
+		t.Fatalf("engine = %v, want MergeTree", e)
+	}
+	if e.PartitionBy == nil {
+		t.Fatal("no PARTITION BY")
+	}
+	if name, args := call(e.PartitionBy.Expr); name != "toYYYYMMDD" || !slices.Equal(args, []string{"time"}) {
+		t.Errorf("PARTITION BY %s (%s%v), want toYYYYMMDD(time)", e.PartitionBy.Expr.String(), name, args)
+	}
+	if e.OrderBy == nil || len(e.OrderBy.Items) != 1 {
+		t.Fatalf("ORDER BY = %v, want one tuple", e.OrderBy)
+	}
+	if got := tupleNames(e.OrderBy.Items[0].(*parser.OrderExpr).Expr); !slices.Equal(got, []string{"host", "type", "time"}) {
+		t.Errorf("ORDER BY %v, want (host, type, time)", got)
+	}
+
+	if !f.TTL {
+		if e.TTL != nil {
+			t.Errorf("TTL %s on a server without TTL", e.TTL.String())
+		}
+		return
+	}
+	if e.TTL == nil || len(e.TTL.Items) != 1 {
+		t.Fatalf("TTL = %v, want one expression", e.TTL)
+	}
+	bin, ok := e.TTL.Items[0].Expr.(*parser.BinaryOperation)
+	if !ok || bin.Operation != "+" {
+		t.Fatalf("TTL %s, want toDateTime(time) + INTERVAL n DAY", e.TTL.String())
+	}
+	if name, args := call(bin.LeftExpr); name != "toDateTime" || !slices.Equal(args, []string{"time"}) {
+		t.Errorf("TTL counts from %s, want toDateTime(time)", bin.LeftExpr.String())
+	}
+	iv, ok := bin.RightExpr.(*parser.IntervalExpr)
+	if !ok || !strings.EqualFold(iv.Unit.Name, "DAY") || iv.Expr.String() != strconv.Itoa(goldenOptions.TTLDays) {
+		t.Errorf("TTL adds %s, want INTERVAL %d DAY", bin.RightExpr.String(), goldenOptions.TTLDays)
+	}
+}
+
+func checkColumns(t *testing.T, schema *parser.TableSchemaClause, f Features) {
+	t.Helper()
+	if len(schema.Columns) != len(specTCPEvents) {
+		t.Fatalf("%d columns, want %d", len(schema.Columns), len(specTCPEvents))
+	}
+	for i, spec := range specTCPEvents {
+		col, ok := schema.Columns[i].(*parser.ColumnDef)
+		if !ok {
+			t.Fatalf("column %d is a %T", i, schema.Columns[i])
+		}
+		if col.Name.String() != spec.name {
+			t.Errorf("column %d is %s, want %s", i, col.Name.String(), spec.name)
+			continue
+		}
+		want := spec.legacy
+		if f == Modern {
+			want = spec.modern
+		}
+		typ := col.Type.String()
+		if enum, ok := col.Type.(*parser.EnumType); ok {
+			typ = enum.Name.Name
+			values := map[string]int{}
+			for _, v := range enum.Values {
+				n, err := strconv.Atoi(v.Value.Literal)
+				if err != nil {
+					t.Errorf("%s: enum value %s: %v", spec.name, v.String(), err)
+				}
+				values[v.Name.Literal] = n
+			}
+			wantValues := specState
+			if spec.name == "family" {
+				wantValues = specFamily
+			}
+			if !mapsEqual(values, wantValues) {
+				t.Errorf("%s: enum values %v, want %v", spec.name, values, wantValues)
+			}
+		}
+		if strings.ReplaceAll(typ, " ", "") != want {
+			t.Errorf("%s: type %s, want %s", spec.name, typ, want)
+		}
+
+		var codec []string
+		if col.Codec != nil {
+			codec = codecChain(col.Codec)
+		}
+		wantCodec := spec.codec
+		if !f.Codecs {
+			wantCodec = nil
+		}
+		if !slices.Equal(codec, wantCodec) {
+			t.Errorf("%s: codec %v, want %v", spec.name, codec, wantCodec)
+		}
+		// Delta and T64 only prepare data: a chain needs a compressor last.
+		if len(codec) > 0 && !strings.HasPrefix(codec[len(codec)-1], "ZSTD") && !strings.HasPrefix(codec[len(codec)-1], "LZ4") {
+			t.Errorf("%s: codec chain %v does not end in a compressor", spec.name, codec)
+		}
+	}
+}
+
+// call returns a function call's name and its identifier arguments.
+func call(e parser.Expr) (string, []string) {
+	fn, ok := unwrap(e).(*parser.FunctionExpr)
+	if !ok || fn.Params == nil || fn.Params.Items == nil {
+		return "", nil
+	}
+	var args []string
+	for _, a := range fn.Params.Items.Items {
+		args = append(args, identName(a))
+	}
+	return fn.Name.Name, args
+}
+
+// unwrap looks through the one-item lists and column wrappers the parser
+// puts around expressions.
+func unwrap(e parser.Expr) parser.Expr {
+	for {
+		switch v := e.(type) {
+		case *parser.ColumnExprList:
+			if len(v.Items) != 1 {
+				return e
+			}
+			e = v.Items[0]
+		case *parser.ColumnExpr:
+			e = v.Expr
+		default:
+			return e
+		}
+	}
+}
+
+// tupleNames returns the identifiers of a tuple (a, b, c).
+func tupleNames(e parser.Expr) []string {
+	var items []parser.Expr
+	switch v := unwrap(e).(type) {
+	case *parser.ParamExprList:
+		items = v.Items.Items
+	case *parser.ColumnExprList:
+		items = v.Items
+	default:
+		return []string{e.String()}
+	}
+	var names []string
+	for _, it := range items {
+		names = append(names, identName(it))
+	}
+	return names
+}
+
+// identName is the name of a bare identifier expression, else its text.
+func identName(e parser.Expr) string {
+	switch v := unwrap(e).(type) {
+	case *parser.Ident:
+		return v.Name
+	case *parser.NestedIdentifier:
+		if v.DotIdent == nil {
+			return v.Ident.Name
+		}
+	}
+	return "expr:" + e.String()
+}
+
+// codecChain lists a CODEC(...) clause's codecs with their levels.
+func codecChain(c *parser.CompressionCodec) []string {
+	var chain []string
+	add := func(name *parser.Ident, level *parser.NumberLiteral) {
+		if name == nil {
+			return
+		}
+		s := name.Name
+		if level != nil {
+			s += "(" + level.Literal + ")"
+		}
+		chain = append(chain, s)
+	}
+	add(c.Type, c.TypeLevel)
+	add(c.Name, c.Level)
+	return chain
+}
+
+func mapsEqual(a, b map[string]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestTTLAlter(t *testing.T) {
+	const table = "netpulse.tcp_events"
+	for _, tt := range []struct {
+		name, engineFull, want, alter string
+	}{
+		{
+			name:       "none wanted, none there",
+			engineFull: "MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (host, type, time) SETTINGS index_granularity = 8192",
+		},
+		{
+			name:       "same TTL in the server's spelling",
+			engineFull: "MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (host, type, time) TTL toDateTime(time) + toIntervalDay(30) SETTINGS index_granularity = 8192",
+			want:       "toDateTime(time) + INTERVAL 30 DAY",
+		},
+		{
+			name:       "same TTL spelled as written",
+			engineFull: "MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (host, type, time) TTL toDateTime(time) + INTERVAL 30 DAY",
+			want:       "toDateTime(time) + INTERVAL 30 DAY",
+		},
+		{
+			name:       "days changed",
+			engineFull: "MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (host, type, time) TTL toDateTime(time) + toIntervalDay(30) SETTINGS index_granularity = 8192",
+			want:       "toDateTime(time) + INTERVAL 7 DAY",
+			alter:      "ALTER TABLE netpulse.tcp_events MODIFY TTL toDateTime(time) + INTERVAL 7 DAY",
+		},
+		{
+			name:       "TTL turned on",
+			engineFull: "MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (host, type, time) SETTINGS index_granularity = 8192",
+			want:       "toDateTime(time) + INTERVAL 7 DAY",
+			alter:      "ALTER TABLE netpulse.tcp_events MODIFY TTL toDateTime(time) + INTERVAL 7 DAY",
+		},
+		{
+			name:       "TTL turned off",
+			engineFull: "MergeTree PARTITION BY toYYYYMMDD(time) ORDER BY (host, type, time) TTL toDateTime(time) + toIntervalDay(30) SETTINGS index_granularity = 8192",
+			alter:      "ALTER TABLE netpulse.tcp_events REMOVE TTL",
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ttlAlter(table, tableTTL(tt.engineFull), tt.want); got != tt.alter {
+				t.Errorf("ttlAlter = %q, want %q", got, tt.alter)
+			}
+		})
+	}
+}
+
+func TestTTLOnlyWhereSupported(t *testing.T) {
+	for _, tt := range []struct {
+		f    Features
+		o    Options
+		want string
+	}{
+		{Modern, Options{TTLDays: 30}, "toDateTime(time) + INTERVAL 30 DAY"},
+		{Modern, Options{}, ""},
+		{Features{}, Options{TTLDays: 30}, ""},
+		{Features{TTL: true}, Options{TTLDays: 1}, "toDateTime(time) + INTERVAL 1 DAY"},
+	} {
+		if got := TCPEvents.ttl(tt.f, tt.o); got != tt.want {
+			t.Errorf("ttl(%+v, %+v) = %q, want %q", tt.f, tt.o, got, tt.want)
+		}
+	}
+}

@@ -1,0 +1,60 @@
+package chschema
+
+// Enum8 value lists shared with the insert code's string values.
+const (
+	familyEnum = "Enum8('unknown' = 0, 'ipv4' = 4, 'ipv6' = 6)"
+	stateEnum  = "Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, " +
+		"'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, " +
+		"'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12)"
+)
+
+// Codecs: Delta before ZSTD for values that grow along the sort order
+// (timestamps, sequences); T64 before ZSTD for integers with a small range
+// (ids, ports, durations); ZSTD for strings and other values. Enums keep
+// the default LZ4: one byte each, in long runs.
+const (
+	codecSeq   = "Delta, ZSTD(1)"
+	codecSmall = "T64, ZSTD(1)"
+	codecZSTD  = "ZSTD(1)"
+	lcString   = "LowCardinality(String)"
+)
+
+// TCPEvents holds one row per kernel event.
+//
+// Partitions are UTC days: the sink computes each row's partition in Go
+// (toYYYYMMDD of a UTC time) so one INSERT is one partition and one atomic
+// part. ORDER BY (host, type, time): queries select a host and an event type
+// over a time range; low-cardinality keys first also make the runs that
+// compress best.
+var TCPEvents = Table{
+	Name: "tcp_events",
+	Columns: []Column{
+		{Name: "time", Modern: "DateTime64(9, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},
+		// Unix nanoseconds: exact ordering where time has only seconds.
+		{Name: "time_ns", Modern: "UInt64", Codec: codecSeq},
+		{Name: "host", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		{Name: "type", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		{Name: "pid", Modern: "UInt32", Codec: codecSmall},
+		{Name: "tid", Modern: "UInt32", Codec: codecSmall},
+		{Name: "comm", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		{Name: "family", Modern: familyEnum},
+		{Name: "saddr", Modern: "String", Codec: codecZSTD},
+		{Name: "sport", Modern: "UInt16", Codec: codecSmall},
+		{Name: "daddr", Modern: "String", Codec: codecZSTD},
+		{Name: "dport", Modern: "UInt16", Codec: codecSmall},
+		{Name: "old_state", Modern: stateEnum},
+		{Name: "new_state", Modern: stateEnum},
+		{Name: "state_duration_us", Modern: "UInt64", Codec: codecSmall},
+		{Name: "sock_id", Modern: "UInt64", Codec: codecZSTD},
+		{Name: "probe_id", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		// Per probe run.
+		{Name: "seq", Modern: "UInt64", Codec: codecSeq},
+		// JetStream stream sequence of the message the row came from: the
+		// sink's redelivery dedup.
+		{Name: "stream_seq", Modern: "UInt64", Codec: codecSeq},
+	},
+	Engine:      "MergeTree",
+	PartitionBy: "toYYYYMMDD(time)",
+	OrderBy:     "(host, type, time)",
+	TTLFrom:     "toDateTime(time)",
+}

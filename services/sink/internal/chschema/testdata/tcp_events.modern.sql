@@ -1,0 +1,26 @@
+CREATE TABLE IF NOT EXISTS netpulse.tcp_events
+(
+    time              DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),
+    time_ns           UInt64 CODEC(Delta, ZSTD(1)),
+    host              LowCardinality(String) CODEC(ZSTD(1)),
+    type              LowCardinality(String) CODEC(ZSTD(1)),
+    pid               UInt32 CODEC(T64, ZSTD(1)),
+    tid               UInt32 CODEC(T64, ZSTD(1)),
+    comm              LowCardinality(String) CODEC(ZSTD(1)),
+    family            Enum8('unknown' = 0, 'ipv4' = 4, 'ipv6' = 6),
+    saddr             String CODEC(ZSTD(1)),
+    sport             UInt16 CODEC(T64, ZSTD(1)),
+    daddr             String CODEC(ZSTD(1)),
+    dport             UInt16 CODEC(T64, ZSTD(1)),
+    old_state         Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, 'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, 'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12),
+    new_state         Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, 'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, 'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12),
+    state_duration_us UInt64 CODEC(T64, ZSTD(1)),
+    sock_id           UInt64 CODEC(ZSTD(1)),
+    probe_id          LowCardinality(String) CODEC(ZSTD(1)),
+    seq               UInt64 CODEC(Delta, ZSTD(1)),
+    stream_seq        UInt64 CODEC(Delta, ZSTD(1))
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (host, type, time)
+TTL toDateTime(time) + INTERVAL 30 DAY;
