@@ -2,11 +2,11 @@
 SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
-PKGS  := ./lib/... ./services/probe/... ./services/sink/... ./services/detector/...
+PKGS  := ./lib/... ./services/probe/... ./services/sink/... ./services/detector/... ./tests/e2e/...
 # Pinned code generators: clang 14 (Debian 12) for eBPF, protoc 3.21 for the event contract.
 CLANG   ?= clang-14
 PROTOC  ?= protoc
-GENPATHS := services/probe/internal/tracer lib/eventpb
+GENPATHS := services/probe/internal/tracer/tcpstate_bpfel.go services/probe/internal/tracer/tcpstate_bpfel.o lib/eventpb/event.pb.go lib/eventpb/event_vtproto.pb.go
 
 .PHONY: all build run test bench generate check-generate deps vet fmt clean
 
@@ -37,7 +37,7 @@ deps:
 generate:
 	@$(CLANG) --version | head -1 | grep -q 'clang version 14\.' || { echo "make generate needs clang 14 (got: $$($(CLANG) --version | head -1))"; exit 1; }
 	@$(PROTOC) --version | grep -q 'libprotoc 3\.21\.' || { echo "make generate needs protoc 3.21 (got: $$($(PROTOC) --version))"; exit 1; }
-	cd services/probe/internal/tracer && $(GO) generate ./...
+	$(MAKE) -C bpf generate
 	@mkdir -p .cache/protoc-plugins
 	cd lib && $(GO) build -o ../.cache/protoc-plugins/protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go
 	cd lib && $(GO) build -o ../.cache/protoc-plugins/protoc-gen-go-vtproto github.com/planetscale/vtprotobuf/cmd/protoc-gen-go-vtproto

@@ -24,10 +24,12 @@ enum counter_index {
 };
 
 // The one definition of the record. Fields are ordered by size so that
-// there is no implicit padding: 88 bytes, a multiple of 8.
+// there is no implicit padding: 96 bytes, a multiple of 8.
 struct event {
 	__u64 ts_ns;             // bpf_ktime_get_ns (CLOCK_MONOTONIC)
 	__u64 skaddr;            // kernel socket address; user space hashes it
+	__u64 born_ns;           // when the probe first saw this socket: with
+	                         // skaddr, one socket's life (addresses are reused)
 	__u64 state_duration_us; // time in oldstate, 0 when not seen entering it
 	__u32 pid;               // tgid
 	__u32 tid;
@@ -40,21 +42,26 @@ struct event {
 	__u8 daddr[16];
 	char comm[16];
 };
-_Static_assert(sizeof(struct event) == 88, "struct event has implicit padding");
+_Static_assert(sizeof(struct event) == 96, "struct event has implicit padding");
 
 // Wakes the reader only once this many bytes wait in the ring; 0 keeps the
 // kernel's default (wake whenever the reader had caught up, which under load
 // is nearly every record). Set from Go before load.
 const volatile __u64 wakeup_bytes = 0;
 
-// skaddr -> ktime when the socket entered its current state. LRU so that
-// sockets whose CLOSE we never see cannot fill it. max_entries is set from
-// Go before load.
+// What the probe remembers of a live socket.
+struct sock_info {
+	__u64 entered_ns; // when it entered its current state
+	__u64 born_ns;    // when the probe first saw it
+};
+
+// skaddr -> sock_info. LRU so that sockets whose CLOSE we never see cannot
+// fill it. max_entries is set from Go before load.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct sock_info);
 } sock_start SEC(".maps");
 
 // Size set from Go before load.
@@ -91,7 +98,8 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	int newstate = ctx->newstate;
 	__u64 now = bpf_ktime_get_ns();
 	__u64 duration_us = 0;
-	__u64 *start;
+	struct sock_info *info, fresh = {.entered_ns = now, .born_ns = now};
+	__u64 born = now;
 	struct event *e;
 	__u64 flags;
 
@@ -102,13 +110,19 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	// Book-keeping first: it must happen even when the ring is full, or the
 	// next duration of this socket would be wrong.
-	start = bpf_map_lookup_elem(&sock_start, &skaddr);
-	if (start && now > *start)
-		duration_us = (now - *start) / 1000;
-	if (newstate == TCP_CLOSE)
+	info = bpf_map_lookup_elem(&sock_start, &skaddr);
+	if (info) {
+		if (now > info->entered_ns)
+			duration_us = (now - info->entered_ns) / 1000;
+		born = info->born_ns;
+	}
+	if (newstate == TCP_CLOSE) {
 		bpf_map_delete_elem(&sock_start, &skaddr);
-	else
-		bpf_map_update_elem(&sock_start, &skaddr, &now, BPF_ANY);
+	} else if (info) {
+		info->entered_ns = now;
+	} else {
+		bpf_map_update_elem(&sock_start, &skaddr, &fresh, BPF_ANY);
+	}
 
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -120,6 +134,7 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	e->ts_ns = now;
 	e->skaddr = skaddr;
+	e->born_ns = born;
 	e->state_duration_us = duration_us;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;

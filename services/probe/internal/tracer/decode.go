@@ -92,7 +92,8 @@ func (d Decoder) Decode(raw []byte, out *eventpb.Event) error {
 	out.OldState = oldState
 	out.NewState = newState
 	out.StateDurationUs = ev.StateDurationUs
-	out.SockId = splitmix64(ev.Skaddr ^ d.SockKey)
+	// Kernel addresses are reused; born_ns tells two lives of one address apart.
+	out.SockId = splitmix64(splitmix64(ev.Skaddr^d.SockKey) ^ ev.BornNs)
 	return nil
 }
 

@@ -17,6 +17,7 @@ type tcpstateEvent struct {
 	_               structs.HostLayout
 	TsNs            uint64
 	Skaddr          uint64
+	BornNs          uint64
 	StateDurationUs uint64
 	Pid             uint32
 	Tid             uint32
@@ -28,6 +29,12 @@ type tcpstateEvent struct {
 	Saddr           [16]uint8
 	Daddr           [16]uint8
 	Comm            [16]int8
+}
+
+type tcpstateSockInfo struct {
+	_         structs.HostLayout
+	EnteredNs uint64
+	BornNs    uint64
 }
 
 // Names of all BPF objects in the ELF.
