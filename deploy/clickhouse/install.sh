@@ -46,6 +46,9 @@ apt-get install -y -q clickhouse-server clickhouse-client
 if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
 	echo "install.sh: systemctl disable clickhouse-server (netpulse starts its own server)"
 	systemctl disable clickhouse-server >/dev/null 2>&1 || true
+elif command -v update-rc.d >/dev/null && [[ -x /etc/init.d/clickhouse-server ]]; then
+	echo "install.sh: update-rc.d clickhouse-server disable (netpulse starts its own server)"
+	update-rc.d clickhouse-server disable >/dev/null 2>&1 || true
 fi
 
 path=$(find_server) || {

@@ -41,13 +41,17 @@ if [[ ${#server[@]} -eq 0 ]]; then
 	exit 69
 fi
 
+# DIR is pasted into XML: refuse what would need escaping rather than escape it.
+check_dir() {
+	if [[ $1 == *[\&\<\>\"\'$'\n']* ]]; then
+		echo "start.sh: DIR must not contain & < > \" ' or a newline: $1" >&2
+		exit 64
+	fi
+}
+check_dir "$1"
 mkdir -p "$1"
 dir=$(cd "$1" && pwd -P)
-# DIR is pasted into XML: refuse what would need escaping rather than escape it.
-if [[ $dir == *[\&\<\>\"\'$'\n']* ]]; then
-	echo "start.sh: DIR must not contain & < > \" ' or a newline: $dir" >&2
-	exit 64
-fi
+check_dir "$dir"
 mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
 
 config=$(<"$here/config.xml.tmpl")

@@ -128,6 +128,8 @@ func start(script, dir string) (*Server, error) {
 		return nil, fmt.Errorf("clickhouse output file: %w", err)
 	}
 	defer out.Close() // the child has its own copy
+	// A previous try's "address in use" must not decide this one.
+	os.Remove(filepath.Join(dir, "log", "clickhouse-server.err.log"))
 
 	cmd := exec.Command("bash", script, dir, strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = out, out
@@ -205,7 +207,7 @@ func (s *Server) exitError() error {
 	}
 	errLog, _ := os.ReadFile(filepath.Join(s.dir, "log", "clickhouse-server.err.log"))
 	if addrInUse.Match(lastLines(errLog, 5)) {
-		return fmt.Errorf("clickhouse on %s: %w", s.addr, errPortTaken)
+		return fmt.Errorf("clickhouse on %s: %w%s", s.addr, errPortTaken, s.logTail())
 	}
 	return fmt.Errorf("clickhouse on %s exited with status %d before it was ready%s", s.addr, code, s.logTail())
 }
