@@ -1,0 +1,293 @@
+package sink
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/testutil/natstest"
+)
+
+var (
+	benchMessages  = flag.Int("bench.messages", 1000, "BenchmarkSinkThroughput: messages in the pre-filled stream")
+	benchPerBatch  = flag.Int("bench.batch_events", 3000, "BenchmarkSinkThroughput: events per message")
+	benchMaxRowsOf = flag.String("bench.max_rows", "100000,200000,500000", "BenchmarkSinkThroughput: batch.max_rows values to run, comma-separated")
+)
+
+// BenchmarkSinkThroughput measures the sink binary draining a backlog: a
+// JetStream stream (embedded server, file storage) pre-filled with
+// -bench.messages x -bench.batch_events synthetic events (3M by default),
+// into the real ClickHouse of chtest. One sub-benchmark per batch.max_rows;
+// each b.Loop iteration is one sink process with a durable consumer and a
+// database of its own, run until the consumer has acknowledged the whole
+// stream. The sink runs as a separate process so that its peak resident
+// memory (VmHWM) is its own.
+//
+// Reported: events/s from the moment the sink's consumer exists (schema
+// ready) to the last ack, the same from process start, peak RSS, and the
+// sink's CPU seconds per million events.
+func BenchmarkSinkThroughput(b *testing.B) {
+	srv.Require(b)
+	var maxRows []int
+	for _, f := range strings.Split(*benchMaxRowsOf, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			b.Fatalf("-bench.max_rows: %v", err)
+		}
+		maxRows = append(maxRows, n)
+	}
+	bin := buildSink(b)
+	ns := natstest.Start(b)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	lastSeq, total := prefill(b, js, *benchMessages, *benchPerBatch)
+
+	for _, rows := range maxRows {
+		b.Run(fmt.Sprintf("max_rows=%d", rows), func(b *testing.B) {
+			var sum sinkRun
+			for b.Loop() {
+				r := runSink(b, bin, ns.ClientURL(), js, rows, lastSeq, total)
+				b.Logf("%.2f s (%.2f s to the consumer), peak RSS %.0f MiB, CPU %.1f s",
+					r.total.Seconds(), r.startup.Seconds(), float64(r.hwmKiB)/1024, r.cpu.Seconds())
+				sum.total += r.total
+				sum.startup += r.startup
+				sum.cpu += r.cpu
+				sum.hwmKiB = max(sum.hwmKiB, r.hwmKiB)
+			}
+			runs := float64(b.N)
+			drain := (sum.total - sum.startup).Seconds()
+			b.ReportMetric(float64(total)*runs/drain, "events/s")
+			b.ReportMetric(float64(total)*runs/sum.total.Seconds(), "events/s_with_startup")
+			b.ReportMetric(float64(sum.hwmKiB)/1024, "peak_rss_MiB")
+			b.ReportMetric(sum.cpu.Seconds()/(float64(total)*runs/1e6), "cpu_s/Mevents")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// buildSink builds the sink's command into a temp dir.
+func buildSink(b *testing.B) string {
+	bin := filepath.Join(b.TempDir(), "netpulse-sink")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/netpulse/netpulse/services/sink/cmd/sink").CombinedOutput()
+	if err != nil {
+		b.Fatalf("go build the sink: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// prefill publishes msgs batches of n synthetic events each, from ten
+// hosts, and returns the stream's last sequence and the number of events.
+func prefill(b *testing.B, js jetstream.JetStream, msgs, n int) (lastSeq, total uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := natsutil.EnsureEventsStream(ctx, js, DefaultConfig().Stream, quiet); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	const hosts = 10
+	seqs := make([]uint64, hosts) // per-host event seq, as one probe run each
+	base := uint64(time.Now().Add(-10 * time.Minute).UnixNano())
+	events := make([]*eventpb.Event, n)
+	for i := range events {
+		events[i] = &eventpb.Event{}
+	}
+	var bytesOut int
+	for m := range msgs {
+		h := m % hosts
+		host := fmt.Sprintf("web-%02d", h)
+		batch := eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: fmt.Sprintf("probe%02d", h), BatchSeq: uint64(m/hosts + 1), Events: events}
+		for i, ev := range events {
+			seqs[h]++
+			synthEvent(ev, uint64(m*n+i), base, seqs[h])
+		}
+		data, err := batch.MarshalVT()
+		if err != nil {
+			b.Fatal(err)
+		}
+		bytesOut += len(data)
+		if _, err := js.PublishAsync(natsutil.EventSubject(host, natsutil.KindState), data,
+			jetstream.WithMsgID(fmt.Sprintf("%s-%d", batch.ProbeId, batch.BatchSeq))); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		b.Fatal("pre-fill: publishes not acknowledged in time")
+	}
+	st, err := js.Stream(ctx, natsutil.EventsStream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if info.State.Msgs != uint64(msgs) {
+		b.Fatalf("pre-fill: the stream holds %d messages, want %d", info.State.Msgs, msgs)
+	}
+	total = uint64(msgs * n)
+	// Not b.Logf: a benchmark with sub-benchmarks does not print its log.
+	fmt.Fprintf(os.Stderr, "BenchmarkSinkThroughput: pre-filled %d events in %d messages of %d KiB in %.1f s\n",
+		total, msgs, bytesOut/msgs>>10, time.Since(start).Seconds())
+	return info.State.LastSeq, total
+}
+
+var (
+	comms = []string{"nginx", "envoy", "postgres", "java", "curl", "redis-server", "python3", "node"}
+	dport = []uint32{443, 80, 5432, 6379, 8080, 9092, 3306, 53}
+	// A connection's life, as the kernel reports it on the client side.
+	transitions = [][2]eventpb.TcpState{
+		{eventpb.TcpState_TCP_STATE_CLOSE, eventpb.TcpState_TCP_STATE_SYN_SENT},
+		{eventpb.TcpState_TCP_STATE_SYN_SENT, eventpb.TcpState_TCP_STATE_ESTABLISHED},
+		{eventpb.TcpState_TCP_STATE_ESTABLISHED, eventpb.TcpState_TCP_STATE_FIN_WAIT1},
+		{eventpb.TcpState_TCP_STATE_FIN_WAIT1, eventpb.TcpState_TCP_STATE_FIN_WAIT2},
+		{eventpb.TcpState_TCP_STATE_FIN_WAIT2, eventpb.TcpState_TCP_STATE_CLOSE},
+	}
+)
+
+// synthEvent fills ev as the i-th event overall (10 µs apart) and the
+// seq-th of its host. Every connection has its own port and socket id.
+func synthEvent(ev *eventpb.Event, i, base, seq uint64) {
+	conn := i / uint64(len(transitions))
+	tr := transitions[i%uint64(len(transitions))]
+	*ev = eventpb.Event{
+		Type:         eventpb.EventType_EVENT_TYPE_STATE_CHANGE,
+		TimeUnixNano: base + i*10_000,
+		Seq:          seq,
+		Pid:          uint32(1000 + conn%97), Tid: uint32(1000 + conn%97 + conn%3),
+		Comm:   comms[conn%uint64(len(comms))],
+		Family: eventpb.Family_FAMILY_IPV4,
+		Saddr:  []byte{10, 0, byte(conn >> 8), byte(conn)}, Daddr: []byte{10, 1, byte(conn % 13), byte(conn % 251)},
+		Sport: uint32(32768 + conn%28000), Dport: dport[conn%uint64(len(dport))],
+		OldState: tr[0], NewState: tr[1],
+		StateDurationUs: 50 + conn%5000,
+		SockId:          conn*0x9e3779b97f4a7c15 | 1,
+	}
+}
+
+type sinkRun struct {
+	total, startup, cpu time.Duration
+	hwmKiB              int
+}
+
+// runSink runs the sink binary with its own database and durable consumer
+// until the consumer has acknowledged lastSeq, then stops it with SIGTERM
+// and checks that ClickHouse holds every event once.
+func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows int, lastSeq, total uint64) sinkRun {
+	db := srv.NewDatabase(b)
+	durable := "bench-" + db
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin,
+		"--nats.url="+natsURL, "--clickhouse.addr="+srv.Addr(), "--clickhouse.database="+db,
+		"--consumer.durable="+durable, "--batch.max_rows="+strconv.Itoa(maxRows), "--log.level=warn")
+	cmd.Dir = b.TempDir() // no config/sink.yaml here: flags and defaults only
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	fail := func(format string, args ...any) {
+		_ = cmd.Process.Kill()
+		<-exited
+		b.Fatalf("%s\nsink stderr:\n%s", fmt.Sprintf(format, args...), stderr.String())
+	}
+
+	var r sinkRun
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for ; ; time.Sleep(10 * time.Millisecond) {
+		select {
+		case err := <-exited:
+			b.Fatalf("the sink exited: %v\n%s", err, stderr.String())
+		case <-ctx.Done():
+			fail("the sink did not drain the stream in time")
+		default:
+		}
+		c, err := js.Consumer(ctx, natsutil.EventsStream, durable)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			continue
+		}
+		if err != nil {
+			fail("consumer %s: %v", durable, err)
+		}
+		if r.startup == 0 {
+			r.startup = time.Since(start)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			fail("consumer %s: %v", durable, err)
+		}
+		if info.AckFloor.Stream >= lastSeq {
+			r.total = time.Since(start)
+			break
+		}
+	}
+	r.hwmKiB = vmHWM(b, cmd.Process.Pid)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-exited; err != nil {
+		b.Fatalf("the sink exited with %v on SIGTERM\n%s", err, stderr.String())
+	}
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+
+	conn := srv.Conn(b, db)
+	var rows uint64
+	if err := conn.QueryRow(ctx, "SELECT count() FROM tcp_events").Scan(&rows); err != nil {
+		b.Fatal(err)
+	}
+	if rows != total {
+		b.Errorf("tcp_events holds %d rows, want %d", rows, total)
+	}
+	// Drop it now, not when the benchmark ends: merges of old data would
+	// slow down the next run.
+	if err := conn.Exec(ctx, "DROP DATABASE "+db); err != nil {
+		b.Fatal(err)
+	}
+	if err := js.DeleteConsumer(ctx, natsutil.EventsStream, durable); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// vmHWM is the peak resident set size of process pid in KiB.
+func vmHWM(b *testing.B, pid int) int {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			if err != nil {
+				b.Fatalf("VmHWM %q: %v", v, err)
+			}
+			return kib
+		}
+	}
+	b.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
