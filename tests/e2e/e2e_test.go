@@ -102,7 +102,13 @@ func connect(t *testing.T, network, addr string, n, parallel int) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
+	serve(t, ln, n, parallel)
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// serve makes n connections to ln from parallel dialers, then closes ln.
+func serve(t *testing.T, ln net.Listener, n, parallel int) {
+	t.Helper()
 	var served sync.WaitGroup
 	served.Add(n)
 	go func() {
@@ -131,7 +137,7 @@ func connect(t *testing.T, network, addr string, n, parallel int) int {
 		go func(w int) {
 			defer wg.Done()
 			for i := w; i < n; i += parallel {
-				c, err := net.Dial(network, ln.Addr().String())
+				c, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
 				if err != nil {
 					errs <- err
 					return
@@ -148,7 +154,6 @@ func connect(t *testing.T, network, addr string, n, parallel int) int {
 	}
 	served.Wait()
 	ln.Close()
-	return port
 }
 
 // Expected transitions on 6.18 of one loopback connection whose client

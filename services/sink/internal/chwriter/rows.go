@@ -1,7 +1,7 @@
 // Package chwriter turns decoded events into ClickHouse rows and inserts them
-// exactly once: one INSERT per partition (one atomic part) and a
-// per-partition watermark of JetStream stream sequences that makes a
-// redelivered message a no-op.
+// exactly once: one INSERT per partition (one atomic part), rows tagged with
+// the JetStream stream sequence of their message, and a look-up of that
+// sequence for every message the server delivers a second time.
 package chwriter
 
 import (
@@ -38,7 +38,8 @@ type rows struct {
 	durationUs, sockID, seq, sSq []uint64
 	probeID                      []string
 
-	minSeq, maxSeq uint64 // stream sequences in this buffer
+	msgs      []uint64 // stream sequences of the messages in this buffer
+	uncertain bool     // an INSERT of these rows failed: it may have landed
 }
 
 func (r *rows) len() int { return len(r.timeNs) }
@@ -52,7 +53,8 @@ func (r *rows) reset() {
 	r.oldState, r.newState = r.oldState[:0], r.newState[:0]
 	r.durationUs, r.sockID, r.seq, r.sSq = r.durationUs[:0], r.sockID[:0], r.seq[:0], r.sSq[:0]
 	r.probeID = r.probeID[:0]
-	r.minSeq, r.maxSeq = 0, 0
+	r.msgs = r.msgs[:0]
+	r.uncertain = false
 }
 
 // add appends one event. host and probeID come from the batch header.
@@ -77,10 +79,9 @@ func (r *rows) add(host, probeID string, streamSeq uint64, ev *eventpb.Event) {
 	r.probeID = append(r.probeID, probeID)
 	r.seq = append(r.seq, ev.Seq)
 	r.sSq = append(r.sSq, streamSeq)
-	if r.minSeq == 0 || streamSeq < r.minSeq {
-		r.minSeq = streamSeq
+	if n := len(r.msgs); n == 0 || r.msgs[n-1] != streamSeq {
+		r.msgs = append(r.msgs, streamSeq)
 	}
-	r.maxSeq = max(r.maxSeq, streamSeq)
 }
 
 // values returns the column slices in the order of columns.

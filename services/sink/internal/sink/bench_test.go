@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,7 @@ var (
 	benchMessages  = flag.Int("bench.messages", 1000, "BenchmarkSinkThroughput: messages in the pre-filled stream")
 	benchPerBatch  = flag.Int("bench.batch_events", 3000, "BenchmarkSinkThroughput: events per message")
 	benchMaxRowsOf = flag.String("bench.max_rows", "100000,200000,500000", "BenchmarkSinkThroughput: batch.max_rows values to run, comma-separated")
+	benchInProcess = flag.Bool("bench.inprocess", false, "BenchmarkSinkThroughput: run sink.Run in the test process (for -cpuprofile); peak is then the Go heap's")
 )
 
 // BenchmarkSinkThroughput measures the sink binary draining a backlog: a
@@ -39,8 +41,10 @@ var (
 // memory (VmHWM) is its own.
 //
 // Reported: events/s from the moment the sink's consumer exists (schema
-// ready) to the last ack, the same from process start, peak RSS, and the
-// sink's CPU seconds per million events.
+// ready) to the last ack (which includes the wait for the last, partial
+// batch's flush_interval), the same from process start, peak RSS, and the
+// sink's CPU seconds per million events. To profile the sink, run it in
+// this process: -args -bench.inprocess, with -cpuprofile or -memprofile.
 func BenchmarkSinkThroughput(b *testing.B) {
 	srv.Require(b)
 	var maxRows []int
@@ -51,7 +55,10 @@ func BenchmarkSinkThroughput(b *testing.B) {
 		}
 		maxRows = append(maxRows, n)
 	}
-	bin := buildSink(b)
+	bin, peakName := "", "go_heap"
+	if !*benchInProcess {
+		bin, peakName = buildSink(b), "rss"
+	}
 	ns := natstest.Start(b)
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
@@ -69,19 +76,21 @@ func BenchmarkSinkThroughput(b *testing.B) {
 			var sum sinkRun
 			for b.Loop() {
 				r := runSink(b, bin, ns.ClientURL(), js, rows, lastSeq, total)
-				b.Logf("%.2f s (%.2f s to the consumer), peak RSS %.0f MiB, CPU %.1f s",
-					r.total.Seconds(), r.startup.Seconds(), float64(r.hwmKiB)/1024, r.cpu.Seconds())
+				b.Logf("%.2f s (%.2f s to the consumer), peak %s %.0f MiB, CPU %.1f s",
+					r.total.Seconds(), r.startup.Seconds(), peakName, float64(r.peakKiB)/1024, r.cpu.Seconds())
 				sum.total += r.total
 				sum.startup += r.startup
 				sum.cpu += r.cpu
-				sum.hwmKiB = max(sum.hwmKiB, r.hwmKiB)
+				sum.peakKiB = max(sum.peakKiB, r.peakKiB)
 			}
 			runs := float64(b.N)
 			drain := (sum.total - sum.startup).Seconds()
 			b.ReportMetric(float64(total)*runs/drain, "events/s")
 			b.ReportMetric(float64(total)*runs/sum.total.Seconds(), "events/s_with_startup")
-			b.ReportMetric(float64(sum.hwmKiB)/1024, "peak_rss_MiB")
-			b.ReportMetric(sum.cpu.Seconds()/(float64(total)*runs/1e6), "cpu_s/Mevents")
+			b.ReportMetric(float64(sum.peakKiB)/1024, "peak_"+peakName+"_MiB")
+			if !*benchInProcess {
+				b.ReportMetric(sum.cpu.Seconds()/(float64(total)*runs/1e6), "cpu_s/Mevents")
+			}
 			b.ReportMetric(0, "ns/op")
 		})
 	}
@@ -190,42 +199,41 @@ func synthEvent(ev *eventpb.Event, i, base, seq uint64) {
 
 type sinkRun struct {
 	total, startup, cpu time.Duration
-	hwmKiB              int
+	peakKiB             int
 }
 
-// runSink runs the sink binary with its own database and durable consumer
-// until the consumer has acknowledged lastSeq, then stops it with SIGTERM
-// and checks that ClickHouse holds every event once.
+// runSink runs a sink with its own database and durable consumer until the
+// consumer has acknowledged lastSeq, stops it and checks that ClickHouse
+// holds every event once.
 func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows int, lastSeq, total uint64) sinkRun {
 	db := srv.NewDatabase(b)
 	durable := "bench-" + db
-	var stderr bytes.Buffer
-	cmd := exec.Command(bin,
-		"--nats.url="+natsURL, "--clickhouse.addr="+srv.Addr(), "--clickhouse.database="+db,
-		"--consumer.durable="+durable, "--batch.max_rows="+strconv.Itoa(maxRows), "--log.level=warn")
-	cmd.Dir = b.TempDir() // no config/sink.yaml here: flags and defaults only
-	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	fail := func(format string, args ...any) {
-		_ = cmd.Process.Kill()
-		<-exited
-		b.Fatalf("%s\nsink stderr:\n%s", fmt.Sprintf(format, args...), stderr.String())
+	var sk *startedSink
+	if *benchInProcess {
+		cfg := DefaultConfig()
+		cfg.NATS = cfg.NATS.WithURL(natsURL)
+		cfg.ClickHouse.Addr, cfg.ClickHouse.Database = srv.Addr(), db
+		cfg.Consumer.Durable, cfg.Batch.MaxRows = durable, maxRows
+		sk = startInProcess(cfg)
+	} else {
+		sk = startProcess(b, bin,
+			"--nats.url="+natsURL, "--clickhouse.addr="+srv.Addr(), "--clickhouse.database="+db,
+			"--consumer.durable="+durable, "--batch.max_rows="+strconv.Itoa(maxRows), "--log.level=warn")
 	}
 
 	var r sinkRun
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for ; ; time.Sleep(10 * time.Millisecond) {
+		if sk.sample != nil {
+			sk.sample()
+		}
 		select {
-		case err := <-exited:
-			b.Fatalf("the sink exited: %v\n%s", err, stderr.String())
+		case err := <-sk.exited:
+			b.Fatalf("the sink ended: %v\n%s", err, sk.stderr)
 		case <-ctx.Done():
-			fail("the sink did not drain the stream in time")
+			b.Fatalf("the sink did not drain the stream in time\n%s", sk.stderr)
 		default:
 		}
 		c, err := js.Consumer(ctx, natsutil.EventsStream, durable)
@@ -233,26 +241,28 @@ func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows 
 			continue
 		}
 		if err != nil {
-			fail("consumer %s: %v", durable, err)
+			b.Fatalf("consumer %s: %v", durable, err)
 		}
 		if r.startup == 0 {
 			r.startup = time.Since(start)
 		}
 		info, err := c.Info(ctx)
 		if err != nil {
-			fail("consumer %s: %v", durable, err)
+			b.Fatalf("consumer %s: %v", durable, err)
 		}
 		if info.AckFloor.Stream >= lastSeq {
 			r.total = time.Since(start)
 			break
 		}
 	}
-	r.hwmKiB = vmHWM(b, cmd.Process.Pid)
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	if err := <-exited; err != nil {
-		b.Fatalf("the sink exited with %v on SIGTERM\n%s", err, stderr.String())
+	r.peakKiB = sk.peakKiB()
+	sk.stop()
+	if err := <-sk.exited; err != nil {
+		b.Fatalf("the sink ended with %v when stopped\n%s", err, sk.stderr)
 	}
-	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if sk.cpu != nil {
+		r.cpu = sk.cpu()
+	}
 
 	conn := srv.Conn(b, db)
 	var rows uint64
@@ -271,6 +281,51 @@ func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows 
 		b.Fatal(err)
 	}
 	return r
+}
+
+// startedSink is a running sink: the binary, or Run in this process.
+type startedSink struct {
+	exited  chan error
+	stop    func()
+	peakKiB func() int
+	sample  func()               // called every 10 ms while it runs
+	cpu     func() time.Duration // CPU time once exited; nil in process
+	stderr  *bytes.Buffer        // of the process
+}
+
+// startProcess runs the sink binary with args (the usual case: its peak
+// RSS and CPU time are its own).
+func startProcess(b *testing.B, bin string, args ...string) *startedSink {
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = b.TempDir() // no config/sink.yaml here: flags and defaults only
+	sk := &startedSink{exited: make(chan error, 1), stderr: new(bytes.Buffer)}
+	cmd.Stderr = sk.stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	go func() { sk.exited <- cmd.Wait() }()
+	b.Cleanup(func() { _ = cmd.Process.Kill() }) // after a Fatal; harmless once exited
+	sk.stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM) }
+	sk.peakKiB = func() int { return vmHWM(b, cmd.Process.Pid) }
+	sk.cpu = func() time.Duration { return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime() }
+	return sk
+}
+
+// startInProcess runs sink.Run in this process, for -cpuprofile and
+// -memprofile. Its peak is the Go heap's, sampled, and includes the
+// embedded NATS server.
+func startInProcess(cfg Config) *startedSink {
+	ctx, cancel := context.WithCancel(context.Background())
+	sk := &startedSink{exited: make(chan error, 1), stop: cancel, stderr: new(bytes.Buffer)}
+	go func() { sk.exited <- New(cfg, quiet).Run(ctx) }()
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	var peak uint64
+	sk.sample = func() {
+		metrics.Read(sample)
+		peak = max(peak, sample[0].Value.Uint64())
+	}
+	sk.peakKiB = func() int { sk.sample(); return int(peak >> 10) }
+	return sk
 }
 
 // vmHWM is the peak resident set size of process pid in KiB.

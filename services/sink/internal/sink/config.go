@@ -63,7 +63,7 @@ func DefaultConfig() Config {
 			Addr: "127.0.0.1:9000", Database: "netpulse", Username: "default",
 			DialTimeout: 5 * time.Second, TTLDays: 30,
 		},
-		Consumer: ConsumerConfig{Durable: "netpulse-sink", AckWait: 2 * time.Minute, MaxAckPending: 20000},
+		Consumer: ConsumerConfig{Durable: "netpulse-sink", AckWait: 30 * time.Second, MaxAckPending: 20000},
 		Batch:    BatchConfig{MaxRows: 200000, FlushInterval: time.Second},
 		Stats:    StatsConfig{Interval: 10 * time.Second},
 	}

@@ -40,6 +40,7 @@ type Sink struct {
 	pending map[uint64]jetstream.Msg // stream seq -> latest delivery, not yet acked
 	order   []uint64
 	first   time.Time // when the oldest pending message arrived
+	touched time.Time // when the pending messages' ack deadlines were last extended
 	c       Counters
 	badSeen map[string]bool
 }
@@ -103,7 +104,6 @@ func (s *Sink) Run(ctx context.Context) error {
 		return err
 	}
 	if info, err := cons.Info(ctx); err == nil {
-		s.w.SetAckFloor(info.AckFloor.Stream)
 		s.log.Info("consuming", "consumer", s.cfg.Consumer.Durable, "ack_floor", info.AckFloor.Stream, "pending", info.NumPending)
 	}
 	it, err := cons.Messages(jetstream.PullMaxBytes(32 << 20))
@@ -178,17 +178,20 @@ func (s *Sink) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	for {
-		_, err := s.w.Add(ctx, seq, b)
+		// A first delivery cannot be stored yet; a redelivery may be.
+		_, err := s.w.Add(ctx, seq, meta.NumDelivered > 1, b)
 		if err == nil {
 			break
 		}
 		s.log.Warn("ClickHouse unreachable while checking for duplicates; retrying", "err", err)
+		s.keepAlive()
 		if !sleep(ctx, time.Second) {
 			return // not acked: comes back after a restart
 		}
 	}
 	if len(s.pending) == 0 {
 		s.first = time.Now()
+		s.touched = s.first
 	}
 	s.pending[seq] = m
 	s.order = append(s.order, seq)
@@ -214,6 +217,7 @@ func (s *Sink) flushRetrying(ctx context.Context) error {
 			return nil
 		}
 		s.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait, "buffered_rows", s.w.Buffered())
+		s.keepAlive()
 		if !sleep(ctx, wait) {
 			return ctx.Err()
 		}
@@ -235,6 +239,20 @@ func (s *Sink) flush(ctx context.Context) error {
 	return nil
 }
 
+// keepAlive extends the ack deadline of the messages the sink holds, so
+// that a slow or failing INSERT does not make the server redeliver them while
+// ack_wait stays short (a sink that dies gets its messages redelivered to its
+// successor after ack_wait).
+func (s *Sink) keepAlive() {
+	if len(s.pending) == 0 || time.Since(s.touched) < s.cfg.Consumer.AckWait/3 {
+		return
+	}
+	for _, m := range s.pending {
+		_ = m.InProgress()
+	}
+	s.touched = time.Now()
+}
+
 // Counters returns the running totals.
 func (s *Sink) Counters() Counters {
 	c := s.c
@@ -246,7 +264,7 @@ func (s *Sink) Counters() Counters {
 
 func (s *Sink) stats() {
 	c := s.Counters()
-	s.log.Info("sink stats", "messages", c.Messages, "rows_inserted", c.RowsInserted, "rows_duplicate", c.RowsDuplicate,
+	s.log.Info("sink stats", "messages", c.Messages, "rows_inserted", c.RowsInserted, "rows_duplicate", c.RowsDuplicate, "lookups", c.Lookups,
 		"inserts", c.Inserts, "insert_errors", c.InsertErrors, "bad_messages", c.BadMessages,
 		"redelivered", c.Redelivered, "buffered_rows", s.w.Buffered())
 }

@@ -212,19 +212,28 @@ func TestSinkRedeliveryAfterCrashIsSkipped(t *testing.T) {
 	if err := chschema.Migrate(ctx, e.ch, f, chschema.Options{Database: e.db}); err != nil {
 		t.Fatal(err)
 	}
-	// The "crashed" sink: stores messages 1..6 and never acks them.
-	st, _ := e.js.Stream(ctx, natsutil.EventsStream)
+	// The "crashed" sink: receives messages 1..6 through the durable
+	// consumer, stores them, and dies before acking.
+	e.cfg.Consumer.AckWait = time.Second // so the server redelivers soon
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
+		Durable: e.cfg.Consumer.Durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.cfg.Consumer.AckWait,
+		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetched, err := cons.FetchNoWait(6)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w := chwriter.New(e.ch, e.db, quiet)
-	for seq := uint64(1); seq <= 6; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for m := range fetched.Messages() {
+		meta, _ := m.Metadata()
 		var b eventpb.Batch
-		if err := b.UnmarshalVT(m.Data); err != nil {
+		if err := b.UnmarshalVT(m.Data()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Add(ctx, seq, &b); err != nil {
+		if _, err := w.Add(ctx, meta.Sequence.Stream, meta.NumDelivered > 1, &b); err != nil {
 			t.Fatal(err)
 		}
 	}

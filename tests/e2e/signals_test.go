@@ -1,0 +1,8 @@
+package e2e
+
+import "syscall"
+
+const (
+	interruptSignal = syscall.SIGINT
+	killSignal      = syscall.SIGKILL
+)
