@@ -316,6 +316,9 @@ const loadEnv = "NETPULSE_BENCH_CONNECT_LOAD"
 // tcp_max_tw_buckets overflows), so runs sharing one namespace are not
 // comparable. The probe and tcpstates trace every namespace.
 func connectLoad(b *testing.B, d time.Duration) (uint64, float64) {
+	// The kernel tears the previous run's namespace (and its TIME_WAIT
+	// sockets) down in the background: not during this run.
+	time.Sleep(500 * time.Millisecond)
 	var out, stderr bytes.Buffer
 	cmd := exec.Command("unshare", "--net", os.Args[0], "-test.run=^TestConnectLoad$", "-test.v")
 	cmd.Env = append(os.Environ(), loadEnv+"="+d.String())
