@@ -35,6 +35,8 @@ if [[ ! -x bin/nats ]]; then
 fi
 mkdir -p "$state/nats" "$state/clickhouse" "$state/logs"
 
+# Every child runs in a session of its own (setsid), so a Ctrl-C reaches only
+# this script, which then stops them in order.
 pids=()
 cleanup() {
   trap - INT TERM EXIT
@@ -45,6 +47,7 @@ cleanup() {
     wait "${pids[i]}" 2>/dev/null || true
   done
   log "stopped; data kept under .run/"
+  exit 0
 }
 trap cleanup INT TERM EXIT
 
@@ -57,19 +60,19 @@ wait_port() { # name port pid
   die "$1 did not listen on 127.0.0.1:$2 within 30 s; see .run/logs/$1.log"
 }
 
-bash deploy/clickhouse/start.sh "$state/clickhouse" $ch_port >"$state/logs/clickhouse.log" 2>&1 &
+setsid bash deploy/clickhouse/start.sh "$state/clickhouse" $ch_port >"$state/logs/clickhouse.log" 2>&1 &
 pids+=($!)
 wait_port clickhouse $ch_port "${pids[-1]}"
-bin/nats-server -a 127.0.0.1 -p $nats_port -js -sd "$state/nats" >"$state/logs/nats.log" 2>&1 &
+setsid bin/nats-server -a 127.0.0.1 -p $nats_port -js -sd "$state/nats" >"$state/logs/nats.log" 2>&1 &
 pids+=($!)
 wait_port nats $nats_port "${pids[-1]}"
 log "NATS nats://127.0.0.1:$nats_port and ClickHouse 127.0.0.1:$ch_port are up (logs in .run/logs/)"
 
-bin/netpulse-detector 2> >(tee "$state/logs/detector.log" >&2) &
+setsid bin/netpulse-detector 2> >(tee "$state/logs/detector.log" >&2) &
 pids+=($!)
-bin/netpulse-sink 2> >(tee "$state/logs/sink.log" >&2) &
+setsid bin/netpulse-sink 2> >(tee "$state/logs/sink.log" >&2) &
 pids+=($!)
-bin/netpulse-probe 2> >(tee "$state/logs/probe.log" >&2) &
+setsid bin/netpulse-probe 2> >(tee "$state/logs/probe.log" >&2) &
 pids+=($!)
 
 ch_client=$(command -v clickhouse-client || echo "clickhouse client")
@@ -90,4 +93,4 @@ cat >&2 <<MSG
 MSG
 # Any service that exits ends the run (and the trap stops the rest).
 wait -n "${pids[@]}" || true
-log "a service exited; see .run/logs/"
+log "a service exited; stopping the rest (see .run/logs/)"

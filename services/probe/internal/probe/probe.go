@@ -185,7 +185,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	pub.Close()
 	<-pub.Done()
 	p.report(nc, tr, pub, slog.LevelInfo)
-	_ = nc.Flush()
+	_ = nc.FlushTimeout(2 * time.Second) // the stats above; NATS may be gone
 	if readErr != nil {
 		return fmt.Errorf("ring buffer: %w", readErr)
 	}

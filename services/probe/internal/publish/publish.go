@@ -151,6 +151,9 @@ func (p *Publisher) await(stop context.Context, j *job) bool {
 	}
 	wait := p.cfg.RetryBackoff
 	for attempt := 1; ; attempt++ {
+		if stop.Err() != nil {
+			return false
+		}
 		p.errs.Add(1)
 		p.log.Warn("publish failed, retrying with the same message ID",
 			"subject", p.subject, "msg_id", j.msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempt, "err", err, "in", wait)
