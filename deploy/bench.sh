@@ -29,6 +29,14 @@ die() { log "$*"; exit 1; }
 command -v tcpstates >/dev/null || die "tcpstates not found: make deps (installs libbpf-tools)"
 command -v unshare >/dev/null || die "unshare not found (util-linux)"
 bash deploy/clickhouse/install.sh >/dev/null || die "no ClickHouse server: make deps"
+# Another tracer of TCP state changes (a `make run` probe, tcpstates, ...)
+# would tax every mode, the baseline too.
+if command -v bpftool >/dev/null && others=$(bpftool perf show 2>/dev/null | grep inet_sock_set_state); then
+	log "WARNING: sock:inet_sock_set_state is already traced; the overhead figures will be off:"
+	printf '%s\n' "$others" >&2
+fi
+read -r load1 _ </proc/loadavg
+log "load average before starting: $load1 (the machine should be idle)"
 # Whatever cannot run fails instead of skipping (see lib/testutil/priv).
 export NETPULSE_REQUIRE_PRIVILEGED=1
 
@@ -58,6 +66,7 @@ awk -v target=$SINK_TARGET -v rounds="$ROUNDS" -v round="$ROUND" '
 	names[++n] = name
 	for (i = 3; i < NF; i += 2) m[name " " $(i + 1)] = $i
 }
+/ round [0-9]+ conn\/s:/ { line = $0; sub(/.*round/, "round", line); sub(/; probe events.*/, "", line); per[++np] = line }
 function v(name, unit) { return (name " " unit) in m ? m[name " " unit] : "?" }
 END {
 	o = "BenchmarkOverhead"
@@ -67,6 +76,7 @@ END {
 	printf "  %-34s %12.0f %16s\n", "no tracing", v(o, "conn/s_none"), "-"
 	printf "  %-34s %12.0f %15.1f%%\n", "netpulse probe -> JetStream", v(o, "conn/s_probe"), v(o, "drop%_probe")
 	printf "  %-34s %12.0f %15.1f%%\n", "libbpf-tools tcpstates >/dev/null", v(o, "conn/s_tcpstates"), v(o, "drop%_tcpstates")
+	for (i = 1; i <= np; i++) printf "    %s\n", per[i]
 	printf "  probe load: %.0f events/s (%.1f state changes per connection)\n", v(o, "events/s_probe"), v(o, "events/conn")
 	printf "  end to end: %.0f kernel events, %.0f published, %.0f in JetStream => lost %.0f; ringbuf drops %.0f, decode errors %.0f, dropped at shutdown %.0f\n",
 		v(o, "events_kernel"), v(o, "events_published"), v(o, "events_in_stream"), v(o, "lost"), v(o, "ringbuf_drops"), v(o, "decode_errors"), v(o, "events_dropped")
