@@ -123,6 +123,11 @@ func start(script, dir string) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return startOn(script, dir, port)
+}
+
+// startOn runs the server on dir and port.
+func startOn(script, dir string, port int) (*Server, error) {
 	out, err := os.OpenFile(filepath.Join(dir, "start.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse output file: %w", err)
@@ -302,6 +307,26 @@ func (s *Server) Close() error {
 		err = fmt.Errorf("remove clickhouse dir: %w", rerr)
 	}
 	return err
+}
+
+// Stop stops the server but keeps its data, so that a test can see what
+// its code does while ClickHouse is away, then Restart it.
+func (s *Server) Stop() error { return s.stop() }
+
+// Restart starts a stopped server again, on the same port and data.
+func (s *Server) Restart() error {
+	script, err := findScript()
+	if err != nil {
+		return err
+	}
+	_, portStr, _ := net.SplitHostPort(s.addr)
+	port, _ := strconv.Atoi(portStr)
+	ns, err := startOn(script, s.dir, port)
+	if err != nil {
+		return err
+	}
+	s.cmd, s.exited, s.admin = ns.cmd, ns.exited, ns.admin
+	return nil
 }
 
 func (s *Server) stop() error {

@@ -47,7 +47,9 @@ type env struct {
 	host string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvOn(t, srv) }
+
+func newEnvOn(t *testing.T, srv *chtest.Server) *env {
 	t.Helper()
 	ns := natstest.Start(t)
 	db := srv.NewDatabase(t)
@@ -308,5 +310,60 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("Validate() = %v, want an error naming %s", err, tt.want)
 			}
 		})
+	}
+}
+
+// ClickHouse going away loses nothing: the sink keeps its rows, retries, and
+// acks only once they are stored.
+func TestSinkRidesOutClickHouseOutage(t *testing.T) {
+	srv.Require(t)
+	own, err := chtest.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { own.Close() }) // after the database cleanup: registered first
+	e := newEnvOn(t, own)
+	e.publish(t, 0, 10, 100)
+	stop := e.run(t)
+	e.waitAcked(t)
+
+	if err := own.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, 10, 20, 100)
+	// The sink takes the new messages but cannot store them: they stay unacked.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		c, err := e.js.Consumer(ctx, natsutil.EventsStream, e.cfg.Consumer.Durable)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending > 0 && info.AckFloor.Stream == 10 {
+			break
+		}
+		if info.AckFloor.Stream > 10 {
+			t.Fatalf("messages acked while ClickHouse was down (ack floor %d)", info.AckFloor.Stream)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the sink never took the messages published during the outage")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := own.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	e.waitAcked(t)
+	c := stop()
+	if got := e.count(t); got != 2000 {
+		t.Errorf("tcp_events holds %d rows after the outage, want 2000", got)
+	}
+	if c.InsertErrors == 0 && c.RowsInserted != 2000 {
+		t.Errorf("counters %+v: want the failed INSERTs counted and 2000 rows inserted", c)
 	}
 }
