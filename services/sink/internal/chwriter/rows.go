@@ -31,10 +31,10 @@ type rows struct {
 	timeNs                       []uint64
 	host, typ, comm              []string
 	pid, tid                     []uint32
-	family                       []string
+	family                       []int8 // Enum8 codes: cheaper to append than names
 	saddr, daddr                 []string
 	sport, dport                 []uint16
-	oldState, newState           []string
+	oldState, newState           []int8
 	durationUs, sockID, seq, sSq []uint64
 	probeID                      []string
 
@@ -58,7 +58,7 @@ func (r *rows) reset() {
 }
 
 // add appends one event. host and probeID come from the batch header.
-func (r *rows) add(host, probeID string, streamSeq uint64, ev *eventpb.Event) {
+func (r *rows) add(host, probeID string, streamSeq uint64, ev *eventpb.Event, addrs *addrCache) {
 	ns := ev.TimeUnixNano
 	r.time = append(r.time, time.Unix(0, int64(ns)).UTC())
 	r.timeNs = append(r.timeNs, ns)
@@ -67,13 +67,13 @@ func (r *rows) add(host, probeID string, streamSeq uint64, ev *eventpb.Event) {
 	r.pid = append(r.pid, ev.Pid)
 	r.tid = append(r.tid, ev.Tid)
 	r.comm = append(r.comm, ev.Comm)
-	r.family = append(r.family, familyName(ev.Family))
-	r.saddr = append(r.saddr, addrString(ev.Saddr))
+	r.family = append(r.family, familyCode(ev.Family))
+	r.saddr = append(r.saddr, addrs.string(ev.Saddr))
 	r.sport = append(r.sport, uint16(ev.Sport))
-	r.daddr = append(r.daddr, addrString(ev.Daddr))
+	r.daddr = append(r.daddr, addrs.string(ev.Daddr))
 	r.dport = append(r.dport, uint16(ev.Dport))
-	r.oldState = append(r.oldState, StateName(ev.OldState))
-	r.newState = append(r.newState, StateName(ev.NewState))
+	r.oldState = append(r.oldState, stateCode(ev.OldState))
+	r.newState = append(r.newState, stateCode(ev.NewState))
 	r.durationUs = append(r.durationUs, ev.StateDurationUs)
 	r.sockID = append(r.sockID, ev.SockId)
 	r.probeID = append(r.probeID, probeID)
@@ -129,21 +129,47 @@ func StateName(s eventpb.TcpState) string {
 	return stateNames[s]
 }
 
-func familyName(f eventpb.Family) string {
+// familyCode is the family's value in the Enum8 column ('ipv4' = 4,
+// 'ipv6' = 6, 'unknown' = 0).
+func familyCode(f eventpb.Family) int8 {
 	switch f {
-	case eventpb.Family_FAMILY_IPV4:
-		return "ipv4"
-	case eventpb.Family_FAMILY_IPV6:
-		return "ipv6"
+	case eventpb.Family_FAMILY_IPV4, eventpb.Family_FAMILY_IPV6:
+		return int8(f)
 	}
-	return "unknown"
+	return 0
 }
 
-func addrString(b []byte) string {
-	if a, ok := netip.AddrFromSlice(b); ok {
-		return a.String()
+// stateCode is the state's value in the Enum8 columns: the kernel's number,
+// 0 ('UNKNOWN') for anything else.
+func stateCode(s eventpb.TcpState) int8 {
+	if s < 0 || int(s) >= len(stateNames) {
+		return 0
 	}
-	return ""
+	return int8(s)
+}
+
+// addrCache formats addresses once: a host talks to few peers, and
+// formatting every row's address was a tenth of the sink's CPU.
+type addrCache struct {
+	m map[netip.Addr]string
+}
+
+const addrCacheMax = 1 << 16
+
+func (c *addrCache) string(b []byte) string {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return ""
+	}
+	if s, ok := c.m[a]; ok {
+		return s
+	}
+	if c.m == nil || len(c.m) >= addrCacheMax {
+		c.m = make(map[netip.Addr]string, 1024) // bounded: start over
+	}
+	s := a.String()
+	c.m[a] = s
+	return s
 }
 
 // partitionOf is the UTC day of ns as YYYYMMDD: toYYYYMMDD(time) of the

@@ -31,6 +31,7 @@ type Writer struct {
 	parts    map[uint32]*rows
 	spare    []*rows
 	buffered int
+	addrs    addrCache
 
 	Counters Counters
 }
@@ -79,7 +80,7 @@ func (w *Writer) Add(ctx context.Context, streamSeq uint64, redelivered bool, b 
 			r = w.newRows()
 			w.parts[p] = r
 		}
-		r.add(b.Host, b.ProbeId, streamSeq, ev)
+		r.add(b.Host, b.ProbeId, streamSeq, ev, &w.addrs)
 		w.buffered++
 	}
 	w.Counters.RowsDuplicate += uint64(dup)

@@ -64,7 +64,7 @@ func DefaultConfig() Config {
 			DialTimeout: 5 * time.Second, TTLDays: 30,
 		},
 		Consumer: ConsumerConfig{Durable: "netpulse-sink", AckWait: 30 * time.Second, MaxAckPending: 20000},
-		Batch:    BatchConfig{MaxRows: 200000, FlushInterval: time.Second},
+		Batch:    BatchConfig{MaxRows: 100000, FlushInterval: time.Second},
 		Stats:    StatsConfig{Interval: 10 * time.Second},
 	}
 }
