@@ -70,7 +70,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := (tracer.Config{RingBufferBytes: c.Tracer.RingBufferBytes, SocketMapEntries: c.Tracer.SocketMapEntries}).Validate(); err != nil {
-		return fmt.Errorf("tracer: %w", err)
+		return err
 	}
 	switch {
 	case c.Batch.MaxBytes < 4<<10 || c.Batch.MaxBytes > 900<<10:

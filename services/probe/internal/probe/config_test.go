@@ -3,6 +3,7 @@ package probe
 import (
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/netpulse/netpulse/lib/config"
@@ -20,5 +21,31 @@ func TestShippedConfigIsTheDefault(t *testing.T) {
 	}
 	if err := got.Validate(); err != nil {
 		t.Errorf("defaults do not validate: %v", err)
+	}
+}
+
+func TestValidateNamesTheKey(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"host replacement", func(c *Config) { c.HostReplacement = "." }, "host_replacement"},
+		{"ring buffer", func(c *Config) { c.Tracer.RingBufferBytes = 12345 }, "tracer.ring_buffer_bytes"},
+		{"batch too big for NATS", func(c *Config) { c.Batch.MaxBytes = 2 << 20 }, "batch.max_bytes"},
+		{"flush interval", func(c *Config) { c.Batch.FlushInterval = 0 }, "batch.flush_interval"},
+		{"in flight", func(c *Config) { c.Publish.MaxInFlight = 0 }, "publish.max_in_flight"},
+		{"stream", func(c *Config) { c.Stream.Storage = "disk" }, "stream.storage"},
+		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tt.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error naming %s", err, tt.want)
+			}
+		})
 	}
 }

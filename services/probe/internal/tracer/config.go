@@ -41,16 +41,16 @@ func (c Config) Validate() error {
 	rb := c.RingBufferBytes
 	switch {
 	case rb < 0:
-		return fmt.Errorf("tracer: RingBufferBytes %d is negative", rb)
+		return fmt.Errorf("tracer.ring_buffer_bytes: %d is negative", rb)
 	case rb&(rb-1) != 0:
-		return fmt.Errorf("tracer: RingBufferBytes %d is not a power of two", rb)
+		return fmt.Errorf("tracer.ring_buffer_bytes: %d is not a power of two", rb)
 	case rb%page != 0:
-		return fmt.Errorf("tracer: RingBufferBytes %d is not a multiple of the page size %d", rb, page)
+		return fmt.Errorf("tracer.ring_buffer_bytes: %d is not a multiple of the page size %d", rb, page)
 	case rb > math.MaxUint32/2+1:
-		return fmt.Errorf("tracer: RingBufferBytes %d is larger than 2 GiB", rb)
+		return fmt.Errorf("tracer.ring_buffer_bytes: %d is larger than 2 GiB", rb)
 	}
 	if c.SocketMapEntries < 0 || c.SocketMapEntries > math.MaxUint32 {
-		return fmt.Errorf("tracer: SocketMapEntries %d is out of range 1..%d", c.SocketMapEntries, uint32(math.MaxUint32))
+		return fmt.Errorf("tracer.socket_map_entries: %d is out of range 1..%d", c.SocketMapEntries, uint32(math.MaxUint32))
 	}
 	return nil
 }

@@ -443,7 +443,7 @@ func TestConfigValidate(t *testing.T) {
 		{"below a page", Config{RingBufferBytes: page / 2}, "not a multiple of the page size"},
 		{"negative ring", Config{RingBufferBytes: -page}, "negative"},
 		{"too large", Config{RingBufferBytes: 1 << 32}, "larger than 2 GiB"},
-		{"negative map", Config{SocketMapEntries: -1}, "SocketMapEntries -1"},
+		{"negative map", Config{SocketMapEntries: -1}, "tracer.socket_map_entries: -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
