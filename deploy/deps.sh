@@ -3,17 +3,20 @@
 # clang 14 + libbpf headers (eBPF), protoc (event contract), ClickHouse,
 # and the ground-truth tools the tests and benchmarks compare against.
 set -euo pipefail
-pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2
-      clickhouse-server clickhouse-client)
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "deps: all present"
-  exit 0
+  echo "deps: build and test tools present"
+else
+  echo "deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+# ClickHouse through its own script: it keeps the packaged system service
+# from starting (netpulse runs its own server, on loopback, per run or test).
+bash "$here/clickhouse/install.sh"
