@@ -15,7 +15,7 @@ else
   echo "deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  apt-get install -y -q "${missing[@]}"
 fi
 # ClickHouse through its own script: it keeps the packaged system service
 # from starting (netpulse runs its own server, on loopback, per run or test).
