@@ -152,3 +152,30 @@ func Retry[T any](ctx context.Context, log *slog.Logger, what string, fn func(co
 		wait = min(wait*2, 5*time.Second)
 	}
 }
+
+// EventsConsumer connects as name, makes sure NETPULSE_EVENTS exists and
+// creates or updates the durable consumer cc on it, retrying while the
+// server is unreachable until ctx ends. The caller closes the connection.
+func EventsConsumer(ctx context.Context, cfg config.NATS, stream config.Stream, name string, cc jetstream.ConsumerConfig, log *slog.Logger) (*nats.Conn, jetstream.Consumer, error) {
+	nc, err := Connect(cfg, name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := EnsureEventsStream(ctx, js, stream, log); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	cons, err := Retry(ctx, log, "create consumer "+cc.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
+		return js.CreateOrUpdateConsumer(ctx, EventsStream, cc)
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, cons, nil
+}

@@ -95,33 +95,20 @@ func New(cfg Config, log *slog.Logger) *Detector {
 
 // Run consumes until ctx ends.
 func (d *Detector) Run(ctx context.Context) error {
-	nc, err := natsutil.Connect(d.cfg.NATS, "netpulse-detector", d.log)
+	nc, cons, err := natsutil.EventsConsumer(ctx, d.cfg.NATS, d.cfg.Stream, "netpulse-detector", jetstream.ConsumerConfig{
+		Durable:        d.cfg.Consumer.Durable,
+		Description:    "netpulse detector",
+		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        d.cfg.Consumer.AckWait,
+		MaxAckPending:  d.cfg.Consumer.MaxAckPending,
+		// A detector cares about now, not a day of history.
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	}, d.log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := natsutil.EnsureEventsStream(ctx, js, d.cfg.Stream, d.log); err != nil {
-		return err
-	}
-	cons, err := natsutil.Retry(ctx, d.log, "create consumer "+d.cfg.Consumer.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
-		return js.CreateOrUpdateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
-			Durable:        d.cfg.Consumer.Durable,
-			Description:    "netpulse detector",
-			FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        d.cfg.Consumer.AckWait,
-			MaxAckPending:  d.cfg.Consumer.MaxAckPending,
-			// A detector cares about now, not a day of history.
-			DeliverPolicy: jetstream.DeliverNewPolicy,
-		})
-	})
-	if err != nil {
-		return err
-	}
 	d.log.Info("consuming", "consumer", d.cfg.Consumer.Durable)
 	b := &eventpb.Batch{}
 	cc, err := cons.Consume(func(m jetstream.Msg) {

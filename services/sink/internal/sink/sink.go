@@ -76,33 +76,20 @@ func (s *Sink) Run(ctx context.Context) error {
 		"version", feats.Version, "datetime64", feats.DateTime64, "low_cardinality", feats.LowCardinality, "codecs", feats.Codecs, "ttl", feats.TTL)
 	s.w = chwriter.New(conn, s.cfg.ClickHouse.Database, s.log)
 
-	nc, err := natsutil.Connect(s.cfg.NATS, "netpulse-sink", s.log)
+	nc, cons, err := natsutil.EventsConsumer(ctx, s.cfg.NATS, s.cfg.Stream, "netpulse-sink", jetstream.ConsumerConfig{
+		Durable:        s.cfg.Consumer.Durable,
+		Description:    "netpulse sink: raw events into ClickHouse",
+		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        s.cfg.Consumer.AckWait,
+		MaxAckPending:  s.cfg.Consumer.MaxAckPending,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		MaxDeliver:     -1,
+	}, s.log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	if _, err := natsutil.EnsureEventsStream(ctx, js, s.cfg.Stream, s.log); err != nil {
-		return err
-	}
-	cons, err := natsutil.Retry(ctx, s.log, "create consumer "+s.cfg.Consumer.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
-		return js.CreateOrUpdateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
-			Durable:        s.cfg.Consumer.Durable,
-			Description:    "netpulse sink: raw events into ClickHouse",
-			FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        s.cfg.Consumer.AckWait,
-			MaxAckPending:  s.cfg.Consumer.MaxAckPending,
-			DeliverPolicy:  jetstream.DeliverAllPolicy,
-			MaxDeliver:     -1,
-		})
-	})
-	if err != nil {
-		return err
-	}
 	if info, err := cons.Info(ctx); err == nil {
 		s.log.Info("consuming", "consumer", s.cfg.Consumer.Durable, "ack_floor", info.AckFloor.Stream, "pending", info.NumPending)
 	}
