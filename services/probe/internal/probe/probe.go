@@ -146,7 +146,7 @@ func (p *Probe) Run(ctx context.Context) error {
 			case <-bg.Done():
 				return
 			case <-t.C:
-				p.report(nc, tr, pub, slog.LevelInfo)
+				p.report(nc, tr, pub)
 			}
 		}
 	}()
@@ -184,7 +184,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	mu.Unlock()
 	pub.Close()
 	<-pub.Done()
-	p.report(nc, tr, pub, slog.LevelInfo)
+	p.report(nc, tr, pub)
 	_ = nc.FlushTimeout(2 * time.Second) // the stats above; NATS may be gone
 	if readErr != nil {
 		return fmt.Errorf("ring buffer: %w", readErr)
@@ -192,7 +192,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	return nil
 }
 
-// Stats returns the current counters.
+// stats returns the current counters.
 func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 	s := Stats{
 		Host: p.host, ProbeID: p.probeID, Time: time.Now().UTC(),
@@ -210,8 +210,11 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 	return s
 }
 
-func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher, level slog.Level) {
+// report logs the counters (as a warning once anything was lost) and
+// publishes them on the stats subject.
+func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher) {
 	s := p.stats(tr, pub)
+	level := slog.LevelInfo
 	if s.RingbufDrops > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 {
 		level = slog.LevelWarn
 	}
