@@ -26,6 +26,13 @@ func bpftraceCount(t *testing.T, ctx context.Context, port int) (stop func() uin
 	if _, err := exec.LookPath("bpftrace"); err != nil {
 		priv.Skip(t, "bpftrace is not installed (apt-get install bpftrace)")
 	}
+	// bpftrace reads tracepoint formats from tracefs; a fresh machine may
+	// not have it mounted yet (the probe mounts it too).
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err != nil {
+		if err := syscall.Mount("tracefs", "/sys/kernel/tracing", "tracefs", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+			t.Fatalf("mount tracefs for bpftrace: %v", err)
+		}
+	}
 	prog := fmt.Sprintf(`tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->sport == %d || args->dport == %d)/ { @n = count(); } BEGIN { printf("ready\n"); }`, port, port)
 	cmd := exec.Command("bpftrace", "-e", prog)
 	out, err := cmd.StdoutPipe()
