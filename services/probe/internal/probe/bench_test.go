@@ -301,8 +301,8 @@ func startTcpstates(b *testing.B) (stop func() uint64) {
 	}
 }
 
-// loadEnv makes the test binary a connection-load process (see
-// TestConnectLoad) that runs for the duration it holds.
+// loadEnv makes the test binary a connection-load process (see TestMain)
+// that runs for the duration it holds.
 const loadEnv = "NETPULSE_BENCH_CONNECT_LOAD"
 
 // connectLoad runs the connection load for d in a separate process, in a
@@ -320,7 +320,7 @@ func connectLoad(b *testing.B, d time.Duration) (uint64, float64) {
 	// sockets) down in the background: not during this run.
 	time.Sleep(500 * time.Millisecond)
 	var out, stderr bytes.Buffer
-	cmd := exec.Command("unshare", "--net", os.Args[0], "-test.run=^TestConnectLoad$", "-test.v")
+	cmd := exec.Command("unshare", "--net", os.Args[0])
 	cmd.Env = append(os.Environ(), loadEnv+"="+d.String())
 	cmd.Stdout, cmd.Stderr = &out, &stderr
 	if err := cmd.Run(); err != nil {
@@ -337,17 +337,48 @@ func connectLoad(b *testing.B, d time.Duration) (uint64, float64) {
 	return 0, 0
 }
 
-// TestConnectLoad is the load process of BenchmarkOverhead, not a test.
-func TestConnectLoad(t *testing.T) {
-	d, err := time.ParseDuration(os.Getenv(loadEnv))
+// TestMain turns the test binary into the connection-load process of
+// BenchmarkOverhead when loadEnv is set; otherwise it runs the tests.
+func TestMain(m *testing.M) {
+	if v := os.Getenv(loadEnv); v != "" {
+		os.Exit(runConnectLoad(v))
+	}
+	os.Exit(m.Run())
+}
+
+func runConnectLoad(duration string) int {
+	d, err := time.ParseDuration(duration)
+	if err == nil {
+		err = loopbackUp()
+	}
 	if err != nil {
-		t.Skip("the connection-load process of BenchmarkOverhead; runs only from there")
+		fmt.Fprintln(os.Stderr, "connect-load:", err)
+		return 1
 	}
-	if err := loopbackUp(); err != nil {
-		t.Fatal(err)
+	var tb loadTB
+	n, secs := connectRate(&tb, d)
+	if tb.failed {
+		return 1
 	}
-	n, secs := connectRate(t, d)
 	fmt.Printf("connect-load: %d %g\n", n, secs)
+	return 0
+}
+
+// loadTB is the testing.TB of the load process: it prints failures and
+// remembers them.
+type loadTB struct {
+	testing.TB
+	failed bool
+}
+
+func (l *loadTB) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "connect-load: "+format+"\n", args...)
+	l.failed = true
+}
+
+func (l *loadTB) Fatal(args ...any) {
+	fmt.Fprintln(os.Stderr, append([]any{"connect-load:"}, args...)...)
+	os.Exit(1)
 }
 
 // loopbackUp brings up lo, which starts down in a new network namespace.
