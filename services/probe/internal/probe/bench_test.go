@@ -49,15 +49,7 @@ var benchRound = flag.Duration("bench.round", 4*time.Second, "BenchmarkOverhead:
 func BenchmarkOverhead(b *testing.B) {
 	priv.RequireRoot(b)
 	ns := natstest.Start(b)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	nc, js := natstest.Connect(b, ns)
 
 	type mode struct {
 		name  string

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
@@ -60,15 +59,7 @@ func BenchmarkSinkThroughput(b *testing.B) {
 		bin, peakName = buildSink(b), "rss"
 	}
 	ns := natstest.Start(b)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, js := natstest.Connect(b, ns)
 	lastSeq, total := prefill(b, js, *benchMessages, *benchPerBatch)
 
 	for _, rows := range maxRows {

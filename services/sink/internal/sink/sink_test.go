@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/config"
@@ -53,12 +52,7 @@ func newEnvOn(t *testing.T, srv *chtest.Server) *env {
 	t.Helper()
 	ns := natstest.Start(t)
 	db := srv.NewDatabase(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	_, js := natstest.Connect(t, ns)
 	cfg := DefaultConfig()
 	cfg.NATS = cfg.NATS.WithURL(ns.ClientURL())
 	cfg.ClickHouse.Addr = srv.Addr()
