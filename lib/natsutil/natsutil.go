@@ -37,16 +37,6 @@ func EventSubject(host, kind string) string {
 // KindSubjects matches events of kind from every host.
 func KindSubjects(kind string) string { return EventSubject("*", kind) }
 
-// SubjectHost returns the host token of a raw-event subject.
-func SubjectHost(subject string) (host, kind string, ok bool) {
-	rest, found := strings.CutPrefix(subject, EventsPrefix+".")
-	if !found {
-		return "", "", false
-	}
-	host, kind, ok = strings.Cut(rest, ".")
-	return host, kind, ok && host != "" && kind != "" && !strings.Contains(kind, ".")
-}
-
 // SanitizeToken makes name usable as one NATS subject token: characters a
 // token cannot hold ('.', '*', '>', whitespace, control characters) become
 // repl. An empty name becomes "unknown".

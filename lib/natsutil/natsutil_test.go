@@ -35,21 +35,6 @@ func TestSubjects(t *testing.T) {
 	if got := KindSubjects(KindStats); got != "netpulse.events.*.stats" {
 		t.Errorf("KindSubjects = %q", got)
 	}
-	tests := []struct {
-		subject, host, kind string
-		ok                  bool
-	}{
-		{"netpulse.events.web-1.state", "web-1", "state", true},
-		{"netpulse.events.web-1", "", "", false},
-		{"netpulse.events.web-1.state.extra", "", "", false},
-		{"netpulse.alerts.x.y", "", "", false},
-	}
-	for _, tt := range tests {
-		host, kind, ok := SubjectHost(tt.subject)
-		if ok != tt.ok || (ok && (host != tt.host || kind != tt.kind)) {
-			t.Errorf("SubjectHost(%q) = %q, %q, %v; want %q, %q, %v", tt.subject, host, kind, ok, tt.host, tt.kind, tt.ok)
-		}
-	}
 }
 
 // Any service may create or update the stream at start, in any order.

@@ -6,7 +6,6 @@ package chwriter
 
 import (
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
@@ -112,23 +111,6 @@ func TypeName(t eventpb.EventType) string {
 	return "unknown"
 }
 
-var stateNames = func() [13]string {
-	var n [13]string
-	for v := range n {
-		n[v] = strings.TrimPrefix(eventpb.TcpState(v).String(), "TCP_STATE_")
-	}
-	n[0] = "UNKNOWN"
-	return n
-}()
-
-// StateName is the kernel's name of a TCP state without the TCP_ prefix.
-func StateName(s eventpb.TcpState) string {
-	if s < 0 || int(s) >= len(stateNames) {
-		return "UNKNOWN"
-	}
-	return stateNames[s]
-}
-
 // familyCode is the family's value in the Enum8 column ('ipv4' = 4,
 // 'ipv6' = 6, 'unknown' = 0).
 func familyCode(f eventpb.Family) int8 {
@@ -142,7 +124,7 @@ func familyCode(f eventpb.Family) int8 {
 // stateCode is the state's value in the Enum8 columns: the kernel's number,
 // 0 ('UNKNOWN') for anything else.
 func stateCode(s eventpb.TcpState) int8 {
-	if s < 0 || int(s) >= len(stateNames) {
+	if s < eventpb.TcpState_TCP_STATE_UNSPECIFIED || s > eventpb.TcpState_TCP_STATE_NEW_SYN_RECV {
 		return 0
 	}
 	return int8(s)
