@@ -45,7 +45,7 @@ generate:
 		--plugin=protoc-gen-go=../../.cache/protoc-plugins/protoc-gen-go \
 		--plugin=protoc-gen-go-vtproto=../../.cache/protoc-plugins/protoc-gen-go-vtproto \
 		--go_out=. --go_opt=paths=source_relative \
-		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+unmarshal_unsafe+size+pool,pool=github.com/netpulse/netpulse/lib/eventpb.Batch,pool=github.com/netpulse/netpulse/lib/eventpb.Event \
+		--go-vtproto_out=. --go-vtproto_opt=paths=source_relative,features=marshal+unmarshal+unmarshal_unsafe+size+pool,pool=github.com/netpulse/netpulse/lib/eventpb.Batch,pool=github.com/netpulse/netpulse/lib/eventpb.Event,pool=github.com/netpulse/netpulse/lib/eventpb.Connection \
 		event.proto
 
 # CI: regenerating must not change what is committed.

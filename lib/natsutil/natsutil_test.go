@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/config"
+	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 )
 
@@ -66,5 +67,26 @@ func TestEnsureEventsStreamIsIdempotent(t *testing.T) {
 	}
 	if info.Config.MaxAge != 2*time.Hour || info.Config.MaxBytes != cfg.MaxBytes || info.Config.Subjects[0] != "netpulse.events.>" {
 		t.Errorf("stream config %+v", info.Config)
+	}
+}
+
+func TestSubjectKindAndKindOf(t *testing.T) {
+	for subj, want := range map[string]string{
+		"netpulse.events.h1.state":     "state",
+		"netpulse.events.h.x.conn":     "conn",
+		"netpulse.events.h1":           "",
+		"netpulse.alerts.a.b.c":        "",
+		"netpulse.events.h1.snapshot":  "snapshot",
+		"netpulse.eventsX.h1.snapshot": "",
+	} {
+		if got := SubjectKind(subj); got != want {
+			t.Errorf("SubjectKind(%q) = %q, want %q", subj, got, want)
+		}
+	}
+	for v := range eventpb.EventType_name {
+		typ := eventpb.EventType(v)
+		if k := KindOf(typ); (k == "") != (typ == eventpb.EventType_EVENT_TYPE_UNSPECIFIED) {
+			t.Errorf("KindOf(%s) = %q", typ, k)
+		}
 	}
 }
