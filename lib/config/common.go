@@ -55,19 +55,27 @@ func DefaultStream() Stream {
 	return Stream{MaxAge: 24 * time.Hour, MaxBytes: 10 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"}
 }
 
-// Validate checks the stream limits.
-func (s Stream) Validate() error {
+// DefaultAlertsStream keeps 30 days of alerts, at most 1 GiB.
+func DefaultAlertsStream() Stream {
+	return Stream{MaxAge: 30 * 24 * time.Hour, MaxBytes: 1 << 30, DuplicateWindow: 2 * time.Minute, Replicas: 1, Storage: "file"}
+}
+
+// Validate checks the stream limits of the "stream" key.
+func (s Stream) Validate() error { return s.ValidateKey("stream") }
+
+// ValidateKey checks the stream limits, naming them under key.
+func (s Stream) ValidateKey(key string) error {
 	switch {
 	case s.MaxAge <= 0:
-		return fmt.Errorf("stream.max_age: must be positive, got %s", s.MaxAge)
+		return fmt.Errorf("%s.max_age: must be positive, got %s", key, s.MaxAge)
 	case s.MaxBytes <= 0:
-		return fmt.Errorf("stream.max_bytes: must be positive, got %d", s.MaxBytes)
+		return fmt.Errorf("%s.max_bytes: must be positive, got %d", key, s.MaxBytes)
 	case s.DuplicateWindow <= 0 || s.DuplicateWindow > s.MaxAge:
-		return fmt.Errorf("stream.duplicate_window: must be positive and at most stream.max_age, got %s", s.DuplicateWindow)
+		return fmt.Errorf("%s.duplicate_window: must be positive and at most %s.max_age, got %s", key, key, s.DuplicateWindow)
 	case s.Replicas < 1 || s.Replicas > 5:
-		return fmt.Errorf("stream.replicas: must be 1..5, got %d", s.Replicas)
+		return fmt.Errorf("%s.replicas: must be 1..5, got %d", key, s.Replicas)
 	case s.Storage != "file" && s.Storage != "memory":
-		return fmt.Errorf("stream.storage: must be file or memory, got %q", s.Storage)
+		return fmt.Errorf("%s.storage: must be file or memory, got %q", key, s.Storage)
 	}
 	return nil
 }

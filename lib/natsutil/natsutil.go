@@ -22,6 +22,10 @@ const (
 	EventsStream = "NETPULSE_EVENTS"
 	// EventsPrefix starts every raw-event subject: netpulse.events.<host>.<kind>.
 	EventsPrefix = "netpulse.events"
+	// AlertsStream holds every alert transition.
+	AlertsStream = "NETPULSE_ALERTS"
+	// AlertsPrefix starts every alert subject: netpulse.alerts.<detector>.<severity>.<host>.
+	AlertsPrefix = "netpulse.alerts"
 )
 
 // Event kinds: the last token of a raw-event subject.
@@ -131,14 +135,37 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 
 // EventsStreamConfig is the NETPULSE_EVENTS stream the settings describe.
 func EventsStreamConfig(s config.Stream) jetstream.StreamConfig {
+	return streamConfig(s, EventsStream, "netpulse raw TCP events, netpulse.events.<host>.<kind>", EventsPrefix+".>")
+}
+
+// AlertsStreamConfig is the NETPULSE_ALERTS stream the settings describe.
+func AlertsStreamConfig(s config.Stream) jetstream.StreamConfig {
+	return streamConfig(s, AlertsStream, "netpulse alerts, netpulse.alerts.<detector>.<severity>.<host>", AlertsPrefix+".>")
+}
+
+// EnsureAlertsStream creates or updates NETPULSE_ALERTS, retrying while the
+// server is unreachable until ctx ends.
+func EnsureAlertsStream(ctx context.Context, js jetstream.JetStream, s config.Stream, log *slog.Logger) (jetstream.Stream, error) {
+	cfg := AlertsStreamConfig(s)
+	return Retry(ctx, log, "create stream "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	})
+}
+
+// AlertSubject is the subject of an alert: netpulse.alerts.<detector>.<severity>.<host>.
+func AlertSubject(detector, severity, host string) string {
+	return AlertsPrefix + "." + detector + "." + severity + "." + host
+}
+
+func streamConfig(s config.Stream, name, description, subject string) jetstream.StreamConfig {
 	storage := jetstream.FileStorage
 	if s.Storage == "memory" {
 		storage = jetstream.MemoryStorage
 	}
 	return jetstream.StreamConfig{
-		Name:        EventsStream,
-		Description: "netpulse raw TCP events, netpulse.events.<host>.<kind>",
-		Subjects:    []string{EventsPrefix + ".>"},
+		Name:        name,
+		Description: description,
+		Subjects:    []string{subject},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      s.MaxAge,
