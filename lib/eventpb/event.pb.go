@@ -943,7 +943,14 @@ type Snapshot struct {
 	SocketsTotal   uint32            `protobuf:"varint,8,opt,name=sockets_total,json=socketsTotal,proto3" json:"sockets_total,omitempty"`   // sockets in the table
 	// True once the table holds the sockets that existed before the probe
 	// started (read through sock_diag).
-	Seeded        bool `protobuf:"varint,9,opt,name=seeded,proto3" json:"seeded,omitempty"`
+	Seeded bool `protobuf:"varint,9,opt,name=seeded,proto3" json:"seeded,omitempty"`
+	// The host's TCP counters at time_unix_nano (/proc/net/snmp, since boot):
+	// with the previous snapshot they give segments sent and retransmitted
+	// per second, i.e. the retransmit ratio.
+	TcpOutSegs     uint64 `protobuf:"varint,10,opt,name=tcp_out_segs,json=tcpOutSegs,proto3" json:"tcp_out_segs,omitempty"`
+	TcpRetransSegs uint64 `protobuf:"varint,11,opt,name=tcp_retrans_segs,json=tcpRetransSegs,proto3" json:"tcp_retrans_segs,omitempty"`
+	// snapshot.interval of the probe, so a consumer knows when the next is due.
+	IntervalMs    uint32 `protobuf:"varint,12,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1039,6 +1046,27 @@ func (x *Snapshot) GetSeeded() bool {
 		return x.Seeded
 	}
 	return false
+}
+
+func (x *Snapshot) GetTcpOutSegs() uint64 {
+	if x != nil {
+		return x.TcpOutSegs
+	}
+	return 0
+}
+
+func (x *Snapshot) GetTcpRetransSegs() uint64 {
+	if x != nil {
+		return x.TcpRetransSegs
+	}
+	return 0
+}
+
+func (x *Snapshot) GetIntervalMs() uint32 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
 }
 
 type SocketGroup struct {
@@ -1362,7 +1390,7 @@ const file_event_proto_rawDesc = "" +
 	"\n" +
 	"last_state\x18\x18 \x01(\x0e2\x1b.netpulse.event.v1.TcpStateR\tlastState\x12\x14\n" +
 	"\x05error\x18\x19 \x01(\x05R\x05error\x12\x16\n" +
-	"\x06cookie\x18\x1a \x01(\x04R\x06cookie\"\xe8\x02\n" +
+	"\x06cookie\x18\x1a \x01(\x04R\x06cookie\"\xd5\x03\n" +
 	"\bSnapshot\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x06R\ftimeUnixNano\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x126\n" +
@@ -1374,7 +1402,13 @@ const file_event_proto_rawDesc = "" +
 	"\x10close_wait_total\x18\x06 \x01(\rR\x0ecloseWaitTotal\x12$\n" +
 	"\x0eclose_wait_cut\x18\a \x01(\rR\fcloseWaitCut\x12#\n" +
 	"\rsockets_total\x18\b \x01(\rR\fsocketsTotal\x12\x16\n" +
-	"\x06seeded\x18\t \x01(\bR\x06seeded\"\xe5\x01\n" +
+	"\x06seeded\x18\t \x01(\bR\x06seeded\x12 \n" +
+	"\ftcp_out_segs\x18\n" +
+	" \x01(\x04R\n" +
+	"tcpOutSegs\x12(\n" +
+	"\x10tcp_retrans_segs\x18\v \x01(\x04R\x0etcpRetransSegs\x12\x1f\n" +
+	"\vinterval_ms\x18\f \x01(\rR\n" +
+	"intervalMs\"\xe5\x01\n" +
 	"\vSocketGroup\x121\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1b.netpulse.event.v1.TcpStateR\x05state\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x12\n" +

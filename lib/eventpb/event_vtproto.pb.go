@@ -506,6 +506,21 @@ func (m *Snapshot) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.IntervalMs != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.IntervalMs))
+		i--
+		dAtA[i] = 0x60
+	}
+	if m.TcpRetransSegs != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TcpRetransSegs))
+		i--
+		dAtA[i] = 0x58
+	}
+	if m.TcpOutSegs != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.TcpOutSegs))
+		i--
+		dAtA[i] = 0x50
+	}
 	if m.Seeded {
 		i--
 		if m.Seeded {
@@ -1094,6 +1109,15 @@ func (m *Snapshot) SizeVT() (n int) {
 	}
 	if m.Seeded {
 		n += 2
+	}
+	if m.TcpOutSegs != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.TcpOutSegs))
+	}
+	if m.TcpRetransSegs != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.TcpRetransSegs))
+	}
+	if m.IntervalMs != 0 {
+		n += 1 + protohelpers.SizeOfVarint(uint64(m.IntervalMs))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -2774,6 +2798,63 @@ func (m *Snapshot) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.Seeded = bool(v != 0)
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field TcpOutSegs", wireType)
+			}
+			m.TcpOutSegs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.TcpOutSegs |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field TcpRetransSegs", wireType)
+			}
+			m.TcpRetransSegs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.TcpRetransSegs |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field IntervalMs", wireType)
+			}
+			m.IntervalMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.IntervalMs |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -4962,6 +5043,63 @@ func (m *Snapshot) UnmarshalVTUnsafe(dAtA []byte) error {
 				}
 			}
 			m.Seeded = bool(v != 0)
+		case 10:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field TcpOutSegs", wireType)
+			}
+			m.TcpOutSegs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.TcpOutSegs |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 11:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field TcpRetransSegs", wireType)
+			}
+			m.TcpRetransSegs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.TcpRetransSegs |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 12:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field IntervalMs", wireType)
+			}
+			m.IntervalMs = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.IntervalMs |= uint32(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
