@@ -1,14 +1,17 @@
 // Package batch packs raw events into eventpb.Batch messages without
-// building the Batch in memory: each event is marshalled straight onto the
-// end of one reused buffer, so the hot path does not allocate.
+// building the Batch in memory: each record is marshalled straight onto the
+// end of one reused buffer, so the hot path does not allocate. One Encoder
+// serves one event kind (one subject).
 package batch
 
 import (
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
 )
 
 // Field numbers of eventpb.Batch (see event.proto).
@@ -18,18 +21,35 @@ const (
 	fieldProbeID       = 3
 	fieldBatchSeq      = 4
 	fieldEvents        = 5
+	fieldConnections   = 6
+	fieldSnapshot      = 7
 )
 
 // Batch is one encoded eventpb.Batch ready to publish.
 type Batch struct {
-	Seq    uint64 // batch_seq, 1, 2, ... per probe run
-	Events int
-	Data   []byte
+	Seq     uint64 // batch_seq, 1, 2, ... per probe run and kind
+	Events  int    // records in it (events, connections or 1 snapshot)
+	Data    []byte
+	Subject string // netpulse.events.<host>.<kind>
+	// MsgID is <probe id>-<kind>-<seq>: a retried publish is stored once.
+	MsgID string
+
+	enc *Encoder
 }
 
-// Encoder accumulates events until the batch is full by size or count.
+// Release hands Data back to its Encoder for reuse; call it once the batch
+// is no longer needed. It may be called from any goroutine.
+func (b Batch) Release() {
+	if b.enc != nil {
+		b.enc.Recycle(b.Data)
+	}
+}
+
+// Encoder accumulates records until the batch is full by size or count.
 type Encoder struct {
 	host, probeID string
+	subject       string
+	idPrefix      string
 	maxBytes      int
 	maxEvents     int
 
@@ -40,31 +60,55 @@ type Encoder struct {
 	free    chan []byte
 }
 
-// NewEncoder makes an Encoder whose batches stay under maxBytes (one event
-// may overshoot it) and hold at most maxEvents events.
-func NewEncoder(host, probeID string, maxBytes, maxEvents int) *Encoder {
+// NewEncoder makes an Encoder for events of kind from host whose batches
+// stay under maxBytes (one record may overshoot it) and hold at most
+// maxEvents records.
+func NewEncoder(host, probeID, kind string, maxBytes, maxEvents int) *Encoder {
 	return &Encoder{
 		host: host, probeID: probeID,
+		subject:  natsutil.EventSubject(host, kind),
+		idPrefix: probeID + "-" + kind + "-",
 		maxBytes: maxBytes, maxEvents: maxEvents,
-		free: make(chan []byte, 256),
+		free: make(chan []byte, 64),
 	}
+}
+
+// sizedMessage is what vtprotobuf generates for every message.
+type sizedMessage interface {
+	SizeVT() int
+	MarshalToSizedBufferVT([]byte) (int, error)
 }
 
 // Add appends ev to the current batch and reports whether the batch is now
 // full and should be taken.
 func (e *Encoder) Add(ev *eventpb.Event, now time.Time) (full bool) {
+	return e.add(fieldEvents, ev, now)
+}
+
+// AddConn appends a finished connection (kind conn).
+func (e *Encoder) AddConn(c *eventpb.Connection, now time.Time) (full bool) {
+	return e.add(fieldConnections, c, now)
+}
+
+// AddSnapshot puts a snapshot in the batch (kind snapshot); a batch holds
+// one snapshot, so it is always full afterwards.
+func (e *Encoder) AddSnapshot(s *eventpb.Snapshot, now time.Time) {
+	e.add(fieldSnapshot, s, now)
+}
+
+func (e *Encoder) add(field protowire.Number, m sizedMessage, now time.Time) (full bool) {
 	if e.events == 0 {
 		e.start(now)
 	}
-	n := ev.SizeVT()
-	e.buf = protowire.AppendTag(e.buf, fieldEvents, protowire.BytesType)
+	n := m.SizeVT()
+	e.buf = protowire.AppendTag(e.buf, field, protowire.BytesType)
 	e.buf = protowire.AppendVarint(e.buf, uint64(n))
 	start := len(e.buf)
 	e.buf = append(e.buf, make([]byte, n)...)
 	// SizeVT has just been computed for this exact message: cannot fail.
-	_, _ = ev.MarshalToSizedBufferVT(e.buf[start:])
+	_, _ = m.MarshalToSizedBufferVT(e.buf[start:])
 	e.events++
-	return len(e.buf) >= e.maxBytes || e.events >= e.maxEvents
+	return field == fieldSnapshot || len(e.buf) >= e.maxBytes || e.events >= e.maxEvents
 }
 
 // Len is the number of events in the current batch.
@@ -81,13 +125,14 @@ func (e *Encoder) Age(now time.Time) time.Duration {
 // Take returns the current batch and starts a new, empty one. The caller
 // hands Data back with Recycle once it is no longer needed.
 func (e *Encoder) Take() Batch {
-	b := Batch{Seq: e.seq, Events: e.events, Data: e.buf}
+	b := Batch{Seq: e.seq, Events: e.events, Data: e.buf, Subject: e.subject,
+		MsgID: e.idPrefix + strconv.FormatUint(e.seq, 10), enc: e}
 	e.buf, e.events = nil, 0
 	return b
 }
 
-// Recycle gives a taken buffer back for reuse. It may be called from any
-// goroutine.
+// Recycle gives a taken buffer back for reuse (Batch.Release calls it). It
+// may be called from any goroutine.
 func (e *Encoder) Recycle(buf []byte) {
 	select {
 	case e.free <- buf[:0]:

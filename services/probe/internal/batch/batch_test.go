@@ -46,7 +46,7 @@ func TestEncoderRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEncoder("host-a", "probe-1", tt.maxBytes, tt.maxEvents)
+			e := NewEncoder("host-a", "probe-1", "state", tt.maxBytes, tt.maxEvents)
 			fullAt := -1
 			for i := 0; i < tt.add; i++ {
 				if e.Add(sampleEvent(i), time.Unix(0, 0)) && fullAt < 0 {
@@ -59,6 +59,9 @@ func TestEncoderRoundTrip(t *testing.T) {
 			b := e.Take()
 			if b.Seq != 1 || b.Events != tt.add {
 				t.Fatalf("batch seq=%d events=%d, want 1 and %d", b.Seq, b.Events, tt.add)
+			}
+			if b.Subject != "netpulse.events.host-a.state" || b.MsgID != "probe-1-state-1" {
+				t.Fatalf("subject %q, msg id %q", b.Subject, b.MsgID)
 			}
 			var viaProto eventpb.Batch
 			if err := proto.Unmarshal(b.Data, &viaProto); err != nil {
@@ -83,7 +86,7 @@ func TestEncoderRoundTrip(t *testing.T) {
 }
 
 func TestEncoderSequenceAndAge(t *testing.T) {
-	e := NewEncoder("h", "p", 1<<16, 100)
+	e := NewEncoder("h", "p", "state", 1<<16, 100)
 	t0 := time.Unix(100, 0)
 	if e.Age(t0) != 0 {
 		t.Fatal("empty encoder has an age")
@@ -97,15 +100,54 @@ func TestEncoderSequenceAndAge(t *testing.T) {
 		if b.Seq != want {
 			t.Fatalf("batch seq %d, want %d", b.Seq, want)
 		}
-		e.Recycle(b.Data)
+		b.Release()
+		if want > 1 && len(e.free) != 1 {
+			t.Fatalf("released buffer not kept for reuse (%d spare)", len(e.free))
+		}
 		if e.Len() != 0 {
 			t.Fatal("Take left events behind")
 		}
 	}
 }
 
+// Connections and snapshots go into their own Batch fields and decode back
+// to what went in.
+func TestEncoderConnectionsAndSnapshot(t *testing.T) {
+	conn := &eventpb.Connection{
+		TimeUnixNano: 1_700_000_000_000_000_000, Seq: 7, SockId: 9, Pid: 42, Comm: "nginx",
+		Family: eventpb.Family_FAMILY_IPV6, Saddr: make([]byte, 16), Daddr: make([]byte, 16),
+		Sport: 443, Dport: 50000, Side: eventpb.Side_SIDE_SERVER, BytesSent: 1 << 20, BytesReceived: 300,
+		SrttUs: 80, LastState: eventpb.TcpState_TCP_STATE_LAST_ACK,
+	}
+	e := NewEncoder("h", "p", "conn", 1<<16, 100)
+	e.AddConn(conn, time.Unix(0, 0))
+	e.AddConn(conn, time.Unix(0, 0))
+	b := e.Take()
+	var got eventpb.Batch
+	if err := got.UnmarshalVT(b.Data); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Connections) != 2 || !proto.Equal(got.Connections[1], conn) || len(got.Events) != 0 || b.MsgID != "p-conn-1" {
+		t.Fatalf("decoded %v (msg id %s)", &got, b.MsgID)
+	}
+
+	snap := &eventpb.Snapshot{Seq: 3, SocketsTotal: 2, Seeded: true, Groups: []*eventpb.SocketGroup{
+		{State: eventpb.TcpState_TCP_STATE_CLOSE_WAIT, Pid: 1, Comm: "leaky", LocalPort: 8080, Count: 2},
+	}}
+	s := NewEncoder("h", "p", "snapshot", 1<<16, 100)
+	s.AddSnapshot(snap, time.Unix(0, 0))
+	sb := s.Take()
+	got.ResetVT()
+	if err := got.UnmarshalVT(sb.Data); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got.Snapshot, snap) || sb.Subject != "netpulse.events.h.snapshot" {
+		t.Fatalf("decoded %v on %s", &got, sb.Subject)
+	}
+}
+
 func BenchmarkEncoderAdd(b *testing.B) {
-	e := NewEncoder("host-a", "probe-1", 256<<10, 1<<20)
+	e := NewEncoder("host-a", "probe-1", "state", 256<<10, 1<<20)
 	ev := sampleEvent(1)
 	now := time.Now()
 	b.ReportAllocs()
@@ -118,7 +160,7 @@ func BenchmarkEncoderAdd(b *testing.B) {
 }
 
 func ExampleEncoder() {
-	e := NewEncoder("web-1", "3f2a", 256<<10, 4096)
+	e := NewEncoder("web-1", "3f2a", "state", 256<<10, 4096)
 	e.Add(sampleEvent(0), time.Now())
 	b := e.Take()
 	var got eventpb.Batch

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -60,20 +59,17 @@ type Counters struct {
 type job struct {
 	msg    *nats.Msg
 	events int
-	buf    []byte
+	batch  batch.Batch
 	fut    jetstream.PubAckFuture
 	err    error // set when the async publish could not even be sent
 }
 
-// Publisher publishes batches on one subject. Publish is called from one
-// goroutine; Run acknowledges them on another.
+// Publisher publishes batches, each on its own subject with its own message
+// ID. Publish is called from one goroutine; Run acknowledges them on another.
 type Publisher struct {
-	cfg     Config
-	js      jetstream.JetStream
-	subject string
-	msgID   string // prefix: <probe id>-
-	log     *slog.Logger
-	recycle func([]byte)
+	cfg Config
+	js  jetstream.JetStream
+	log *slog.Logger
 
 	slots chan struct{} // one per batch in flight
 	queue chan *job
@@ -82,11 +78,11 @@ type Publisher struct {
 	published, events, errs, dropped atomic.Uint64
 }
 
-// New makes a Publisher; recycle receives each batch buffer once the server
-// has it (or it was given up).
-func New(cfg Config, js jetstream.JetStream, subject, probeID string, log *slog.Logger, recycle func([]byte)) *Publisher {
+// New makes a Publisher. Each batch is Released once the server has it (or
+// it was given up).
+func New(cfg Config, js jetstream.JetStream, log *slog.Logger) *Publisher {
 	return &Publisher{
-		cfg: cfg, js: js, subject: subject, msgID: probeID + "-", log: log, recycle: recycle,
+		cfg: cfg, js: js, log: log,
 		slots: make(chan struct{}, cfg.MaxInFlight),
 		queue: make(chan *job, cfg.MaxInFlight),
 		done:  make(chan struct{}),
@@ -97,16 +93,16 @@ func New(cfg Config, js jetstream.JetStream, subject, probeID string, log *slog.
 // their ack, and returns an error only when ctx ends first (the batch is then
 // counted as dropped).
 func (p *Publisher) Publish(ctx context.Context, b batch.Batch) error {
-	msg := nats.NewMsg(p.subject)
-	msg.Header.Set(jetstream.MsgIDHeader, p.msgID+strconv.FormatUint(b.Seq, 10))
+	msg := nats.NewMsg(b.Subject)
+	msg.Header.Set(jetstream.MsgIDHeader, b.MsgID)
 	msg.Data = b.Data
-	j := &job{msg: msg, events: b.Events, buf: b.Data}
+	j := &job{msg: msg, events: b.Events, batch: b}
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
 		p.dropped.Add(uint64(b.Events))
-		p.recycle(b.Data)
-		return fmt.Errorf("publish batch %d: %w", b.Seq, ctx.Err())
+		b.Release()
+		return fmt.Errorf("publish batch %s: %w", b.MsgID, ctx.Err())
 	}
 	j.fut, j.err = p.js.PublishMsgAsync(msg)
 	p.queue <- j // never blocks: it has as much room as there are slots
@@ -127,7 +123,7 @@ func (p *Publisher) Run(stop context.Context) {
 		if !p.await(stop, j) {
 			p.dropped.Add(uint64(j.events))
 		}
-		p.recycle(j.buf)
+		j.batch.Release()
 		<-p.slots
 	}
 }
@@ -156,7 +152,7 @@ func (p *Publisher) await(stop context.Context, j *job) bool {
 		}
 		p.errs.Add(1)
 		p.log.Warn("publish failed, retrying with the same message ID",
-			"subject", p.subject, "msg_id", j.msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempt, "err", err, "in", wait)
+			"subject", j.msg.Subject, "msg_id", j.msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempt, "err", err, "in", wait)
 		select {
 		case <-stop.Done():
 			return false
