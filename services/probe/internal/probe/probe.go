@@ -17,7 +17,6 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
-	"github.com/netpulse/netpulse/services/probe/internal/batch"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
 )
@@ -98,24 +97,16 @@ func (p *Probe) Run(ctx context.Context) error {
 		return err
 	}
 
-	enc := batch.NewEncoder(p.host, p.probeID, p.cfg.Batch.MaxBytes, p.cfg.Batch.MaxEvents)
-	pub := publish.New(p.cfg.Publish, js, natsutil.EventSubject(p.host, natsutil.KindState), p.probeID, p.log, enc.Recycle)
-
+	pub := publish.New(p.cfg.Publish, js, p.log)
 	// pubStop ends retries: only after the grace period that follows ctx.
 	pubStop, stopPub := context.WithCancel(context.Background())
 	defer stopPub()
 	go pub.Run(pubStop)
 
-	var mu sync.Mutex // guards enc and the event below
+	var mu sync.Mutex // guards out and the event below
+	out := newOutputs(p.host, p.probeID, p.cfg.Batch, pub, pubStop)
 	var ev eventpb.Event
 	var seq uint64
-	flush := func() {
-		if enc.Len() > 0 {
-			// Publish blocks only while MaxInFlight batches are unacknowledged,
-			// or returns at once when the grace period is over.
-			_ = pub.Publish(pubStop, enc.Take())
-		}
-	}
 
 	bg, stopBg := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -130,9 +121,7 @@ func (p *Probe) Run(ctx context.Context) error {
 				return
 			case now := <-t.C:
 				mu.Lock()
-				if enc.Age(now) >= p.cfg.Batch.FlushInterval {
-					flush()
-				}
+				out.flushOlder(now, p.cfg.Batch.FlushInterval)
 				mu.Unlock()
 			}
 		}
@@ -165,9 +154,7 @@ func (p *Probe) Run(ctx context.Context) error {
 		}
 		seq++
 		ev.Seq = seq
-		if enc.Add(&ev, time.Now()) {
-			flush()
-		}
+		out.event(&ev, time.Now())
 	})
 
 	// Stopping: flush the partial batch and wait, for at most shutdownGrace,
@@ -180,7 +167,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	stopBg()
 	wg.Wait()
 	mu.Lock()
-	flush()
+	out.flushAll()
 	mu.Unlock()
 	pub.Close()
 	<-pub.Done()
