@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -25,11 +26,17 @@ var goldenDecoder = Decoder{OffsetNs: 1_767_225_600_000_000_000, SockKey: 0x6e65
 type goldenEntry struct {
 	Comment string          `json:"comment"`
 	Event   json.RawMessage `json:"event,omitempty"` // protojson of the event
+	Conn    json.RawMessage `json:"conn,omitempty"`  // protojson of the connection
 	Error   string          `json:"error,omitempty"`
 }
 
 func TestDecodeGolden(t *testing.T) {
-	for _, name := range []string{"ipv4", "ipv6", "malformed"} {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".hex")
 		t.Run(name, func(t *testing.T) {
 			samples := readSamples(t, filepath.Join("testdata", name+".hex"))
 			goldenPath := filepath.Join("testdata", name+".golden.json")
@@ -56,15 +63,25 @@ func decodeEntry(t *testing.T, s sample) goldenEntry {
 	t.Helper()
 	e := goldenEntry{Comment: s.comment}
 	var ev eventpb.Event
-	if err := goldenDecoder.Decode(s.raw, &ev); err != nil {
+	var cn eventpb.Connection
+	isConn, err := goldenDecoder.DecodeRecord(s.raw, &ev, &cn)
+	if err != nil {
 		e.Error = err.Error()
 		return e
 	}
-	b, err := protojson.Marshal(&ev)
+	var m proto.Message = &ev
+	if isConn {
+		m = &cn
+	}
+	b, err := protojson.Marshal(m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.Event = b
+	if isConn {
+		e.Conn = b
+	} else {
+		e.Event = b
+	}
 	return e
 }
 
@@ -75,22 +92,27 @@ func compareEntry(t *testing.T, got, want goldenEntry) {
 	if got.Error != want.Error {
 		t.Errorf("%s: error %q, want %q", got.Comment, got.Error, want.Error)
 	}
-	if (got.Event == nil) != (want.Event == nil) {
-		t.Errorf("%s: event %s, want %s", got.Comment, got.Event, want.Event)
+	compareJSON(t, got.Comment, got.Event, want.Event, &eventpb.Event{}, &eventpb.Event{})
+	compareJSON(t, got.Comment, got.Conn, want.Conn, &eventpb.Connection{}, &eventpb.Connection{})
+}
+
+func compareJSON(t *testing.T, comment string, got, want json.RawMessage, g, w proto.Message) {
+	t.Helper()
+	if (got == nil) != (want == nil) {
+		t.Errorf("%s: got %s, want %s", comment, got, want)
 		return
 	}
-	if got.Event == nil {
+	if got == nil {
 		return
 	}
-	var g, w eventpb.Event
-	if err := protojson.Unmarshal(got.Event, &g); err != nil {
+	if err := protojson.Unmarshal(got, g); err != nil {
 		t.Fatal(err)
 	}
-	if err := protojson.Unmarshal(want.Event, &w); err != nil {
-		t.Fatalf("%s: bad golden: %v", want.Comment, err)
+	if err := protojson.Unmarshal(want, w); err != nil {
+		t.Fatalf("%s: bad golden: %v", comment, err)
 	}
-	if !proto.Equal(&g, &w) {
-		t.Errorf("%s:\n got %s\nwant %s", got.Comment, got.Event, want.Event)
+	if !proto.Equal(g, w) {
+		t.Errorf("%s:\n got %s\nwant %s", comment, got, want)
 	}
 }
 
@@ -146,18 +168,53 @@ func TestDecodeReusesOut(t *testing.T) {
 	}
 }
 
-// TestDecodeErrorKeepsOut: a failed decode must not half-fill out.
+// TestDecodeErrorKeepsOut: a failed decode must not half-fill either output.
 func TestDecodeErrorKeepsOut(t *testing.T) {
 	for _, s := range readSamples(t, filepath.Join("testdata", "malformed.hex")) {
 		t.Run(strings.ReplaceAll(s.comment, " ", "_"), func(t *testing.T) {
-			out := eventpb.Event{Comm: "before"}
-			if err := goldenDecoder.Decode(s.raw, &out); err == nil {
-				t.Fatal("Decode returned nil, want an error")
+			ev := eventpb.Event{Comm: "before"}
+			cn := eventpb.Connection{Comm: "before"}
+			if _, err := goldenDecoder.DecodeRecord(s.raw, &ev, &cn); err == nil {
+				t.Fatal("DecodeRecord returned nil, want an error")
 			}
-			if !proto.Equal(&out, &eventpb.Event{Comm: "before"}) {
-				t.Errorf("out changed on error: %v", &out)
+			if !proto.Equal(&ev, &eventpb.Event{Comm: "before"}) || !proto.Equal(&cn, &eventpb.Connection{Comm: "before"}) {
+				t.Errorf("outputs changed on error: %v / %v", &ev, &cn)
 			}
 		})
+	}
+}
+
+// TestDecodeConnReusesOut: a reused Connection decodes like a fresh one.
+func TestDecodeConnReusesOut(t *testing.T) {
+	var v4, v6 []byte
+	for _, f := range []string{"ipv4", "ipv6"} {
+		for _, s := range readSamples(t, filepath.Join("testdata", f+".hex")) {
+			if strings.HasPrefix(s.comment, "conn ") {
+				if f == "ipv4" {
+					v4 = s.raw
+				} else {
+					v6 = s.raw
+				}
+				break
+			}
+		}
+	}
+	var fresh, reused eventpb.Connection
+	var ev eventpb.Event
+	for _, raw := range [][]byte{v4, v6, v4} {
+		isConn, err := goldenDecoder.DecodeRecord(raw, &ev, &reused)
+		if err != nil || !isConn {
+			t.Fatalf("DecodeRecord = %v, %v; want a connection", isConn, err)
+		}
+	}
+	if _, err := goldenDecoder.DecodeRecord(v4, &ev, &fresh); err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(&fresh, &reused) {
+		t.Errorf("reused connection differs from a fresh one:\n got %v\nwant %v", &reused, &fresh)
+	}
+	if !proto.Equal(&ev, &eventpb.Event{}) {
+		t.Errorf("decoding connections touched the event: %v", &ev)
 	}
 }
 
@@ -174,7 +231,7 @@ func TestSockIDHidesAddress(t *testing.T) {
 		t.Errorf("sock_id %x does not depend on SockKey", a.SockId)
 	}
 	var ev tcpstateEvent
-	copyRecord(&ev, raw)
+	copyRecord(unsafe.Pointer(&ev), raw)
 	if a.SockId == ev.Skaddr || a.SockId == ev.Skaddr^1 {
 		t.Errorf("sock_id %x reveals skaddr %x", a.SockId, ev.Skaddr)
 	}
@@ -189,6 +246,25 @@ func TestNewDecoderOffset(t *testing.T) {
 	// move the offset by more than a millisecond.
 	if diff := d1.OffsetNs - d2.OffsetNs; diff > 1e6 || diff < -1e6 {
 		t.Errorf("offsets %d and %d differ by %d ns", d1.OffsetNs, d2.OffsetNs, diff)
+	}
+}
+
+func BenchmarkDecodeConn(b *testing.B) {
+	var raw []byte
+	for _, s := range readSamples(b, filepath.Join("testdata", "ipv6.hex")) {
+		if strings.HasPrefix(s.comment, "conn ") {
+			raw = s.raw
+		}
+	}
+	d := NewDecoder()
+	var ev eventpb.Event
+	var out eventpb.Connection
+	b.ReportAllocs()
+	b.SetBytes(int64(len(raw)))
+	for b.Loop() {
+		if _, err := d.DecodeRecord(raw, &ev, &out); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

@@ -13,40 +13,137 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type tcpstateConn struct {
+	_                structs.HostLayout
+	Type             uint32
+	Pid              uint32
+	TsNs             uint64
+	Skaddr           uint64
+	BornNs           uint64
+	Cookie           uint64
+	CgroupId         uint64
+	HandshakeUs      uint64
+	BytesSent        uint64
+	BytesReceived    uint64
+	SegsOut          uint32
+	SegsIn           uint32
+	TotalRetrans     uint32
+	SrttUs           uint32
+	HandshakeRetrans uint32
+	Error            int32
+	Family           uint16
+	Sport            uint16
+	Dport            uint16
+	LastState        uint8
+	Side             uint8
+	OwnerSource      uint8
+	Pad              [7]uint8
+	Saddr            [16]uint8
+	Daddr            [16]uint8
+	Comm             [16]int8
+}
+
 type tcpstateEvent struct {
-	_               structs.HostLayout
-	TsNs            uint64
-	Skaddr          uint64
-	BornNs          uint64
-	StateDurationUs uint64
-	Pid             uint32
-	Tid             uint32
-	Family          uint16
-	Sport           uint16
-	Dport           uint16
-	Oldstate        uint8
-	Newstate        uint8
-	Saddr           [16]uint8
-	Daddr           [16]uint8
-	Comm            [16]int8
+	_                structs.HostLayout
+	Type             uint32
+	Pid              uint32
+	TsNs             uint64
+	Skaddr           uint64
+	BornNs           uint64
+	StateDurationUs  uint64
+	Cookie           uint64
+	CgroupId         uint64
+	HandshakeUs      uint64
+	Tid              uint32
+	Error            int32
+	Segments         uint32
+	HandshakeRetrans uint32
+	Family           uint16
+	Sport            uint16
+	Dport            uint16
+	Oldstate         uint8
+	Newstate         uint8
+	Side             uint8
+	OwnerSource      uint8
+	Pad              [6]uint8
+	Saddr            [16]uint8
+	Daddr            [16]uint8
+	Comm             [16]int8
+}
+
+type tcpstateListenKey struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Family uint16
+	Port   uint16
+}
+
+type tcpstateListenOwner struct {
+	_      structs.HostLayout
+	Skaddr uint64
+	Owner  struct {
+		_        structs.HostLayout
+		CgroupId uint64
+		Tgid     uint32
+		Pad      uint32
+		Comm     [16]int8
+	}
 }
 
 type tcpstateSockInfo struct {
-	_         structs.HostLayout
-	EnteredNs uint64
-	BornNs    uint64
+	_           structs.HostLayout
+	EnteredNs   uint64
+	BornNs      uint64
+	HandshakeUs uint64
+	Owner       struct {
+		_        structs.HostLayout
+		CgroupId uint64
+		Tgid     uint32
+		Pad      uint32
+		Comm     [16]int8
+	}
+	HandshakeRetrans uint32
+	Side             uint8
+	Established      uint8
+	OwnerKind        uint8
+	Pad              uint8
+}
+
+type tcpstateSynackKey struct {
+	_      structs.HostLayout
+	Netns  uint32
+	Family uint16
+	Sport  uint16
+	Dport  uint16
+	Pad    uint16
+	Saddr  [16]uint8
+	Daddr  [16]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcpstateMapCounters        = "counters"
-	tcpstateMapEvents          = "events"
-	tcpstateMapSockStart       = "sock_start"
-	tcpstateProgHandleSetState = "handle_set_state"
-	tcpstateVarUnusedEvent     = "unused_event"
-	tcpstateVarWakeupBytes     = "wakeup_bytes"
+	tcpstateMapCounters                = "counters"
+	tcpstateMapEvents                  = "events"
+	tcpstateMapListeners               = "listeners"
+	tcpstateMapSocks                   = "socks"
+	tcpstateMapSynacks                 = "synacks"
+	tcpstateProgHandleAccept           = "handle_accept"
+	tcpstateProgHandleAccept4          = "handle_accept4"
+	tcpstateProgHandleErrorReport      = "handle_error_report"
+	tcpstateProgHandleReceiveReset     = "handle_receive_reset"
+	tcpstateProgHandleRecv             = "handle_recv"
+	tcpstateProgHandleRetransmit       = "handle_retransmit"
+	tcpstateProgHandleSend             = "handle_send"
+	tcpstateProgHandleSendReset        = "handle_send_reset"
+	tcpstateProgHandleSetState         = "handle_set_state"
+	tcpstateProgHandleSynackRetransmit = "handle_synack_retransmit"
+	tcpstateVarUnusedConn              = "unused_conn"
+	tcpstateVarUnusedEvent             = "unused_event"
+	tcpstateVarUnusedListenKey         = "unused_listen_key"
+	tcpstateVarUnusedListener          = "unused_listener"
+	tcpstateVarWakeupBytes             = "wakeup_bytes"
 )
 
 // loadTcpstate returns the embedded CollectionSpec for tcpstate.
@@ -91,7 +188,16 @@ type tcpstateSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateProgramSpecs struct {
-	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleAccept           *ebpf.ProgramSpec `ebpf:"handle_accept"`
+	HandleAccept4          *ebpf.ProgramSpec `ebpf:"handle_accept4"`
+	HandleErrorReport      *ebpf.ProgramSpec `ebpf:"handle_error_report"`
+	HandleReceiveReset     *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
+	HandleRecv             *ebpf.ProgramSpec `ebpf:"handle_recv"`
+	HandleRetransmit       *ebpf.ProgramSpec `ebpf:"handle_retransmit"`
+	HandleSend             *ebpf.ProgramSpec `ebpf:"handle_send"`
+	HandleSendReset        *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
+	HandleSetState         *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSynackRetransmit *ebpf.ProgramSpec `ebpf:"handle_synack_retransmit"`
 }
 
 // tcpstateMapSpecs contains maps before they are loaded into the kernel.
@@ -100,15 +206,20 @@ type tcpstateProgramSpecs struct {
 type tcpstateMapSpecs struct {
 	Counters  *ebpf.MapSpec `ebpf:"counters"`
 	Events    *ebpf.MapSpec `ebpf:"events"`
-	SockStart *ebpf.MapSpec `ebpf:"sock_start"`
+	Listeners *ebpf.MapSpec `ebpf:"listeners"`
+	Socks     *ebpf.MapSpec `ebpf:"socks"`
+	Synacks   *ebpf.MapSpec `ebpf:"synacks"`
 }
 
 // tcpstateVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
-	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	UnusedConn      *ebpf.VariableSpec `ebpf:"unused_conn"`
+	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedListenKey *ebpf.VariableSpec `ebpf:"unused_listen_key"`
+	UnusedListener  *ebpf.VariableSpec `ebpf:"unused_listener"`
+	WakeupBytes     *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tcpstateObjects contains all objects after they have been loaded into the kernel.
@@ -133,14 +244,18 @@ func (o *tcpstateObjects) Close() error {
 type tcpstateMaps struct {
 	Counters  *ebpf.Map `ebpf:"counters"`
 	Events    *ebpf.Map `ebpf:"events"`
-	SockStart *ebpf.Map `ebpf:"sock_start"`
+	Listeners *ebpf.Map `ebpf:"listeners"`
+	Socks     *ebpf.Map `ebpf:"socks"`
+	Synacks   *ebpf.Map `ebpf:"synacks"`
 }
 
 func (m *tcpstateMaps) Close() error {
 	return _TcpstateClose(
 		m.Counters,
 		m.Events,
-		m.SockStart,
+		m.Listeners,
+		m.Socks,
+		m.Synacks,
 	)
 }
 
@@ -148,20 +263,41 @@ func (m *tcpstateMaps) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
-	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
+	UnusedConn      *ebpf.Variable `ebpf:"unused_conn"`
+	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
+	UnusedListenKey *ebpf.Variable `ebpf:"unused_listen_key"`
+	UnusedListener  *ebpf.Variable `ebpf:"unused_listener"`
+	WakeupBytes     *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tcpstatePrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstatePrograms struct {
-	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
+	HandleAccept           *ebpf.Program `ebpf:"handle_accept"`
+	HandleAccept4          *ebpf.Program `ebpf:"handle_accept4"`
+	HandleErrorReport      *ebpf.Program `ebpf:"handle_error_report"`
+	HandleReceiveReset     *ebpf.Program `ebpf:"handle_receive_reset"`
+	HandleRecv             *ebpf.Program `ebpf:"handle_recv"`
+	HandleRetransmit       *ebpf.Program `ebpf:"handle_retransmit"`
+	HandleSend             *ebpf.Program `ebpf:"handle_send"`
+	HandleSendReset        *ebpf.Program `ebpf:"handle_send_reset"`
+	HandleSetState         *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSynackRetransmit *ebpf.Program `ebpf:"handle_synack_retransmit"`
 }
 
 func (p *tcpstatePrograms) Close() error {
 	return _TcpstateClose(
+		p.HandleAccept,
+		p.HandleAccept4,
+		p.HandleErrorReport,
+		p.HandleReceiveReset,
+		p.HandleRecv,
+		p.HandleRetransmit,
+		p.HandleSend,
+		p.HandleSendReset,
 		p.HandleSetState,
+		p.HandleSynackRetransmit,
 	)
 }
 

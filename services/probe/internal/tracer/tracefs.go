@@ -12,16 +12,18 @@ const tracefsPath = "/sys/kernel/tracing"
 // attaching a tracepoint needs its id from there, and minimal hosts and
 // containers often boot without it. It must run before the first
 // link.Tracepoint, which caches a failed lookup for the process's life.
-func ensureTracefs() error {
+// It returns where tracefs is, so that missing tracepoints can be told
+// from other attach failures.
+func ensureTracefs() (string, error) {
 	for _, p := range []string{tracefsPath, "/sys/kernel/debug/tracing"} {
 		var st unix.Statfs_t
 		if unix.Statfs(p, &st) == nil && (st.Type == unix.TRACEFS_MAGIC || st.Type == unix.DEBUGFS_MAGIC) {
-			return nil
+			return p, nil
 		}
 	}
 	if err := unix.Mount("tracefs", tracefsPath, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("tracer: tracefs is not mounted and mounting it on %s failed (needs root; or run `mount -t tracefs tracefs %s`): %w",
+		return "", fmt.Errorf("tracer: tracefs is not mounted and mounting it on %s failed (needs root; or run `mount -t tracefs tracefs %s`): %w",
 			tracefsPath, tracefsPath, err)
 	}
-	return nil
+	return tracefsPath, nil
 }

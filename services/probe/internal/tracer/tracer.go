@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -20,12 +22,49 @@ import (
 // the reader also wakes itself this often.
 const pollInterval = 50 * time.Millisecond
 
-// Tracer owns the loaded tcpstate program, its tracepoint link and the
-// ring-buffer reader. Read may be called once; Close releases everything.
+// hook is one kernel tracepoint and the program that handles it.
+type hook struct {
+	group, name string
+	prog        string
+	raw         bool // raw tracepoint: the handler needs the struct sock argument
+	required    bool // without it the tracer is useless: Open fails
+}
+
+// hooks lists every attachment, in attach order: owners are remembered
+// (send/recv/accept) before the events that report them are attached.
+var hooks = []hook{
+	{group: "sock", name: "sock_send_length", prog: tcpstateProgHandleSend},
+	{group: "sock", name: "sock_recv_length", prog: tcpstateProgHandleRecv},
+	{group: "syscalls", name: "sys_exit_accept4", prog: tcpstateProgHandleAccept4},
+	{group: "syscalls", name: "sys_exit_accept", prog: tcpstateProgHandleAccept},
+	{group: "sock", name: "inet_sock_set_state", prog: tcpstateProgHandleSetState, required: true},
+	{group: "tcp", name: "tcp_retransmit_skb", prog: tcpstateProgHandleRetransmit},
+	{group: "tcp", name: "tcp_retransmit_synack", prog: tcpstateProgHandleSynackRetransmit},
+	{group: "tcp", name: "tcp_send_reset", prog: tcpstateProgHandleSendReset},
+	{group: "tcp", name: "tcp_receive_reset", prog: tcpstateProgHandleReceiveReset},
+	{group: "sock", name: "inet_sk_error_report", prog: tcpstateProgHandleErrorReport, raw: true},
+}
+
+// Skipped is a tracepoint the tracer could not use on this kernel; the
+// others work without it.
+type Skipped struct {
+	Tracepoint string // "group:name"
+	Err        error  // wraps os.ErrNotExist when the kernel lacks it
+}
+
+func (s Skipped) String() string { return s.Tracepoint + ": " + s.Err.Error() }
+
+// Tracer owns the loaded programs, their links and the ring-buffer reader.
+// Read may be called once; Close releases everything.
 type Tracer struct {
-	objs   tcpstateObjects
-	link   link.Link
-	reader *ringbuf.Reader
+	maps    *ebpf.Collection
+	progs   []*ebpf.Program
+	links   []link.Link
+	skipped []Skipped
+	reader  *ringbuf.Reader
+	netns   uint32 // the probe's own network namespace (SeedListener)
+
+	listenerSeeds atomic.Uint64 // new listener entries from SeedListener
 
 	detachOnce sync.Once
 	detachErr  error
@@ -33,18 +72,11 @@ type Tracer struct {
 	reading    atomic.Bool
 }
 
-// Counters are the program's own totals since Open, summed over CPUs.
-type Counters struct {
-	// Submitted is the number of records written to the ring buffer.
-	Submitted uint64
-	// Dropped is the number of transitions lost because the ring buffer was
-	// full (the reader fell behind).
-	Dropped uint64
-}
-
-// Open loads the program with cfg's map sizes and attaches it to
-// sock:inet_sock_set_state. It needs root (CAP_BPF, CAP_PERFMON and, when
-// tracefs must be mounted, CAP_SYS_ADMIN).
+// Open loads the programs with cfg's map sizes and attaches each to its
+// tracepoint. A tracepoint this kernel lacks, or whose program it refuses,
+// is skipped (see Skipped) unless it is sock:inet_sock_set_state. It needs
+// root (CAP_BPF, CAP_PERFMON and, when tracefs must be mounted,
+// CAP_SYS_ADMIN).
 func Open(cfg Config) (*Tracer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -54,7 +86,7 @@ func Open(cfg Config) (*Tracer, error) {
 }
 
 // open is Open with the wakeup threshold as a parameter, for measuring.
-func open(cfg Config, wakeup uint64) (*Tracer, error) {
+func open(cfg Config, wakeup uint64) (_ *Tracer, err error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("tracer: remove memlock rlimit: %w%s", err, rootHint(err))
 	}
@@ -63,41 +95,102 @@ func open(cfg Config, wakeup uint64) (*Tracer, error) {
 		return nil, fmt.Errorf("tracer: load embedded program: %w", err)
 	}
 	spec.Maps[tcpstateMapEvents].MaxEntries = uint32(cfg.RingBufferBytes)
-	spec.Maps[tcpstateMapSockStart].MaxEntries = uint32(cfg.SocketMapEntries)
+	spec.Maps[tcpstateMapSocks].MaxEntries = uint32(cfg.SocketMapEntries)
+	spec.Maps[tcpstateMapListeners].MaxEntries = uint32(cfg.ListenerMapEntries)
+	spec.Maps[tcpstateMapSynacks].MaxEntries = uint32(cfg.SynackMapEntries)
 	if err := spec.Variables[tcpstateVarWakeupBytes].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("tracer: set wakeup_bytes: %w", err)
 	}
-
-	t := &Tracer{}
-	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("tracer: kernel verifier rejected the program: %+v", verr)
-		}
-		return nil, fmt.Errorf("tracer: load eBPF objects: %w%s", err, rootHint(err))
-	}
-	if err := ensureTracefs(); err != nil {
-		t.objs.Close()
+	netns, err := selfNetns()
+	if err != nil {
 		return nil, err
 	}
-	t.link, err = link.Tracepoint("sock", "inet_sock_set_state", t.objs.HandleSetState, nil)
+	tracefs, err := ensureTracefs()
 	if err != nil {
-		t.objs.Close()
-		return nil, fmt.Errorf("tracer: attach tracepoint sock:inet_sock_set_state: %w%s", err, rootHint(err))
+		return nil, err
 	}
-	t.reader, err = ringbuf.NewReader(t.objs.Events)
+
+	t := &Tracer{netns: netns}
+	defer func() {
+		if err != nil {
+			t.closeAll()
+		}
+	}()
+	// Maps first, shared by every program; each program then loads on its
+	// own so that one the kernel refuses costs only its own signal.
+	mapsOnly := spec.Copy()
+	mapsOnly.Programs = nil
+	t.maps, err = ebpf.NewCollection(mapsOnly)
 	if err != nil {
-		t.link.Close()
-		t.objs.Close()
+		return nil, fmt.Errorf("tracer: create eBPF maps: %w%s", err, rootHint(err))
+	}
+	for _, h := range hooks {
+		if err := t.attach(spec, tracefs, h); err != nil {
+			tp := h.group + ":" + h.name
+			if h.required {
+				return nil, fmt.Errorf("tracer: %s: %w%s", tp, err, rootHint(err))
+			}
+			t.skipped = append(t.skipped, Skipped{Tracepoint: tp, Err: err})
+		}
+	}
+	t.reader, err = ringbuf.NewReader(t.maps.Maps[tcpstateMapEvents])
+	if err != nil {
 		return nil, fmt.Errorf("tracer: open ring buffer reader: %w", err)
 	}
 	return t, nil
 }
 
+// attach loads h's program against the shared maps and links it.
+func (t *Tracer) attach(spec *ebpf.CollectionSpec, tracefs string, h hook) error {
+	if _, err := os.Stat(filepath.Join(tracefs, "events", h.group, h.name)); err != nil {
+		return fmt.Errorf("not in this kernel: %w", err)
+	}
+	one := spec.Copy()
+	one.Programs = map[string]*ebpf.ProgramSpec{h.prog: spec.Programs[h.prog]}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: t.maps.Maps})
+	if err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return fmt.Errorf("kernel verifier rejected %s: %+v", h.prog, verr)
+		}
+		return fmt.Errorf("load %s: %w", h.prog, err)
+	}
+	prog := coll.DetachProgram(h.prog)
+	coll.Close() // its maps are clones of t.maps
+	t.progs = append(t.progs, prog)
+	var l link.Link
+	if h.raw {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: h.name, Program: prog})
+	} else {
+		l, err = link.Tracepoint(h.group, h.name, prog, nil)
+	}
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	t.links = append(t.links, l)
+	return nil
+}
+
+// Skipped lists the tracepoints Open could not use, for the caller to log
+// once; their signals are missing from the stream.
+func (t *Tracer) Skipped() []Skipped { return t.skipped }
+
 // wakeupBytes is how much data must wait in the ring before the program
 // wakes the reader: 1/16 of the ring keeps wakeups rare under load while
 // leaving ample room before it fills.
 func wakeupBytes(ringBytes int) uint64 { return uint64(ringBytes / 16) }
+
+func selfNetns() (uint32, error) {
+	fi, err := os.Stat("/proc/self/ns/net")
+	if err != nil {
+		return 0, fmt.Errorf("tracer: own network namespace: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, errors.New("tracer: own network namespace: no inode number")
+	}
+	return uint32(st.Ino), nil
+}
 
 func rootHint(err error) string {
 	if errors.Is(err, os.ErrPermission) {
@@ -106,9 +199,9 @@ func rootHint(err error) string {
 	return ""
 }
 
-// Read calls fn with every raw record (one struct event, see Decoder) until
-// ctx is done. fn's slice is only valid during the call. When ctx is done it
-// detaches the tracepoint, hands fn whatever is left in the ring buffer and
+// Read calls fn with every raw record (see Decoder.DecodeRecord) until ctx
+// is done. fn's slice is only valid during the call. When ctx is done it
+// detaches the tracepoints, hands fn whatever is left in the ring buffer and
 // returns nil; it also returns nil once Close was called. Read may be called
 // only once per Tracer.
 func (t *Tracer) Read(ctx context.Context, fn func(raw []byte)) error {
@@ -150,7 +243,7 @@ func (t *Tracer) Read(ctx context.Context, fn func(raw []byte)) error {
 	}
 }
 
-// drain hands fn every record still in the ring after the tracepoint was
+// drain hands fn every record still in the ring after the tracepoints were
 // detached. A ReadInto that returns an error has looked at the ring after
 // the detach (it waited, then read to its end), so that ends the drain.
 func (t *Tracer) drain(rec *ringbuf.Record, fn func(raw []byte)) error {
@@ -171,40 +264,46 @@ func (t *Tracer) drain(rec *ringbuf.Record, fn func(raw []byte)) error {
 	}
 }
 
-// detach stops new records; the program and maps stay loaded.
+// detach stops new records; the programs and maps stay loaded.
 func (t *Tracer) detach() {
 	t.detachOnce.Do(func() {
-		if err := t.link.Close(); err != nil {
-			t.detachErr = fmt.Errorf("tracer: detach tracepoint: %w", err)
+		var errs []error
+		for _, l := range t.links {
+			if err := l.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			t.detachErr = fmt.Errorf("tracer: detach tracepoints: %w", err)
 		}
 		t.detached.Store(true)
 	})
 }
 
-// Counters reads the program's counters.
-func (t *Tracer) Counters() (Counters, error) {
-	var c Counters
-	for idx, dst := range []*uint64{&c.Submitted, &c.Dropped} {
-		var perCPU []uint64
-		if err := t.objs.Counters.Lookup(uint32(idx), &perCPU); err != nil {
-			return Counters{}, fmt.Errorf("tracer: read counter %d: %w", idx, err)
-		}
-		for _, v := range perCPU {
-			*dst += v
-		}
-	}
-	return c, nil
-}
-
-// Close detaches the program and frees the reader, maps and program. It
+// Close detaches the programs and frees the reader, maps and programs. It
 // ends a running Read.
 func (t *Tracer) Close() error {
 	t.detach()
-	return errors.Join(
-		t.detachErr,
-		wrap("close ring buffer reader", t.reader.Close()),
-		wrap("close eBPF objects", t.objs.Close()),
-	)
+	return errors.Join(t.detachErr, t.closeAll())
+}
+
+func (t *Tracer) closeAll() error {
+	var errs []error
+	if t.reader != nil {
+		errs = append(errs, wrap("close ring buffer reader", t.reader.Close()))
+	}
+	if !t.detached.Load() {
+		for _, l := range t.links {
+			errs = append(errs, wrap("close link", l.Close()))
+		}
+	}
+	for _, p := range t.progs {
+		errs = append(errs, wrap("close program", p.Close()))
+	}
+	if t.maps != nil {
+		t.maps.Close()
+	}
+	return errors.Join(errs...)
 }
 
 func wrap(what string, err error) error {

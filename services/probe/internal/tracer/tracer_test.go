@@ -55,10 +55,11 @@ var (
 	loopbackIPv6 = netip.IPv6Loopback()
 )
 
-// rec is one record as the test saw it.
+// rec is one record as the test saw it: an event or a connection.
 type rec struct {
-	raw []byte
-	ev  *eventpb.Event
+	raw  []byte
+	ev   *eventpb.Event
+	conn *eventpb.Connection
 }
 
 // collector keeps every record Read hands over; fn must never block, or
@@ -72,8 +73,13 @@ type collector struct {
 }
 
 func (c *collector) add(raw []byte) {
-	r := rec{raw: bytes.Clone(raw), ev: &eventpb.Event{}}
-	err := c.dec.Decode(r.raw, r.ev)
+	r := rec{raw: bytes.Clone(raw), ev: &eventpb.Event{}, conn: &eventpb.Connection{}}
+	isConn, err := c.dec.DecodeRecord(r.raw, r.ev, r.conn)
+	if isConn {
+		r.ev = nil
+	} else {
+		r.conn = nil
+	}
 	c.mu.Lock()
 	if err != nil {
 		c.errs = append(c.errs, fmt.Errorf("record %x: %w", raw, err))
@@ -94,7 +100,7 @@ func (c *collector) waitFor(ctx context.Context, keep func(*eventpb.Event) bool,
 		c.mu.Lock()
 		var got []rec
 		for _, r := range c.recs {
-			if keep(r.ev) {
+			if r.ev != nil && keep(r.ev) {
 				got = append(got, r)
 			}
 		}
@@ -108,6 +114,35 @@ func (c *collector) waitFor(ctx context.Context, keep func(*eventpb.Event) bool,
 			return got
 		}
 	}
+}
+
+// waitConns is waitFor for connection records.
+func (c *collector) waitConns(ctx context.Context, keep func(*eventpb.Connection) bool, done func([]rec) bool) []rec {
+	for {
+		c.mu.Lock()
+		var got []rec
+		for _, r := range c.recs {
+			if r.conn != nil && keep(r.conn) {
+				got = append(got, r)
+			}
+		}
+		c.mu.Unlock()
+		if done(got) {
+			return got
+		}
+		select {
+		case <-c.notify:
+		case <-ctx.Done():
+			return got
+		}
+	}
+}
+
+// all returns every record so far.
+func (c *collector) all() []rec {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.recs)
 }
 
 func (c *collector) snapshot() (int, []error) {
@@ -272,7 +307,101 @@ func (c connection) check(t *testing.T, col *collector, ctx context.Context, sel
 			t.Errorf("client CLOSE->SYN_SENT: pid %d comm %q, want pid %d comm %q", ev.Pid, ev.Comm, self.pid, self.comm)
 		}
 	}
-	return slices.Concat(client, server, listener)
+	checkOwners(t, "client", client, self)
+	checkOwners(t, "server", server, self)
+	checkOwners(t, "listener", listener, self)
+	checkSide(t, "client", client, eventpb.Side_SIDE_CLIENT)
+	checkSide(t, "server", server, eventpb.Side_SIDE_SERVER)
+	for _, r := range slices.Concat(client, server) {
+		if ev := r.ev; ev.NewState == sEst {
+			if ev.HandshakeUs == 0 || ev.HandshakeUs > 1e6 || ev.HandshakeRetransmits != 0 {
+				t.Errorf("%v %s: handshake %d us, %d retransmits; want 0 < us < 1s, 0 retransmits",
+					ev.Side, st{ev.OldState, ev.NewState}, ev.HandshakeUs, ev.HandshakeRetransmits)
+			}
+		}
+	}
+
+	// One connection record per accepted and connected socket: one byte
+	// each way, owned by the test.
+	conns := col.waitConns(ctx, func(cn *eventpb.Connection) bool {
+		return c.role(&eventpb.Event{Sport: cn.Sport, Dport: cn.Dport, Family: cn.Family}) != "" && c.owns(&eventpb.Event{Sport: cn.Sport, Dport: cn.Dport, Family: cn.Family})
+	}, func(r []rec) bool { return len(r) >= 2 })
+	if len(conns) != 2 {
+		t.Errorf("%d connection records, want 2", len(conns))
+	}
+	for _, r := range conns {
+		cn := r.conn
+		want := client
+		if cn.Sport == uint32(c.server.Port()) {
+			want = server
+		}
+		if len(want) > 0 {
+			checkConn(t, cn, want, self, 1, 1)
+		}
+	}
+	return slices.Concat(client, server, listener, conns)
+}
+
+// checkOwners: every event of a single-process connection carries that
+// process as its owner, from a known source.
+func checkOwners(t *testing.T, name string, got []rec, self proc) {
+	t.Helper()
+	for _, r := range got {
+		ev := r.ev
+		if ev.Pid != self.pid || ev.Comm != self.comm || ev.OwnerSource == eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN {
+			t.Errorf("%s %s: owner pid %d comm %q source %v, want pid %d comm %q from a known source",
+				name, st{ev.OldState, ev.NewState}, ev.Pid, ev.Comm, ev.OwnerSource, self.pid, self.comm)
+		}
+		if ev.CgroupId == 0 {
+			t.Errorf("%s %s: cgroup_id 0", name, st{ev.OldState, ev.NewState})
+		}
+	}
+}
+
+func checkSide(t *testing.T, name string, got []rec, want eventpb.Side) {
+	t.Helper()
+	for _, r := range got {
+		if r.ev.Side != want {
+			t.Errorf("%s %s: side %v, want %v", name, st{r.ev.OldState, r.ev.NewState}, r.ev.Side, want)
+		}
+	}
+}
+
+// checkConn compares a connection record with the socket's events.
+func checkConn(t *testing.T, cn *eventpb.Connection, events []rec, owner proc, sent, received uint64) {
+	t.Helper()
+	first, last := events[0].ev, events[len(events)-1].ev
+	var est *eventpb.Event
+	for _, r := range events {
+		if r.ev.NewState == sEst {
+			est = r.ev
+		}
+	}
+	name := fmt.Sprintf("conn %v %d->%d", cn.Side, cn.Sport, cn.Dport)
+	switch {
+	case cn.SockId != first.SockId:
+		t.Errorf("%s: sock_id %x, events have %x", name, cn.SockId, first.SockId)
+	case cn.BytesSent != sent || cn.BytesReceived != received:
+		t.Errorf("%s: bytes sent %d received %d, want %d and %d", name, cn.BytesSent, cn.BytesReceived, sent, received)
+	case cn.Pid != owner.pid || cn.Comm != owner.comm || cn.OwnerSource == eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN:
+		t.Errorf("%s: owner %d %q %v, want %d %q", name, cn.Pid, cn.Comm, cn.OwnerSource, owner.pid, owner.comm)
+	case cn.Side != first.Side || cn.Side == eventpb.Side_SIDE_UNSPECIFIED:
+		t.Errorf("%s: side %v, events have %v", name, cn.Side, first.Side)
+	case cn.StartUnixNano != first.TimeUnixNano:
+		t.Errorf("%s: start %d, first event at %d", name, cn.StartUnixNano, first.TimeUnixNano)
+	case cn.TimeUnixNano != last.TimeUnixNano || last.NewState != sClose:
+		t.Errorf("%s: end %d, CLOSE event at %d (%v)", name, cn.TimeUnixNano, last.TimeUnixNano, last.NewState)
+	case cn.DurationUs != (cn.TimeUnixNano-cn.StartUnixNano)/1000:
+		t.Errorf("%s: duration %d us, start to end is %d ns", name, cn.DurationUs, cn.TimeUnixNano-cn.StartUnixNano)
+	case cn.LastState != last.OldState:
+		t.Errorf("%s: last state %v, CLOSE event left %v", name, cn.LastState, last.OldState)
+	case est == nil || cn.HandshakeUs != est.HandshakeUs || cn.HandshakeRetransmits != est.HandshakeRetransmits:
+		t.Errorf("%s: handshake %d us/%d, ESTABLISHED event %v", name, cn.HandshakeUs, cn.HandshakeRetransmits, est)
+	case cn.SegmentsOut < 3 || cn.SegmentsIn < 3 || cn.SrttUs == 0:
+		t.Errorf("%s: segments out %d in %d srtt %d us, want >= 3, >= 3, > 0", name, cn.SegmentsOut, cn.SegmentsIn, cn.SrttUs)
+	case cn.Cookie != last.Cookie:
+		t.Errorf("%s: cookie %x, CLOSE event has %x", name, cn.Cookie, last.Cookie)
+	}
 }
 
 // runConnection listens, dials, exchanges one byte each way and closes both

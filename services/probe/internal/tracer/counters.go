@@ -1,0 +1,190 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// RecordType is the first field of every ring-buffer record. 1..7 are the
+// contract's EventType numbers; RecordConn is a finished connection.
+type RecordType uint32
+
+const (
+	RecordStateChange      RecordType = 1
+	RecordRetransmit       RecordType = 2
+	RecordSynackRetransmit RecordType = 3
+	RecordResetSent        RecordType = 4
+	RecordResetReceived    RecordType = 5
+	RecordSocketError      RecordType = 6
+	RecordConnectFailed    RecordType = 7
+	RecordConn             RecordType = 8
+
+	// NumRecordTypes sizes arrays indexed by RecordType (index 0 unused).
+	NumRecordTypes = 9
+)
+
+var recordTypeNames = [NumRecordTypes]string{"", "state_change", "retransmit", "synack_retransmit",
+	"reset_sent", "reset_received", "socket_error", "connect_failed", "conn"}
+
+// String is the type's snake_case name, for counters and logs.
+func (r RecordType) String() string {
+	if r == 0 || r >= NumRecordTypes {
+		return fmt.Sprintf("record_type_%d", uint32(r))
+	}
+	return recordTypeNames[r]
+}
+
+// Indexes of the per-CPU counters array: enum counter_index in
+// tcpstate.bpf.c (TestCounterLayout keeps them in step).
+const (
+	counterSubmitted        = 0
+	counterDropped          = NumRecordTypes
+	counterSockInsert       = 2 * NumRecordTypes
+	counterSockDelete       = counterSockInsert + 1
+	counterListenerInsert   = counterSockInsert + 2
+	counterListenerDelete   = counterSockInsert + 3
+	counterSynackInsert     = counterSockInsert + 4
+	counterSynackDelete     = counterSockInsert + 5
+	counterRetransmitFailed = counterSockInsert + 6
+	counterAcceptUnresolved = counterSockInsert + 7
+	counterMax              = counterSockInsert + 8
+)
+
+// Counters are the programs' own totals since Open, summed over CPUs.
+type Counters struct {
+	// Submitted is the number of records written to the ring buffer.
+	Submitted uint64
+	// Dropped is the number of records lost because the ring buffer was
+	// full (the reader fell behind).
+	Dropped uint64
+	// Per record type, indexed by RecordType; they sum to the two above.
+	SubmittedByType [NumRecordTypes]uint64
+	DroppedByType   [NumRecordTypes]uint64
+	// Kernel-side inserts and deletes of the LRU maps (see MapUsage).
+	Sockets, Listeners, Synacks MapCounters
+	// RetransmitsFailed counts retransmit attempts the kernel gave up before
+	// sending (and did not count in TcpRetransSegs): not reported.
+	RetransmitsFailed uint64
+	// AcceptsUnresolved counts accept() results whose socket could not be
+	// read from the file table (the owner then stays the listener's).
+	AcceptsUnresolved uint64
+}
+
+// MapCounters are the successful inserts and deletes of one map.
+type MapCounters struct{ Inserts, Deletes uint64 }
+
+// Counters reads the programs' counters.
+func (t *Tracer) Counters() (Counters, error) {
+	var all [counterMax]uint64
+	m := t.maps.Maps[tcpstateMapCounters]
+	var perCPU []uint64
+	for idx := range all {
+		if err := m.Lookup(uint32(idx), &perCPU); err != nil {
+			return Counters{}, fmt.Errorf("tracer: read counter %d: %w", idx, err)
+		}
+		for _, v := range perCPU {
+			all[idx] += v
+		}
+	}
+	var c Counters
+	for r := 1; r < NumRecordTypes; r++ {
+		c.SubmittedByType[r] = all[counterSubmitted+r]
+		c.DroppedByType[r] = all[counterDropped+r]
+		c.Submitted += c.SubmittedByType[r]
+		c.Dropped += c.DroppedByType[r]
+	}
+	c.Sockets = MapCounters{all[counterSockInsert], all[counterSockDelete]}
+	c.Listeners = MapCounters{all[counterListenerInsert], all[counterListenerDelete]}
+	c.Synacks = MapCounters{all[counterSynackInsert], all[counterSynackDelete]}
+	c.RetransmitsFailed = all[counterRetransmitFailed]
+	c.AcceptsUnresolved = all[counterAcceptUnresolved]
+	return c, nil
+}
+
+// MapUsage is the fill of one LRU map and what it lost.
+type MapUsage struct {
+	Name     string // config key stem: "socket", "listener", "synack"
+	Capacity uint64 // max entries
+	Live     uint64 // entries now
+	Inserts  uint64 // since Open (kernel inserts, plus SeedListener's)
+	Deletes  uint64
+	// Evictions = Inserts - Deletes - Live: entries the LRU pushed out to
+	// make room. The counters and the entry count are read one after the
+	// other while the kernel keeps working, so it is exact only on a quiet
+	// map; it is never negative.
+	Evictions uint64
+}
+
+// MapUsage counts the live entries of each LRU map (one batch syscall per
+// 4096 entries: ~1 ms for a full default socket map here; see
+// BenchmarkMapUsage) and derives evictions. Call it at stats intervals, not
+// per event.
+func (t *Tracer) MapUsage() ([]MapUsage, error) {
+	c, err := t.Counters()
+	if err != nil {
+		return nil, err
+	}
+	socks, err := countEntries[uint64, tcpstateSockInfo](t.maps.Maps[tcpstateMapSocks])
+	if err != nil {
+		return nil, fmt.Errorf("tracer: count socket map: %w", err)
+	}
+	listeners, err := countEntries[tcpstateListenKey, tcpstateListenOwner](t.maps.Maps[tcpstateMapListeners])
+	if err != nil {
+		return nil, fmt.Errorf("tracer: count listener map: %w", err)
+	}
+	synacks, err := countEntries[tcpstateSynackKey, uint64](t.maps.Maps[tcpstateMapSynacks])
+	if err != nil {
+		return nil, fmt.Errorf("tracer: count synack map: %w", err)
+	}
+	lc := c.Listeners
+	lc.Inserts += t.listenerSeeds.Load()
+	return []MapUsage{
+		usage("socket", t.maps.Maps[tcpstateMapSocks], c.Sockets, socks),
+		usage("listener", t.maps.Maps[tcpstateMapListeners], lc, listeners),
+		usage("synack", t.maps.Maps[tcpstateMapSynacks], c.Synacks, synacks),
+	}, nil
+}
+
+func usage(name string, m *ebpf.Map, c MapCounters, live uint64) MapUsage {
+	u := MapUsage{Name: name, Capacity: uint64(m.MaxEntries()), Live: live, Inserts: c.Inserts, Deletes: c.Deletes}
+	if gone := c.Deletes + live; c.Inserts > gone {
+		u.Evictions = c.Inserts - gone
+	}
+	return u
+}
+
+const countBatch = 4096
+
+// countEntries counts m's entries with batch lookups, or key by key where
+// the kernel has no batch operations for the map type.
+func countEntries[K, V any](m *ebpf.Map) (uint64, error) {
+	keys := make([]K, countBatch)
+	vals := make([]V, countBatch)
+	var cursor ebpf.MapBatchCursor
+	var n uint64
+	for {
+		got, err := m.BatchLookup(&cursor, keys, vals, nil)
+		n += uint64(got)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			return n, nil
+		case errors.Is(err, ebpf.ErrNotSupported):
+			return countKeys[K](m)
+		case err != nil:
+			return 0, err
+		}
+	}
+}
+
+func countKeys[K any](m *ebpf.Map) (uint64, error) {
+	var k K
+	var n uint64
+	it := m.Iterate()
+	var v []byte
+	for it.Next(&k, &v) {
+		n++
+	}
+	return n, it.Err()
+}
