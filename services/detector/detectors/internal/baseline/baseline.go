@@ -1,0 +1,52 @@
+// Package baseline learns what is normal for one key: an exponentially
+// weighted moving average of one sample per window, fed only with windows the
+// detector judged healthy, so that an incident never teaches it that the
+// incident is normal.
+package baseline
+
+// EWMA is a learned baseline.
+type EWMA struct {
+	Value float64
+	// N is the number of windows learned.
+	N int
+}
+
+// Add learns one healthy window's sample x with weight alpha in (0, 1].
+func (e *EWMA) Add(x, alpha float64) {
+	if e.N == 0 {
+		e.Value = x
+	} else {
+		e.Value += alpha * (x - e.Value)
+	}
+	e.N++
+}
+
+// Ready reports whether at least min windows were learned.
+func (e EWMA) Ready(min int) bool { return e.N >= min }
+
+// Cadence says once per period (on the evaluation clock) that a new window
+// ended: the moment a detector learns.
+type Cadence struct {
+	period int64
+	last   int64
+	primed bool
+}
+
+// NewCadence makes a cadence of period nanoseconds.
+func NewCadence(period int64) Cadence { return Cadence{period: period} }
+
+// Due reports whether now (nanoseconds) is in a later period than the last
+// call that returned true. The first call only primes it: the window before
+// the detector started is not a full one.
+func (c *Cadence) Due(now int64) bool {
+	p := now / c.period
+	if !c.primed {
+		c.primed, c.last = true, p
+		return false
+	}
+	if p <= c.last {
+		return false
+	}
+	c.last = p
+	return true
+}
