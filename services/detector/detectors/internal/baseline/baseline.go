@@ -1,24 +1,35 @@
-// Package baseline learns what is normal for one key: an exponentially
-// weighted moving average of one sample per window, fed only with windows the
-// detector judged healthy, so that an incident never teaches it that the
-// incident is normal.
+// Package baseline learns what is normal for one key: one sample per window,
+// fed only with windows the detector judged healthy, so that an incident
+// never teaches it that the incident is normal.
 package baseline
 
-// EWMA is a learned baseline.
+import "slices"
+
+// EWMA is a learned baseline: the median of the first warm-up samples (a
+// minority of odd windows while learning does not move it), then an
+// exponentially weighted moving average.
 type EWMA struct {
 	Value float64
 	// N is the number of windows learned.
-	N int
+	N    int
+	warm []float64
 }
 
-// Add learns one healthy window's sample x with weight alpha in (0, 1].
-func (e *EWMA) Add(x, alpha float64) {
-	if e.N == 0 {
-		e.Value = x
-	} else {
-		e.Value += alpha * (x - e.Value)
-	}
+// Add learns one healthy window's sample x: the first warmup samples by
+// their median, later ones with weight alpha in (0, 1].
+func (e *EWMA) Add(x, alpha float64, warmup int) {
 	e.N++
+	if e.N <= warmup {
+		e.warm = append(e.warm, x)
+		s := slices.Clone(e.warm)
+		slices.Sort(s)
+		e.Value = s[len(s)/2]
+		if e.N == warmup {
+			e.warm = nil
+		}
+		return
+	}
+	e.Value += alpha * (x - e.Value)
 }
 
 // Ready reports whether at least min windows were learned.

@@ -37,9 +37,23 @@ type Traffic struct {
 	StuckCloseWait int
 	// SnapshotEvery is the probe's snapshot interval (0: none).
 	SnapshotEvery time.Duration
+	// Slow are periods of slow handshakes.
+	Slow []Slowdown
 	// Held are extra sockets in CLOSE_WAIT: a leak to detect in the middle
 	// of the healthy traffic, in events and snapshots alike.
 	Held []Held
+}
+
+// Slowdown adds Add to every handshake begun in [From, To) with the api
+// listener (Server) or with database remote number Remote, which reports
+// Retransmits SYNs (client) or SYN-ACKs (server; with SYNACK_RETRANSMIT
+// events, one per second as the kernel's timer does).
+type Slowdown struct {
+	Server      bool
+	Remote      int
+	From, To    time.Time
+	Add         time.Duration
+	Retransmits uint32
 }
 
 // Held is a socket in CLOSE_WAIT from From to To (zero: to the end). The
@@ -135,12 +149,14 @@ func (tr Traffic) Stream() *Stream {
 		sock++
 		c := &conn{server: server, sock: sock}
 		var base float64
+		remote := -1
 		if server {
 			i := rng.IntN(500)
 			c.peer, c.sport, c.dport, c.pid, c.comm = clientIP(i), APIPort, uint32(32768+rng.IntN(28000)), 100, "api"
 			base = 250
 		} else {
 			r := rng.IntN(max(tr.Remotes, 1))
+			remote = r
 			c.peer, c.sport, c.dport, c.pid, c.comm = RemoteIP(r), uint32(32768+rng.IntN(28000)), DBPort, 200, "worker"
 			base = 300 + float64(r%7)*150
 		}
@@ -148,6 +164,20 @@ func (tr Traffic) Stream() *Stream {
 		if rng.Float64() < tr.SynDropProb {
 			hs += 1e6
 			c.synRetrans = 1
+		}
+		for _, sd := range tr.Slow {
+			if sd.Server != server || !server && sd.Remote != remote || t < sd.From.UnixNano() || t >= sd.To.UnixNano() {
+				continue
+			}
+			hs += float64(sd.Add.Microseconds())
+			c.synRetrans += sd.Retransmits
+			for i := range sd.Retransmits {
+				if at := t + int64(i+1)*1e9; server && at <= end {
+					e := ev(at, eventpb.EventType_EVENT_TYPE_SYNACK_RETRANSMIT, c)
+					e.NewState, e.Segments = eventpb.TcpState_TCP_STATE_NEW_SYN_RECV, 1
+					s.Event(e)
+				}
+			}
 		}
 		c.handshake = uint32(hs)
 		if !server {

@@ -98,3 +98,20 @@ func (r *Ring[T]) Each(last int64, fn func(abs int64, v *T)) {
 
 // Newest is the newest slot number written, and false when none was.
 func (r *Ring[T]) Newest() (int64, bool) { return r.newest, r.newest != math.MinInt64 }
+
+// Clear resets every held slot: the ring is as new.
+func (r *Ring[T]) Clear() {
+	for i, a := range r.abs {
+		if a == math.MinInt64 {
+			continue
+		}
+		if r.reset != nil {
+			r.reset(&r.vals[i])
+		} else {
+			var zero T
+			r.vals[i] = zero
+		}
+		r.abs[i] = math.MinInt64
+	}
+	r.newest = math.MinInt64
+}
