@@ -143,6 +143,11 @@ _Static_assert(sizeof(struct conn) == 160, "struct conn has implicit padding");
 // is nearly every record). Set from Go before load.
 const volatile __u64 wakeup_bytes = 0;
 
+// Set from Go when tcp:tcp_destroy_sock attaches: a socket's entry then
+// outlives its CLOSE until the kernel frees the socket, because the
+// kernel reports some errors (a refused connect) just after CLOSE.
+const volatile __u8 forget_at_destroy = 0;
+
 // A process that owns a socket.
 struct owner {
 	__u64 cgroup_id;
@@ -163,7 +168,9 @@ struct sock_info {
 	__u8 side;
 	__u8 established;        // reached ESTABLISHED: a conn record at CLOSE
 	__u8 owner_kind;         // OWNER_*
-	__u8 pad;
+	__u8 has_base;           // last_retrans is a valid baseline
+	__u32 last_retrans;      // tcp_sock.total_retrans at the last look
+	__u32 pad;
 };
 
 // skaddr -> sock_info. LRU so that sockets whose CLOSE we never see cannot
@@ -494,8 +501,10 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (opens) {
 		have = true;
 		si.born_ns = now;
-		if (newstate == S_SYN_SENT)
+		if (newstate == S_SYN_SENT) {
 			si.side = SIDE_CLIENT;
+			si.has_base = 1; // total_retrans starts at 0
+		}
 		if (newstate == S_SYN_RECV) {
 			// A child of a listener: owned by the listener's process until
 			// accept() hands it over.
@@ -533,6 +542,9 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		} else if (oldstate == S_SYN_RECV) {
 			server_handshake(sk, ctx, now, &si.handshake_us, &si.handshake_retrans);
 		}
+		// Retransmits from here on are the growth of total_retrans.
+		si.last_retrans = BPF_CORE_READ((struct tcp_sock *)sk, total_retrans);
+		si.has_base = 1;
 	}
 
 	if (newstate == S_LISTEN) {
@@ -547,8 +559,13 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (newstate == S_CLOSE) {
 		sk_err = BPF_CORE_READ(sk, sk_err);
-		if (info && bpf_map_delete_elem(&socks, &skaddr) == 0)
+		if (info && forget_at_destroy) {
+			// Kept for events that follow; no second conn record.
+			info->entered_ns = now;
+			info->established = 0;
+		} else if (info && bpf_map_delete_elem(&socks, &skaddr) == 0) {
 			count(COUNTER_SOCK_DELETE);
+		}
 		if (oldstate == S_LISTEN) {
 			struct listen_key k = {.netns = sk_netns(sk), .family = family, .port = ctx->sport};
 			struct listen_owner *l = bpf_map_lookup_elem(&listeners, &k);
@@ -584,40 +601,61 @@ int handle_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 // The kernel counts a retransmit in TcpRetransSegs just before handing it
 // to tcp_transmit_skb; since 6.13 this tracepoint also reports attempts
-// that gave up earlier (err set). Those early exits return exactly these
-// errors; an error from the transmit itself (e.g. a netfilter drop,
-// -EPERM) was counted and is reported.
+// that gave up earlier (err set). Those early exits return these errors
+// (-EBUSY: the original is still in a host queue); an error from the
+// transmit itself (e.g. a netfilter drop, -EPERM) was counted and is
+// reported.
 static __always_inline bool retransmit_counted(int err)
 {
 	return err == 0 || (err != -EBUSY && err != -EINVAL && err != -ENOMEM && err != -EAGAIN &&
 			    err != -EHOSTUNREACH);
 }
 
+// segments is what the kernel added to TcpRetransSegs for this attempt. It
+// adds the same to tcp_sock.total_retrans just before transmitting, so for
+// a socket with a baseline it is the growth of total_retrans since the
+// last look: exact whatever err says (on 6.18 some attempts reported with
+// -EBUSY were counted, others not). Without a baseline (a socket older
+// than the probe), the skb's GSO segment count, and err decides.
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int handle_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u64 skaddr = (__u64)ctx->skaddr;
+	struct tcp_sock *tp = (void *)skaddr;
 	struct sk_buff *skb = (void *)ctx->skbaddr;
 	struct tcp_skb_cb *cb;
 	struct sock_info *info;
 	struct event *e;
 	__u16 family = ctx->family;
-	__u16 segs;
+	__u32 segs, total;
 
 	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	if (bpf_core_field_exists(ctx->err) && !retransmit_counted(ctx->err)) {
+	total = BPF_CORE_READ(tp, total_retrans);
+	info = bpf_map_lookup_elem(&socks, &skaddr);
+	if (info && info->has_base) {
+		segs = total - info->last_retrans;
+		info->last_retrans = total;
+	} else {
+		segs = 0;
+		if (!bpf_core_field_exists(ctx->err) || retransmit_counted(ctx->err)) {
+			// tcp_skb_pcount(): a GSO packet is this many segments.
+			cb = (void *)skb + bpf_core_field_offset(struct sk_buff, cb);
+			segs = BPF_CORE_READ(cb, tcp_gso_segs);
+			if (segs == 0)
+				segs = 1;
+		}
+		if (info) {
+			info->last_retrans = total;
+			info->has_base = 1;
+		}
+	}
+	if (segs == 0) {
 		count(COUNTER_RETRANSMIT_FAILED);
 		return 0;
 	}
-	// tcp_skb_pcount(): a GSO packet is this many segments on the wire.
-	cb = (void *)skb + bpf_core_field_offset(struct sk_buff, cb);
-	segs = BPF_CORE_READ(cb, tcp_gso_segs);
-	if (segs == 0)
-		segs = 1;
 
-	info = bpf_map_lookup_elem(&socks, &skaddr);
 	e = reserve(sizeof(*e), RECORD_RETRANSMIT);
 	if (!e)
 		return 0;
@@ -766,6 +804,16 @@ int handle_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 	e->newstate = BPF_CORE_READ(sk, __sk_common.skc_state);
 	COPY_ADDRS(e, ctx, family);
 	submit(e, RECORD_RESET_RECEIVED);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int handle_destroy(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	__u64 skaddr = (__u64)ctx->skaddr;
+
+	if (bpf_map_delete_elem(&socks, &skaddr) == 0)
+		count(COUNTER_SOCK_DELETE);
 	return 0;
 }
 

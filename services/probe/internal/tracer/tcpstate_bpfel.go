@@ -106,7 +106,9 @@ type tcpstateSockInfo struct {
 	Side             uint8
 	Established      uint8
 	OwnerKind        uint8
-	Pad              uint8
+	HasBase          uint8
+	LastRetrans      uint32
+	Pad              uint32
 }
 
 type tcpstateSynackKey struct {
@@ -131,6 +133,7 @@ const (
 	tcpstateMapSynacks                 = "synacks"
 	tcpstateProgHandleAccept           = "handle_accept"
 	tcpstateProgHandleAccept4          = "handle_accept4"
+	tcpstateProgHandleDestroy          = "handle_destroy"
 	tcpstateProgHandleErrorReport      = "handle_error_report"
 	tcpstateProgHandleReceiveReset     = "handle_receive_reset"
 	tcpstateProgHandleRecv             = "handle_recv"
@@ -139,6 +142,7 @@ const (
 	tcpstateProgHandleSendReset        = "handle_send_reset"
 	tcpstateProgHandleSetState         = "handle_set_state"
 	tcpstateProgHandleSynackRetransmit = "handle_synack_retransmit"
+	tcpstateVarForgetAtDestroy         = "forget_at_destroy"
 	tcpstateVarUnusedConn              = "unused_conn"
 	tcpstateVarUnusedEvent             = "unused_event"
 	tcpstateVarUnusedListenKey         = "unused_listen_key"
@@ -190,6 +194,7 @@ type tcpstateSpecs struct {
 type tcpstateProgramSpecs struct {
 	HandleAccept           *ebpf.ProgramSpec `ebpf:"handle_accept"`
 	HandleAccept4          *ebpf.ProgramSpec `ebpf:"handle_accept4"`
+	HandleDestroy          *ebpf.ProgramSpec `ebpf:"handle_destroy"`
 	HandleErrorReport      *ebpf.ProgramSpec `ebpf:"handle_error_report"`
 	HandleReceiveReset     *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
 	HandleRecv             *ebpf.ProgramSpec `ebpf:"handle_recv"`
@@ -215,6 +220,7 @@ type tcpstateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
+	ForgetAtDestroy *ebpf.VariableSpec `ebpf:"forget_at_destroy"`
 	UnusedConn      *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedListenKey *ebpf.VariableSpec `ebpf:"unused_listen_key"`
@@ -263,6 +269,7 @@ func (m *tcpstateMaps) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
+	ForgetAtDestroy *ebpf.Variable `ebpf:"forget_at_destroy"`
 	UnusedConn      *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
 	UnusedListenKey *ebpf.Variable `ebpf:"unused_listen_key"`
@@ -276,6 +283,7 @@ type tcpstateVariables struct {
 type tcpstatePrograms struct {
 	HandleAccept           *ebpf.Program `ebpf:"handle_accept"`
 	HandleAccept4          *ebpf.Program `ebpf:"handle_accept4"`
+	HandleDestroy          *ebpf.Program `ebpf:"handle_destroy"`
 	HandleErrorReport      *ebpf.Program `ebpf:"handle_error_report"`
 	HandleReceiveReset     *ebpf.Program `ebpf:"handle_receive_reset"`
 	HandleRecv             *ebpf.Program `ebpf:"handle_recv"`
@@ -290,6 +298,7 @@ func (p *tcpstatePrograms) Close() error {
 	return _TcpstateClose(
 		p.HandleAccept,
 		p.HandleAccept4,
+		p.HandleDestroy,
 		p.HandleErrorReport,
 		p.HandleReceiveReset,
 		p.HandleRecv,

@@ -43,6 +43,9 @@ var hooks = []hook{
 	{group: "tcp", name: "tcp_send_reset", prog: tcpstateProgHandleSendReset},
 	{group: "tcp", name: "tcp_receive_reset", prog: tcpstateProgHandleReceiveReset},
 	{group: "sock", name: "inet_sk_error_report", prog: tcpstateProgHandleErrorReport, raw: true},
+	// Frees socket entries; without it they are freed at CLOSE, and
+	// SOCKET_ERROR events raised after CLOSE lose their socket's owner.
+	{group: "tcp", name: "tcp_destroy_sock", prog: tcpstateProgHandleDestroy},
 }
 
 // Skipped is a tracepoint the tracer could not use on this kernel; the
@@ -108,6 +111,11 @@ func open(cfg Config, wakeup uint64) (_ *Tracer, err error) {
 	tracefs, err := ensureTracefs()
 	if err != nil {
 		return nil, err
+	}
+
+	_, err = os.Stat(filepath.Join(tracefs, "events", "tcp", "tcp_destroy_sock"))
+	if err := spec.Variables[tcpstateVarForgetAtDestroy].Set(err == nil); err != nil {
+		return nil, fmt.Errorf("tracer: set forget_at_destroy: %w", err)
 	}
 
 	t := &Tracer{netns: netns}
