@@ -213,8 +213,18 @@ func TestHandshakeClientSlow(t *testing.T) {
 // it again (on its timer or on the client's repeated SYN), so its
 // handshake, from the first SYN-ACK, takes about a second.
 func TestHandshakeServerSlow(t *testing.T) {
-	_, col := startTracer(t, Config{})
+	tr, col := startTracer(t, Config{})
 	_, server, flow := handshake(t, col, "out tcp sport %d tcp flags & (syn|ack) == syn|ack quota until 100 bytes drop")
+	cnt, err := tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server handshake %d us, %d retransmits; SYN-ACK map %+v", server.HandshakeUs, server.HandshakeRetransmits, cnt.Synacks)
+	// The first SYN-ACK's time came from the SYN-ACK map (not the ms
+	// total_rto_time fallback): one entry made and used.
+	if cnt.Synacks.Inserts != 1 || cnt.Synacks.Deletes != 1 {
+		t.Errorf("SYN-ACK map counters %+v, want one insert and one delete", cnt.Synacks)
+	}
 	checkHandshake(t, server, eventpb.Side_SIDE_SERVER, server.HandshakeRetransmits)
 	if server.HandshakeRetransmits < 1 {
 		t.Errorf("server handshake_retransmits %d, want >= 1", server.HandshakeRetransmits)

@@ -573,6 +573,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative ring", Config{RingBufferBytes: -page}, "negative"},
 		{"too large", Config{RingBufferBytes: 1 << 32}, "larger than 2 GiB"},
 		{"negative map", Config{SocketMapEntries: -1}, "tracer.socket_map_entries: -1"},
+		{"negative listener map", Config{ListenerMapEntries: -2}, "tracer.listener_map_entries: -2"},
+		{"huge synack map", Config{SynackMapEntries: 1 << 33}, "tracer.synack_map_entries: 8589934592"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,0 +1,67 @@
+package tracer
+
+import (
+	"strings"
+	"testing"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/netpulse/netpulse/lib/testutil/priv"
+)
+
+// TestCounterLayout: the Go counter indexes and record types match the C
+// enums (the counters array is sized by COUNTER_MAX; the record type is
+// the first field of both records).
+func TestCounterLayout(t *testing.T) {
+	spec, err := loadTcpstate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := spec.Maps[tcpstateMapCounters].MaxEntries; got != counterMax {
+		t.Errorf("counters map has %d entries, Go expects %d", got, counterMax)
+	}
+	var ev tcpstateEvent
+	var cn tcpstateConn
+	if unsafe.Offsetof(ev.Type) != 0 || unsafe.Offsetof(cn.Type) != 0 {
+		t.Error("record type is not the first field")
+	}
+	if eventSize == connSize {
+		t.Error("event and connection records have the same size")
+	}
+	for r := RecordType(1); r < NumRecordTypes; r++ {
+		if r.String() == "" || strings.HasPrefix(r.String(), "record_type_") {
+			t.Errorf("record type %d has no name", r)
+		}
+	}
+}
+
+// BenchmarkMapUsage measures MapUsage with a full default-size socket map
+// (filled from user space with fake entries).
+func BenchmarkMapUsage(b *testing.B) {
+	priv.RequireRoot(b)
+	tr, err := Open(Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	m := tr.maps.Maps[tcpstateMapSocks]
+	keys := make([]uint64, DefaultSocketMapEntries)
+	vals := make([]tcpstateSockInfo, DefaultSocketMapEntries)
+	for i := range keys {
+		keys[i] = uint64(i + 1)
+	}
+	if _, err := m.BatchUpdate(keys, vals, &ebpf.BatchOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		u, err := tr.MapUsage()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if u[0].Live < DefaultSocketMapEntries*9/10 {
+			b.Fatalf("live %d, want about %d", u[0].Live, DefaultSocketMapEntries)
+		}
+	}
+}
