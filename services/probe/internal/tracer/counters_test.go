@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"unsafe"
@@ -63,5 +65,52 @@ func BenchmarkMapUsage(b *testing.B) {
 		if u[0].Live < DefaultSocketMapEntries*9/10 {
 			b.Fatalf("live %d, want about %d", u[0].Live, DefaultSocketMapEntries)
 		}
+	}
+}
+
+// BenchmarkSendRecv is a 64-byte loopback ping-pong without and with the
+// tracer: what the send/recv owner hooks and the rest cost a chatty
+// connection.
+func BenchmarkSendRecv(b *testing.B) {
+	for _, traced := range []bool{false, true} {
+		name := "untraced"
+		if traced {
+			name = "traced"
+		}
+		b.Run(name, func(b *testing.B) {
+			if traced {
+				priv.RequireRoot(b)
+				tr, err := Open(Config{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer tr.Close()
+			}
+			ln, err := net.Listen("tcp4", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			sc, err := ln.Accept()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer sc.Close()
+			go func() { _, _ = io.Copy(sc, sc) }()
+			buf := make([]byte, 64)
+			for b.Loop() {
+				if _, err := c.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
