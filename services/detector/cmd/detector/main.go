@@ -1,19 +1,31 @@
-// Command netpulse-detector consumes raw events from NATS JetStream and
-// raises alerts. For now it consumes and counts; the detectors come next.
+// Command netpulse-detector consumes raw events from NATS JetStream, runs
+// the detectors on them and publishes alerts on
+// netpulse.alerts.<detector>.<severity>.<host>.
 package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/service"
+	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/detector"
 )
 
 func main() {
-	cfg := detector.DefaultConfig()
+	cfg, err := detector.DefaultConfigFor(detect.Default)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "netpulse-detector: %v\n", err)
+		os.Exit(1)
+	}
 	service.Main("detector", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
-		return detector.New(cfg, log).Run(ctx)
+		d, err := detector.New(cfg, detect.Default, log)
+		if err != nil {
+			return err
+		}
+		return d.Run(ctx)
 	})
 }

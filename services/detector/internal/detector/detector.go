@@ -1,145 +1,195 @@
-// Package detector consumes raw events with its own durable consumer. The
-// detectors themselves (and their alerts) come in a later change; today it
-// decodes, counts per kind and acknowledges, which proves the wiring.
+// Package detector runs the selected detector kinds in one process. Each
+// kind is independent (package runner): its own consumer group on
+// NETPULSE_EVENTS, its own goroutines, its own publisher, so a slow kind
+// never holds back another, and each kind scales to N replicas on its own.
 package detector
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
+	"encoding/base32"
 	"fmt"
 	"log/slog"
-	"regexp"
-	"sync/atomic"
-	"time"
+	"os"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/config"
-	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/services/detector/detect"
+	"github.com/netpulse/netpulse/services/detector/internal/alertout"
+	"github.com/netpulse/netpulse/services/detector/internal/clock"
+	"github.com/netpulse/netpulse/services/detector/internal/group"
+	"github.com/netpulse/netpulse/services/detector/internal/pluginconf"
+	"github.com/netpulse/netpulse/services/detector/internal/runner"
 )
 
-// Config is the detector's whole configuration (config/detector.yaml).
-type Config struct {
-	NATS     config.NATS    `koanf:"nats"`
-	Stream   config.Stream  `koanf:"stream"`
-	Log      config.Log     `koanf:"log"`
-	Consumer ConsumerConfig `koanf:"consumer"`
-	Stats    StatsConfig    `koanf:"stats"`
-}
-
-// ConsumerConfig is the detector's durable consumer.
-type ConsumerConfig struct {
-	Durable       string        `koanf:"durable"`
-	AckWait       time.Duration `koanf:"ack_wait"`
-	MaxAckPending int           `koanf:"max_ack_pending"`
-}
-
-// StatsConfig sets how often the detector logs its counters.
-type StatsConfig struct {
-	Interval time.Duration `koanf:"interval"`
-}
-
-// DefaultConfig is what config/detector.yaml documents.
-func DefaultConfig() Config {
-	return Config{
-		NATS: config.DefaultNATS(), Stream: config.DefaultStream(), Log: config.DefaultLog(),
-		Consumer: ConsumerConfig{Durable: "netpulse-detector", AckWait: 30 * time.Second, MaxAckPending: 1000},
-		Stats:    StatsConfig{Interval: 10 * time.Second},
-	}
-}
-
-var name = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// Validate checks every value and names the key at fault.
-func (c *Config) Validate() error {
-	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log} {
-		if err := v.Validate(); err != nil {
-			return err
-		}
-	}
-	switch {
-	case !name.MatchString(c.Consumer.Durable):
-		return fmt.Errorf("consumer.durable: %q is not a valid consumer name", c.Consumer.Durable)
-	case c.Consumer.AckWait < time.Second:
-		return fmt.Errorf("consumer.ack_wait: must be at least 1s, got %s", c.Consumer.AckWait)
-	case c.Consumer.MaxAckPending < 1:
-		return fmt.Errorf("consumer.max_ack_pending: must be positive, got %d", c.Consumer.MaxAckPending)
-	case c.Stats.Interval < 100*time.Millisecond:
-		return fmt.Errorf("stats.interval: must be at least 100ms, got %s", c.Stats.Interval)
-	}
-	return nil
-}
-
-// Counters are the detector's running totals.
-type Counters struct {
-	Messages    atomic.Uint64
-	Events      atomic.Uint64
-	BadMessages atomic.Uint64
-}
-
-// Detector is one running detector process.
+// Detector is one detector process.
 type Detector struct {
-	cfg Config
-	log *slog.Logger
-	c   Counters
+	cfg      Config
+	reg      *detect.Registry
+	log      *slog.Logger
+	clock    clock.Clock
+	member   string
+	counters map[string]*runner.Counters
 }
 
-// Counters gives the running totals.
-func (d *Detector) Counters() *Counters { return &d.c }
+// Option changes how New builds a Detector.
+type Option func(*Detector)
 
-// New checks nothing beyond Validate and starts nothing.
-func New(cfg Config, log *slog.Logger) *Detector {
-	return &Detector{cfg: cfg, log: log.With("component", "detector")}
+// WithClock drives evaluation with c instead of the wall clock (tests).
+func WithClock(c clock.Clock) Option { return func(d *Detector) { d.clock = c } }
+
+// New prepares the detectors cfg selects from reg; it starts nothing. cfg
+// must have been validated and built from DefaultConfigFor(reg).
+func New(cfg Config, reg *detect.Registry, log *slog.Logger, opts ...Option) (*Detector, error) {
+	d := &Detector{cfg: cfg, reg: reg, log: log.With("component", "detector"), clock: clock.Real{}, counters: map[string]*runner.Counters{}}
+	for _, o := range opts {
+		o(d)
+	}
+	d.member = cfg.Group.Replica
+	if d.member == "" {
+		d.member = replicaName()
+	}
+	if len(cfg.Selected()) == 0 {
+		var names []string
+		for _, s := range pluginconf.List(cfg.Detector) {
+			names = append(names, s.Name)
+		}
+		return nil, fmt.Errorf("detectors: nothing to run (registered: %s; the enabled ones run when detectors is empty)", strings.Join(names, ", "))
+	}
+	for _, s := range cfg.Selected() {
+		p, ok := reg.Lookup(s.Name)
+		if !ok {
+			return nil, fmt.Errorf("detector %s: not registered", s.Name)
+		}
+		for _, k := range p.Kinds {
+			if !slices.Contains(natsutil.DataKinds, k) {
+				return nil, fmt.Errorf("detector %s: consumes kind %q, which is not an event batch kind (%s)", p.Name, k, strings.Join(natsutil.DataKinds, ", "))
+			}
+		}
+		d.counters[s.Name] = &runner.Counters{}
+	}
+	return d, nil
 }
 
-// Run consumes until ctx ends.
+// Member is this replica's name in the consumer groups.
+func (d *Detector) Member() string { return d.member }
+
+// Counters gives the running totals of detector name (nil if not running).
+func (d *Detector) Counters(name string) *runner.Counters { return d.counters[name] }
+
+// replicaName is the host name (as a token) and a random suffix: unique per
+// process, recognisable in `nats consumer ls`.
+func replicaName() string {
+	host, _ := os.Hostname()
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return natsutil.SanitizeToken(strings.NewReplacer("/", "_", "\\", "_").Replace(host), "_") + "-" +
+		strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// Run runs every selected detector until ctx ends; it returns nil then, or
+// the first detector's error that cannot be retried.
 func (d *Detector) Run(ctx context.Context) error {
-	nc, cons, err := natsutil.EventsConsumer(ctx, d.cfg.NATS, d.cfg.Stream, "netpulse-detector", jetstream.ConsumerConfig{
-		Durable:        d.cfg.Consumer.Durable,
-		Description:    "netpulse detector",
-		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        d.cfg.Consumer.AckWait,
-		MaxAckPending:  d.cfg.Consumer.MaxAckPending,
-		// A detector cares about now, not a day of history.
-		DeliverPolicy: jetstream.DeliverNewPolicy,
-	}, d.log)
+	nc, err := natsutil.Connect(d.cfg.NATS, "netpulse-detector "+d.member, d.log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	d.log.Info("consuming", "consumer", d.cfg.Consumer.Durable)
-	b := &eventpb.Batch{}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		b.ResetVT()
-		if err := b.UnmarshalVT(m.Data()); err != nil || b.SchemaVersion != eventpb.SchemaVersion {
-			d.c.BadMessages.Add(1)
-			_ = m.TermWithReason(fmt.Sprintf("undecodable batch (schema_version %d): %v", b.SchemaVersion, err))
-			return
-		}
-		d.c.Messages.Add(1)
-		d.c.Events.Add(uint64(len(b.Events)))
-		_ = m.Ack()
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-			d.log.Warn("consume", "err", err)
-		}
-	}))
+	js, err := jetstream.New(nc)
 	if err != nil {
-		return fmt.Errorf("consume: %w", err)
+		return fmt.Errorf("jetstream: %w", err)
 	}
-	t := time.NewTicker(d.cfg.Stats.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			cc.Drain()
-			<-cc.Closed()
-			d.log.Info("detector stats", "messages", d.c.Messages.Load(), "events", d.c.Events.Load(), "bad_messages", d.c.BadMessages.Load())
-			return nil
-		case <-t.C:
-			d.log.Info("detector stats", "messages", d.c.Messages.Load(), "events", d.c.Events.Load(), "bad_messages", d.c.BadMessages.Load())
-		}
+	if _, err := natsutil.EnsureEventsStream(ctx, js, d.cfg.Stream, d.log); err != nil {
+		return nilIfDone(ctx, err)
+	}
+	if _, err := natsutil.EnsureAlertsStream(ctx, js, d.cfg.AlertsStream, d.log); err != nil {
+		return nilIfDone(ctx, err)
+	}
+	if _, err := natsutil.Retry(ctx, d.log, "create stream "+DeadLetterStream, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, deadLetterStreamConfig(d.cfg.DeadLetterStream))
+	}); err != nil {
+		return nilIfDone(ctx, err)
+	}
+	g := d.cfg.Group
+	replicas, err := natsutil.Retry(ctx, d.log, "create bucket "+g.Prefix+"-replicas", func(ctx context.Context) (jetstream.KeyValue, error) {
+		return group.EnsureReplicasBucket(ctx, js, g.Prefix+"-replicas", g.MemberTTL, d.cfg.Stream.Replicas)
+	})
+	if err != nil {
+		return nilIfDone(ctx, err)
+	}
+	alerts, err := natsutil.Retry(ctx, d.log, "create bucket "+g.Prefix+"-alerts", func(ctx context.Context) (jetstream.KeyValue, error) {
+		return alertout.EnsureBucket(ctx, js, g.Prefix+"-alerts", d.cfg.AlertsStream.Replicas)
+	})
+	if err != nil {
+		return nilIfDone(ctx, err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	selected := d.cfg.Selected()
+	names := make([]string, len(selected))
+	for i, s := range selected {
+		names[i] = s.Name
+		p, _ := d.reg.Lookup(s.Name)
+		r := runner.New(runner.Settings{
+			Plugin: p, PluginConfig: s.Section.PluginConfig(p),
+			For: s.Section.For, RepeatInterval: s.Section.RepeatInterval, Severity: detect.Severity(s.Section.Severity),
+			Group:  group.Spec{Name: g.Prefix + "-" + p.Name, Kinds: p.Kinds, Partitions: g.Partitions, MaxBufferedBytes: g.MaxBufferedBytes},
+			Member: d.member, MemberTTL: g.MemberTTL, AckWait: g.AckWait, MaxAckPending: g.MaxAckPending,
+			EvaluateInterval: d.cfg.EvaluateInterval, Warmup: d.cfg.Warmup, IdleTimeout: d.cfg.IdleTimeout,
+			DeadLetterSubject: DeadLetterPrefix + ".detector." + p.Name,
+			StatsInterval:     d.cfg.Stats.Interval,
+		}, runner.Deps{JS: js, Replicas: replicas, Alerts: alerts, Clock: d.clock, Log: d.log, Counters: d.counters[s.Name]})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Run(ctx); err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = fmt.Errorf("detector %s: %w", p.Name, err)
+				}
+				mu.Unlock()
+				cancel()
+			}
+		}()
+	}
+	d.log.Info("running", "detectors", strings.Join(names, ","), "replica", d.member)
+	wg.Wait()
+	return firstErr
+}
+
+func nilIfDone(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func deadLetterStreamConfig(s config.Stream) jetstream.StreamConfig {
+	storage := jetstream.FileStorage
+	if s.Storage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.StreamConfig{
+		Name:        DeadLetterStream,
+		Description: "messages netpulse services could not use, with the reason in header Netpulse-Reason",
+		Subjects:    []string{DeadLetterPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      s.MaxAge,
+		MaxBytes:    s.MaxBytes,
+		Duplicates:  s.DuplicateWindow,
+		Replicas:    s.Replicas,
+		Storage:     storage,
 	}
 }

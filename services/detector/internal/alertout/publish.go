@@ -1,0 +1,115 @@
+package alertout
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/netpulse/netpulse/lib/alert"
+	"github.com/netpulse/netpulse/lib/natsutil"
+)
+
+// MsgID is the Nats-Msg-Id of an alert message: fingerprint, status and
+// the time the message was made, so that a retry of the same message is
+// stored once and a later transition never is mistaken for it.
+func MsgID(a alert.Alert) string {
+	return fmt.Sprintf("%s-%s-%d", a.Fingerprint, a.Status, a.SentAt.UnixNano())
+}
+
+// Message is the NATS message of a: JSON on netpulse.alerts.<detector>.<severity>.<host>.
+func Message(a alert.Alert) (*nats.Msg, error) {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(natsutil.AlertSubject(a.Detector, a.Severity, a.Host))
+	m.Data = b
+	m.Header.Set(jetstream.MsgIDHeader, MsgID(a))
+	return m, nil
+}
+
+// Publisher publishes one detector kind's alerts in order, retrying each
+// until it is stored: a NATS outage delays this kind's alerts and nothing
+// else. Its queue is bounded; a full queue holds back the kind's evaluation.
+type Publisher struct {
+	JS    jetstream.JetStream
+	Store *Store
+	Log   *slog.Logger
+
+	queue     chan Stored
+	Published atomic.Uint64
+	Errors    atomic.Uint64
+}
+
+// NewPublisher makes a publisher with a queue of size n.
+func NewPublisher(js jetstream.JetStream, store *Store, n int, log *slog.Logger) *Publisher {
+	return &Publisher{JS: js, Store: store, Log: log, queue: make(chan Stored, n)}
+}
+
+// Enqueue hands a stored record over for publishing; it waits while the
+// queue is full, until ctx ends.
+func (p *Publisher) Enqueue(ctx context.Context, st Stored) bool {
+	select {
+	case p.queue <- st:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Close ends Run once the queue is drained.
+func (p *Publisher) Close() { close(p.queue) }
+
+// Run publishes until Close was called and the queue is empty, or ctx
+// ends; what is left unpublished stays in the store as unpublished, and the
+// next owner of the host publishes it.
+func (p *Publisher) Run(ctx context.Context) {
+	for st := range p.queue {
+		if !p.publish(ctx, st) {
+			return
+		}
+	}
+}
+
+func (p *Publisher) publish(ctx context.Context, st Stored) bool {
+	m, err := Message(st.Alert)
+	if err != nil { // cannot happen with JSON-able evidence; count and move on
+		p.Errors.Add(1)
+		p.Log.Error("alert not encodable", "fingerprint", st.Alert.Fingerprint, "err", err)
+		return true
+	}
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = p.JS.PublishMsg(pctx, m)
+		cancel()
+		if err == nil {
+			break
+		}
+		p.Errors.Add(1)
+		if attempt == 1 || attempt%20 == 0 {
+			p.Log.Warn("publishing alert failed; retrying", "subject", m.Subject, "msg_id", MsgID(st.Alert), "attempt", attempt, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+	p.Published.Add(1)
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := p.Store.settle(sctx, st); err != nil {
+		// The alert is out; a stale record only makes the next owner
+		// publish it again under the same message ID.
+		p.Log.Warn("alert published but its record not updated", "key", st.Key, "err", err)
+	}
+	return true
+}

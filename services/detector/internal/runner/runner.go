@@ -1,0 +1,433 @@
+// Package runner runs one detector kind in one replica: it consumes the
+// kind's share of NETPULSE_EVENTS through the kind's consumer group, keeps
+// one detector instance per host it owns, evaluates them on the clock and
+// turns their conditions into published alerts.
+//
+// Work is split by partition (a hash of the host): one goroutine per
+// partition holds its hosts, so a host's batches are observed in stream
+// order and a slow host holds back only its partition. When the group moves
+// a partition here, the hosts are rebuilt from their latest snapshot and
+// recent events; when it moves away, they are dropped at once.
+package runner
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/pcgroups"
+
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/services/detector/detect"
+	"github.com/netpulse/netpulse/services/detector/internal/alertout"
+	"github.com/netpulse/netpulse/services/detector/internal/clock"
+	"github.com/netpulse/netpulse/services/detector/internal/group"
+	"github.com/netpulse/netpulse/services/detector/internal/history"
+)
+
+// Settings are one kind's settings in one replica.
+type Settings struct {
+	Plugin detect.Plugin
+	// PluginConfig is the validated config for Plugin.New.
+	PluginConfig   any
+	For            time.Duration
+	RepeatInterval time.Duration
+	Severity       detect.Severity
+
+	Group  group.Spec
+	Member string
+	// MemberTTL: a replica that stops beating this long loses its partitions.
+	MemberTTL     time.Duration
+	AckWait       time.Duration
+	MaxAckPending int
+
+	EvaluateInterval time.Duration
+	// Warmup is how much history a takeover replays (and how old a
+	// backlogged message may be and still be observed).
+	Warmup time.Duration
+	// IdleTimeout drops a host without events and without alerts.
+	IdleTimeout time.Duration
+	// DeadLetterSubject receives the messages this kind cannot use.
+	DeadLetterSubject string
+	StatsInterval     time.Duration
+}
+
+// Deps are what a runner works with.
+type Deps struct {
+	JS       jetstream.JetStream
+	Replicas jetstream.KeyValue // heartbeat bucket
+	Alerts   jetstream.KeyValue // active-alerts bucket
+	Clock    clock.Clock
+	Log      *slog.Logger
+	// Counters receives the totals; nil makes new ones.
+	Counters *Counters
+}
+
+// Counters are a runner's running totals.
+type Counters struct {
+	Messages         atomic.Uint64 // delivered batches handled (not stale, not duplicate)
+	Events           atomic.Uint64 // events, connections and snapshots observed live
+	Replayed         atomic.Uint64 // batches observed during takeovers
+	Evaluations      atomic.Uint64 // Evaluate calls (one per host per tick)
+	Stale            atomic.Uint64 // backlogged batches older than warmup, skipped
+	Duplicates       atomic.Uint64 // batches already observed (redelivery, replay overlap)
+	Fired            atomic.Uint64
+	Resolved         atomic.Uint64
+	Reminders        atomic.Uint64 // reminders and severity changes
+	DeadLettered     atomic.Uint64
+	DeadLetterErrors atomic.Uint64
+	Panics           atomic.Uint64
+	Takeovers        atomic.Uint64
+	Hosts            atomic.Int64
+	Partitions       atomic.Int64
+}
+
+// Runner is one kind in one replica.
+type Runner struct {
+	s   Settings
+	d   Deps
+	log *slog.Logger
+	c   *Counters
+
+	store   *alertout.Store
+	pub     *alertout.Publisher
+	history history.Reader
+	// part[p] is epoch<<1 | owned: one load tells whether partition p is
+	// ours and which ownership period a delivery belongs to.
+	part    []atomic.Uint64
+	workers []*worker
+	// floor: messages below this NETPULSE_EVENTS sequence are older than
+	// the warmup window.
+	floor atomic.Uint64
+	once  sync.Map // log-once keys
+	ctx   context.Context
+}
+
+// New makes a runner; it starts nothing.
+func New(s Settings, d Deps) *Runner {
+	log := d.Log.With("detector", s.Plugin.Name)
+	store := &alertout.Store{KV: d.Alerts, Detector: s.Plugin.Name}
+	if d.Counters == nil {
+		d.Counters = &Counters{}
+	}
+	r := &Runner{
+		s: s, d: d, log: log, c: d.Counters,
+		store:   store,
+		pub:     alertout.NewPublisher(d.JS, store, 1024, log),
+		history: history.Reader{JS: d.JS},
+		part:    make([]atomic.Uint64, s.Group.Partitions),
+	}
+	r.workers = make([]*worker, s.Group.Partitions)
+	for p := range r.workers {
+		r.workers[p] = &worker{r: r, p: p, in: make(chan delivery, 256), ctrl: make(chan control, 4), hosts: map[string]*hostState{}}
+	}
+	return r
+}
+
+// Counters gives the running totals.
+func (r *Runner) Counters() *Counters { return r.c }
+
+// PublishErrors counts failed publish attempts.
+func (r *Runner) PublishErrors() uint64 { return r.pub.Errors.Load() }
+
+// Run consumes until ctx ends; it returns nil then, and an error only when
+// the group cannot be used as configured.
+func (r *Runner) Run(ctx context.Context) error {
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	r.ctx = workCtx
+	if err := retry(ctx, r.log, "create consumer group "+r.s.Group.Name, func(ctx context.Context) error {
+		return group.Ensure(ctx, r.d.JS, r.s.Group)
+	}); err != nil {
+		return err
+	}
+	if err := retry(ctx, r.log, "find the warmup window", r.refreshFloor); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	for _, w := range r.workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.run(workCtx) }()
+	}
+	pubDone := make(chan struct{})
+	pubCtx, stopPub := context.WithCancel(context.Background())
+	defer stopPub()
+	go func() { defer close(pubDone); r.pub.Run(pubCtx) }()
+	m := &group.Membership{JS: r.d.JS, Replicas: r.d.Replicas, Group: r.s.Group.Name, Detector: r.s.Plugin.Name,
+		Member: r.s.Member, TTL: r.s.MemberTTL, Log: r.log}
+	var cc pcgroups.ConsumerGroupConsumeContext
+
+	// stop ends consumption first (nothing new arrives), then the workers,
+	// then leaves the group so the partitions move at once, and lets the
+	// publisher drain for a few seconds.
+	stop := func(err error) error {
+		if cc != nil {
+			cc.Stop()
+		}
+		stopWork()
+		wg.Wait()
+		leave, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		m.Leave(leave)
+		cancel()
+		r.pub.Close()
+		select {
+		case <-pubDone:
+		case <-time.After(5 * time.Second):
+			stopPub() // what is left stays unpublished in the store for the next owner
+			<-pubDone
+		}
+		r.logStats("detector stopped")
+		return err
+	}
+	consume := func(context.Context) error {
+		// pcgroups watches the group config with this context for as long as
+		// it consumes: not the retry's short-lived one.
+		c, err := pcgroups.ElasticConsume(workCtx, r.d.JS, natsutil.EventsStream, r.s.Group.Name, r.s.Member, r.onMsg, jetstream.ConsumerConfig{
+			Description:   "netpulse detector " + r.s.Plugin.Name,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       r.s.AckWait,
+			MaxAckPending: r.s.MaxAckPending,
+		})
+		if err == nil {
+			cc = c
+		}
+		return err
+	}
+	join := func(ctx context.Context) error {
+		if err := group.Ensure(ctx, r.d.JS, r.s.Group); err != nil {
+			return err
+		}
+		if err := m.Reconcile(ctx); err != nil {
+			return err
+		}
+		return consume(ctx)
+	}
+	if err := retry(ctx, r.log, "watch group "+r.s.Group.Name, func(ctx context.Context) error {
+		return group.WatchOwnership(workCtx, r.d.JS, r.s.Group.Name, r.s.Member, r.s.Group.Partitions, r.log, r.setOwned)
+	}); err != nil || ctx.Err() != nil {
+		return stop(err)
+	}
+	if err := retry(ctx, r.log, "join group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
+		return stop(err)
+	}
+	go m.Run(workCtx)
+	r.log.Info("consuming", "group", r.s.Group.Name, "member", r.s.Member, "partitions", r.s.Group.Partitions)
+
+	stats := time.NewTicker(r.s.StatsInterval)
+	defer stats.Stop()
+	floor := time.NewTicker(max(r.s.Warmup/20, time.Second))
+	defer floor.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return stop(nil)
+		case err := <-cc.Done():
+			// The group config was deleted or broke: make it again and rejoin.
+			r.log.Error("consumer group stopped; rejoining", "group", r.s.Group.Name, "err", err)
+			cc = nil
+			select {
+			case <-ctx.Done():
+				return stop(nil)
+			case <-time.After(time.Second):
+			}
+			if err := retry(ctx, r.log, "rejoin group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
+				return stop(err)
+			}
+		case <-floor.C:
+			if err := r.refreshFloor(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("finding the warmup window", "err", err)
+			}
+		case <-stats.C:
+			r.logStats("detector stats")
+		}
+	}
+}
+
+func (r *Runner) logStats(msg string) {
+	c := r.c
+	r.log.Info(msg, "messages", c.Messages.Load(), "events", c.Events.Load(), "replayed", c.Replayed.Load(), "evaluations", c.Evaluations.Load(),
+		"fired", c.Fired.Load(), "resolved", c.Resolved.Load(), "reminders", c.Reminders.Load(),
+		"published", r.pub.Published.Load(), "publish_errors", r.pub.Errors.Load(),
+		"dead_lettered", c.DeadLettered.Load(), "dead_letter_errors", c.DeadLetterErrors.Load(),
+		"stale", c.Stale.Load(), "duplicates", c.Duplicates.Load(), "panics", c.Panics.Load(),
+		"takeovers", c.Takeovers.Load(), "hosts", c.Hosts.Load(), "partitions", c.Partitions.Load())
+}
+
+func (r *Runner) refreshFloor(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	seq, err := r.history.SeqAt(cctx, r.d.Clock.Now().Add(-r.s.Warmup))
+	if err != nil {
+		return err
+	}
+	r.floor.Store(seq)
+	return nil
+}
+
+// setOwned applies a membership change: lost partitions are dropped before
+// the new owner can start on them (it needs a consumer round trip and
+// usually waits ~0.5 s), gained ones adopt the hosts with firing alerts.
+func (r *Runner) setOwned(owned []bool) {
+	var gained []int
+	n := int64(0)
+	for p, want := range owned {
+		st := r.part[p].Load()
+		have := st&1 == 1
+		if want {
+			n++
+		}
+		switch {
+		case have && !want:
+			r.part[p].Store((st>>1 + 1) << 1)
+			r.workers[p].send(control{evict: true})
+		case !have && want:
+			r.part[p].Store((st>>1+1)<<1 | 1)
+			gained = append(gained, p)
+		}
+	}
+	r.c.Partitions.Store(n)
+	if len(gained) == 0 {
+		return
+	}
+	r.log.Info("partitions changed", "owned", n, "gained", gained)
+	// Hosts whose alerts fire but which send nothing would never be taken
+	// over by a message: adopt them, so their alerts resolve when due.
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	hosts, err := r.store.Hosts(ctx)
+	if err != nil {
+		r.log.Warn("listing hosts with firing alerts", "err", err)
+		return
+	}
+	byPart := map[int][]string{}
+	for _, h := range hosts {
+		p := group.Partition(h, len(r.part))
+		byPart[p] = append(byPart[p], h)
+	}
+	for _, p := range gained {
+		if len(byPart[p]) > 0 {
+			r.workers[p].send(control{adopt: byPart[p]})
+		}
+	}
+}
+
+// onMsg runs on the group consumer's goroutine: route the message to its
+// partition's worker. A message of a partition that is not ours (any more)
+// is left unacknowledged: the group redelivers it to the owner.
+func (r *Runner) onMsg(m jetstream.Msg) {
+	subject := m.Subject()
+	host, kind, ok := splitSubject(subject)
+	if !ok {
+		// Cannot happen with the group's filters; never block on it.
+		r.logOnce("message on an unexpected subject acknowledged", "subject", subject)
+		_ = m.Ack()
+		return
+	}
+	p := group.Partition(host, len(r.part))
+	st := r.part[p].Load()
+	if st&1 == 0 {
+		return
+	}
+	d := delivery{msg: m, subject: subject, host: host, kind: kind, seq: sourceSeq(m.Headers()), state: st, data: m.Data()}
+	select {
+	case r.workers[p].in <- d:
+	case <-r.ctx.Done():
+	}
+}
+
+// splitSubject parses netpulse.events.<host>.<kind>.
+func splitSubject(s string) (host, kind string, ok bool) {
+	rest, ok := strings.CutPrefix(s, natsutil.EventsPrefix+".")
+	if !ok {
+		return "", "", false
+	}
+	host, kind, ok = strings.Cut(rest, ".")
+	return host, kind, ok && host != "" && kind != "" && !strings.Contains(kind, ".")
+}
+
+// sourceSeq is the NETPULSE_EVENTS sequence of a message the group's
+// work-queue stream sourced: the second field of its Nats-Stream-Source
+// header ("<stream> <seq> <filter> <transform> <subject> ..."). 0 when
+// absent.
+func sourceSeq(h nats.Header) uint64 {
+	v := h.Get("Nats-Stream-Source")
+	if v == "" {
+		return 0
+	}
+	_, rest, _ := strings.Cut(v, " ")
+	f, _, _ := strings.Cut(rest, " ")
+	seq, err := strconv.ParseUint(f, 10, 64)
+	if err != nil {
+		return 0
+	}
+	return seq
+}
+
+// logOnce logs the first occurrence of what per kind; counters tell the rest.
+func (r *Runner) logOnce(what string, args ...any) {
+	if _, seen := r.once.LoadOrStore(what, true); !seen {
+		r.log.Error(what+" (logged once; see the counters in the stats lines)", args...)
+	}
+}
+
+// deadLetter moves an unusable message to the dead-letter subject with the
+// reason, then acknowledges it. When the dead-letter publish fails the
+// message is handed back (nak) to be tried again.
+func (r *Runner) deadLetter(d delivery, reason string) {
+	m := nats.NewMsg(r.s.DeadLetterSubject)
+	m.Data = d.data
+	m.Header.Set("Netpulse-Reason", reason)
+	m.Header.Set("Netpulse-Subject", d.subject)
+	m.Header.Set("Netpulse-Detector", r.s.Plugin.Name)
+	if d.seq != 0 {
+		m.Header.Set("Netpulse-Stream-Seq", strconv.FormatUint(d.seq, 10))
+		m.Header.Set(jetstream.MsgIDHeader, r.s.Plugin.Name+"-"+strconv.FormatUint(d.seq, 10))
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.d.JS.PublishMsg(ctx, m); err != nil {
+		r.c.DeadLetterErrors.Add(1)
+		r.logOnce("dead-letter publish failed", "subject", r.s.DeadLetterSubject, "err", err)
+		if d.msg != nil {
+			_ = d.msg.NakWithDelay(time.Second)
+		}
+		return
+	}
+	r.c.DeadLettered.Add(1)
+	r.logOnce("bad input moved to the dead-letter subject", "subject", d.subject, "dead_letter", r.s.DeadLetterSubject, "reason", reason)
+	if d.msg != nil {
+		_ = d.msg.Ack()
+	}
+}
+
+// retry calls fn until it succeeds, ctx ends (nil) or the error says the
+// configuration is at fault (group.ErrMismatch), backing off to 5 s.
+func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	wait := 250 * time.Millisecond
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(cctx)
+		cancel()
+		switch {
+		case err == nil || ctx.Err() != nil:
+			return nil
+		case errors.Is(err, group.ErrMismatch):
+			return err
+		}
+		log.Warn("retrying", "what", what, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
