@@ -23,6 +23,7 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/endpoint"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/keys"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/top"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/window"
 )
 
@@ -78,12 +79,6 @@ type slot struct {
 	h       *hist
 }
 
-type owner struct {
-	pid  uint32
-	comm string
-	n    uint32
-}
-
 // Sample is one slow handshake in an alert's evidence.
 type Sample struct {
 	Time        time.Time `json:"time"`
@@ -107,7 +102,7 @@ type sample struct {
 type keyState struct {
 	ring   window.Ring[slot]
 	base   baseline.EWMA
-	owners [3]owner // most frequent processes (space-saving counts)
+	owners top.Owners
 	slow   []sample // recent slow handshakes, ring
 	next   int
 	hot    bool
@@ -219,7 +214,7 @@ func (d *Detector) handshake(ev *eventpb.Event) {
 	if ev.HandshakeRetransmits > 0 {
 		s.retried++
 	}
-	st.count(ev.Pid, ev.Comm, ev.OwnerSource)
+	st.owners.Add(top.Name(ev.Pid, ev.Comm, ev.OwnerSource))
 	if float64(us) >= d.slowAt(st) {
 		st.keep(ev, us, d)
 	}
@@ -239,33 +234,10 @@ func (d *Detector) bound(st *keyState) float64 {
 	return st.base.Value*d.cfg.BaselineFactor + float64(d.cfg.BaselineMargin.Microseconds())
 }
 
-// count is the space-saving top-3 of the processes doing the handshakes:
-// the alert names the main one.
-func (st *keyState) count(pid uint32, comm string, src eventpb.OwnerSource) {
-	if src == eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN {
-		pid, comm = 0, "unknown"
-	}
-	m := 0
-	for i := range st.owners {
-		o := &st.owners[i]
-		if o.n > 0 && o.pid == pid && o.comm == comm {
-			o.n++
-			return
-		}
-		if o.n < st.owners[m].n {
-			m = i
-		}
-	}
-	st.owners[m] = owner{pid: pid, comm: comm, n: st.owners[m].n + 1}
-}
-
 func (st *keyState) keep(ev *eventpb.Event, us uint64, d *Detector) {
 	la, _ := endpoint.Addr(ev.Saddr)
 	pa, _ := endpoint.Addr(ev.Daddr)
-	pid, comm := ev.Pid, ev.Comm
-	if ev.OwnerSource == eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN {
-		pid, comm = 0, "unknown"
-	}
+	pid, comm := top.Name(ev.Pid, ev.Comm, ev.OwnerSource)
 	s := sample{t: int64(ev.TimeUnixNano), pid: pid, comm: comm,
 		local: netip.AddrPortFrom(la, uint16(ev.Sport)), peer: netip.AddrPortFrom(pa, uint16(ev.Dport)),
 		us: us, retrans: ev.HandshakeRetransmits}
@@ -298,9 +270,7 @@ func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 			return true
 		}
 		if learn {
-			for i := range st.owners {
-				st.owners[i].n /= 2 // the main process is a recent one
-			}
+			st.owners.Decay()
 		}
 		var v view
 		d.sum = hist{}
@@ -371,12 +341,7 @@ func (d *Detector) condition(k key, st *keyState, v view, q float64, now time.Ti
 	if !(q > ceiling && d.sum.above(ceiling) >= float64(d.cfg.MinSlow)) {
 		rule, threshold = "baseline", d.bound(st)
 	}
-	top := st.owners[0]
-	for _, o := range st.owners[1:] {
-		if o.n > top.n {
-			top = o
-		}
-	}
+	main, _ := st.owners.Main()
 	sev := detect.Warning
 	if d.cfg.Critical > 0 && q >= float64(d.cfg.Critical.Microseconds()) {
 		sev = detect.Critical
@@ -388,8 +353,8 @@ func (d *Detector) condition(k key, st *keyState, v view, q float64, now time.Ti
 	}
 	qname := "p" + strconv.FormatFloat(d.cfg.Quantile*100, 'f', -1, 64)
 	details := map[string]string{
-		"pid":         strconv.FormatUint(uint64(top.pid), 10),
-		"comm":        top.comm,
+		"pid":         strconv.FormatUint(uint64(main.Pid), 10),
+		"comm":        main.Comm,
 		qname + "_ms": msString(q),
 		"handshakes":  strconv.FormatUint(uint64(v.n), 10),
 		"rule":        rule,
@@ -400,13 +365,6 @@ func (d *Detector) condition(k key, st *keyState, v view, q float64, now time.Ti
 		baseMs = ms(st.base.Value)
 		details["baseline_ms"] = msString(st.base.Value)
 	}
-	var procs []map[string]any
-	for _, o := range st.owners {
-		if o.n > 0 {
-			procs = append(procs, map[string]any{"pid": o.pid, "comm": o.comm, "weight": o.n})
-		}
-	}
-	sort.Slice(procs, func(i, j int) bool { return procs[i]["weight"].(uint32) > procs[j]["weight"].(uint32) })
 	var slow []Sample
 	from := now.Add(-d.cfg.Window).UnixNano()
 	for _, s := range st.slow {
@@ -450,7 +408,7 @@ func (d *Detector) condition(k key, st *keyState, v view, q float64, now time.Ti
 			"retried_handshakes":    v.retried,
 			"handshake_retransmits": v.retrans,
 			"synack_retransmits":    v.synack,
-			"processes":             procs,
+			"processes":             st.owners.List(),
 			"samples":               slow,
 			"endpoints_evicted":     d.keys.Evicted,
 		},

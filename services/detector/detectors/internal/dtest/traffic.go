@@ -37,11 +37,23 @@ type Traffic struct {
 	StuckCloseWait int
 	// SnapshotEvery is the probe's snapshot interval (0: none).
 	SnapshotEvery time.Duration
+	// Loss are periods of bulk transfers that lose segments.
+	Loss []Loss
 	// Slow are periods of slow handshakes.
 	Slow []Slowdown
 	// Held are extra sockets in CLOSE_WAIT: a leak to detect in the middle
 	// of the healthy traffic, in events and snapshots alike.
 	Held []Held
+}
+
+// Loss is a bulk transfer by the worker to database remote number Remote
+// from From to To, sending Sent segments per second of which Retrans per
+// second are retransmitted: RETRANSMIT events, a finished connection every
+// 5 s (with its totals), and the host's counters in snapshots.
+type Loss struct {
+	Remote        int
+	From, To      time.Time
+	Sent, Retrans float64
 }
 
 // Slowdown adds Add to every handshake begun in [From, To) with the api
@@ -270,6 +282,30 @@ func (tr Traffic) Stream() *Stream {
 		stuck = append(stuck, &conn{sock: sock, server: true, peer: clientIP(400 + i), sport: LegacyPort,
 			dport: uint32(40000 + i), pid: 300, comm: "legacy", cwFrom: start - int64(10*time.Minute)})
 	}
+	for li, l := range tr.Loss {
+		from, to := l.From.UnixNano(), min(l.To.UnixNano(), end)
+		for cs := from; cs < to; cs += 5e9 {
+			ce := min(cs+5e9, to)
+			sock++
+			c := &conn{sock: sock, peer: RemoteIP(l.Remote), sport: uint32(33000 + li), dport: DBPort, pid: 200, comm: "worker"}
+			var rt uint32
+			if l.Retrans > 0 {
+				for t := cs + exp(1e9/l.Retrans); t < ce; t += exp(1e9 / l.Retrans) {
+					e := ev(t, eventpb.EventType_EVENT_TYPE_RETRANSMIT, c)
+					e.NewState, e.Segments = estab, 1
+					s.Event(e)
+					rt++
+				}
+			}
+			s.Conn(&eventpb.Connection{
+				TimeUnixNano: uint64(ce), SockId: c.sock, Pid: c.pid, Comm: c.comm,
+				OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_SOCKET, Family: eventpb.Family_FAMILY_IPV4,
+				Saddr: LocalIP, Daddr: c.peer, Sport: c.sport, Dport: c.dport, Side: eventpb.Side_SIDE_CLIENT,
+				StartUnixNano: uint64(cs), DurationUs: uint64((ce - cs) / 1e3),
+				SegmentsOut: uint32(l.Sent * float64(ce-cs) / 1e9), Retransmits: rt, LastState: finWait2,
+			})
+		}
+	}
 	var held []*conn
 	for _, h := range tr.Held {
 		s.Event(h.Sock.State(h.From, estab, closeW))
@@ -336,6 +372,12 @@ func (tr Traffic) snapshots(s *Stream, conns, stuck, held []*conn, start, end in
 			})
 		}
 		var outSegs, retrans uint64 = 1e6, 1e3
+		for _, l := range tr.Loss {
+			if from, to := l.From.UnixNano(), min(l.To.UnixNano(), t); to > from {
+				outSegs += uint64(l.Sent * float64(to-from) / 1e9)
+				retrans += uint64(l.Retrans * float64(to-from) / 1e9)
+			}
+		}
 		for _, c := range conns {
 			switch {
 			case c.cwFrom != 0 && c.cwFrom <= t && t < c.cwTo:

@@ -1,0 +1,83 @@
+package retransmitspike
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config of retransmit_spike; keys are relative to the detector's section.
+type Config struct {
+	// Window over which the rate is measured, in one-second slots (the
+	// current, partial second is left out). Default 10s.
+	Window time.Duration `koanf:"window"`
+	// Minimum volume: no alert below MinRate retransmitted segments per
+	// second, nor below MinRatio retransmitted/sent segments where the ratio
+	// is known. Defaults 50 and 0.01.
+	MinRate  float64 `koanf:"min_rate"`
+	MinRatio float64 `koanf:"min_ratio"`
+	// The rate must also reach BaselineFactor × the learned baseline: the
+	// median rate of the first BaselineWindows healthy windows, then an
+	// EWMA (weight BaselineAlpha) of each healthy window's rate, clamped to
+	// the limit. Defaults 3, 0.1, 6. Until the baseline is learned only a
+	// known ratio can fire.
+	BaselineFactor  float64 `koanf:"baseline_factor"`
+	BaselineAlpha   float64 `koanf:"baseline_alpha"`
+	BaselineWindows int     `koanf:"baseline_windows"`
+	// Hysteresis: once firing, the alert ends only when the rate, the ratio
+	// or the rate over the baseline drops below ResolveFraction of its
+	// limit; entering and ending both need MinDuration without
+	// interruption. Defaults 0.5 and 10s.
+	ResolveFraction float64       `koanf:"resolve_fraction"`
+	MinDuration     time.Duration `koanf:"min_duration"`
+	// CriticalRatio: from this known ratio on the alert is critical, else
+	// warning; 0 never. Default 0.1.
+	CriticalRatio float64 `koanf:"critical_ratio"`
+	// PerRemote judges each remote address too (label remote=<addr>), not
+	// only the host (remote="*"). Default true.
+	PerRemote bool `koanf:"per_remote"`
+	// MaxRemotes bounds the remote addresses tracked per host (least
+	// recently used ones are evicted, and counted). Default 4096.
+	MaxRemotes int `koanf:"max_remotes"`
+	// ForgetAfter drops a remote, baseline included, after this long
+	// without a retransmit or finished connection. Default 1h.
+	ForgetAfter time.Duration `koanf:"forget_after"`
+}
+
+// DefaultConfig is retransmit_spike's documented defaults.
+func DefaultConfig() *Config {
+	return &Config{
+		Window: 10 * time.Second, MinRate: 50, MinRatio: 0.01,
+		BaselineFactor: 3, BaselineAlpha: 0.1, BaselineWindows: 6,
+		ResolveFraction: 0.5, MinDuration: 10 * time.Second, CriticalRatio: 0.1,
+		PerRemote: true, MaxRemotes: 4096, ForgetAfter: time.Hour,
+	}
+}
+
+// Validate names the key at fault.
+func (c *Config) Validate() error {
+	switch {
+	case c.Window < 2*time.Second || c.Window > 10*time.Minute || c.Window%time.Second != 0:
+		return fmt.Errorf("window: must be whole seconds between 2s and 10m, got %s", c.Window)
+	case !(c.MinRate > 0):
+		return fmt.Errorf("min_rate: must be > 0, got %g", c.MinRate)
+	case !(c.MinRatio >= 0 && c.MinRatio < 1):
+		return fmt.Errorf("min_ratio: must be in [0, 1), got %g", c.MinRatio)
+	case !(c.BaselineFactor >= 1):
+		return fmt.Errorf("baseline_factor: must be ≥ 1, got %g", c.BaselineFactor)
+	case !(c.BaselineAlpha > 0 && c.BaselineAlpha <= 1):
+		return fmt.Errorf("baseline_alpha: must be in (0, 1], got %g", c.BaselineAlpha)
+	case c.BaselineWindows < 1:
+		return fmt.Errorf("baseline_windows: must be ≥ 1, got %d", c.BaselineWindows)
+	case !(c.ResolveFraction > 0 && c.ResolveFraction <= 1):
+		return fmt.Errorf("resolve_fraction: must be in (0, 1], got %g", c.ResolveFraction)
+	case c.MinDuration < 0:
+		return fmt.Errorf("min_duration: must be ≥ 0, got %s", c.MinDuration)
+	case !(c.CriticalRatio >= 0 && c.CriticalRatio <= 1):
+		return fmt.Errorf("critical_ratio: must be in [0, 1] (0: never critical), got %g", c.CriticalRatio)
+	case c.MaxRemotes < 1:
+		return fmt.Errorf("max_remotes: must be ≥ 1, got %d", c.MaxRemotes)
+	case c.ForgetAfter < c.Window:
+		return fmt.Errorf("forget_after: must be ≥ window (%s), got %s", c.Window, c.ForgetAfter)
+	}
+	return nil
+}

@@ -1,0 +1,506 @@
+// Package retransmitspike is the retransmit_spike detector: retransmitted
+// TCP segments per second far above what is normal, for the whole host and
+// per remote address, with a minimum volume and hysteresis so that a busy
+// but healthy host stays quiet and an incident is reported once.
+//
+// The rate counts the segments of RETRANSMIT events. The ratio
+// (retransmitted / sent segments) comes from the probe's host counters in
+// snapshots (host) and from finished connections (per remote: their
+// lifetime totals, counted when they close).
+package retransmitspike
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/services/detector/detect"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/endpoint"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/keys"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/top"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/window"
+)
+
+// Name is the detector's name in config, subjects and alerts.
+const Name = "retransmit_spike"
+
+const (
+	samples = 5
+	// minRatioSegments: a ratio from fewer sent segments says nothing.
+	minRatioSegments = 100
+	topRemotes       = 5
+)
+
+func init() {
+	detect.Register(detect.Plugin{
+		Name:        Name,
+		Description: "retransmitted TCP segments per second far above normal, per host and per remote",
+		Kinds:       []string{natsutil.KindRetransmit, natsutil.KindConn, natsutil.KindSnapshot},
+		Config:      func() any { return DefaultConfig() },
+		New: func(cfg any, host string) (detect.Detector, error) {
+			c, ok := cfg.(*Config)
+			if !ok {
+				return nil, fmt.Errorf("%s: config is %T, want *retransmitspike.Config", Name, cfg)
+			}
+			if err := c.Validate(); err != nil {
+				return nil, fmt.Errorf("%s: %w", Name, err)
+			}
+			return New(*c, host), nil
+		},
+	})
+}
+
+type slot struct {
+	segs        uint32 // retransmitted segments (events)
+	events      uint32
+	connRetrans uint64 // finished connections: their retransmits and sent segments
+	connOut     uint64
+}
+
+type sample struct {
+	t           int64
+	pid         uint32
+	comm        string
+	local, peer netip.AddrPort
+	state       eventpb.TcpState
+	segs        uint32
+}
+
+// Sample is one retransmit in an alert's evidence.
+type Sample struct {
+	Time     time.Time `json:"time"`
+	Pid      uint32    `json:"pid"`
+	Comm     string    `json:"comm"`
+	Local    string    `json:"local"`
+	Remote   string    `json:"remote"`
+	State    string    `json:"state"`
+	Segments uint32    `json:"segments"`
+}
+
+// keyState is the host's or one remote's.
+type keyState struct {
+	ring     window.Ring[slot]
+	base     baseline.EWMA
+	owners   top.Owners
+	recent   []sample
+	next     int
+	firing   bool
+	hotSince int64 // 0: not hot at the last evaluation
+	coolFrom int64 // 0: not cool at the last evaluation (while firing)
+	bound    float64
+}
+
+// counters is the latest delta of the host's segment counters.
+type counters struct {
+	at, prevAt      int64
+	out, retrans    uint64 // at at
+	dOut, dRetrans  uint64 // since prevAt
+	interval        int64
+	have, haveDelta bool
+}
+
+// Detector is one host's retransmit_spike.
+type Detector struct {
+	cfg     Config
+	host    string
+	all     keyState
+	remotes *keys.Map[netip.Addr, keyState]
+	snap    counters
+	learn   baseline.Cadence
+	stats   Stats
+}
+
+// Stats are the detector's counters.
+type Stats struct {
+	Retransmits, Connections, Snapshots uint64
+	// Late events were older than the window when they arrived.
+	Late uint64
+	// CounterResets: the host's counters went down (reboot).
+	CounterResets uint64
+	BadEvents     uint64
+}
+
+// New makes the detector for host from a validated config.
+func New(cfg Config, host string) *Detector {
+	d := &Detector{
+		cfg: cfg, host: host,
+		remotes: keys.New[netip.Addr, keyState](cfg.MaxRemotes),
+		learn:   baseline.NewCadence(int64(cfg.Window)),
+	}
+	d.all.ring = d.newRing()
+	return d
+}
+
+func (d *Detector) newRing() window.Ring[slot] {
+	return window.New[slot](time.Second, int(d.cfg.Window/time.Second), nil)
+}
+
+// Stats returns the counters and the remotes evicted.
+func (d *Detector) Stats() (Stats, uint64) { return d.stats, d.remotes.Evicted }
+
+func (d *Detector) remote(a netip.Addr, t int64) *keyState {
+	st, added := d.remotes.GetOrAdd(a, t)
+	if added {
+		st.ring = d.newRing()
+	}
+	return st
+}
+
+// Observe takes retransmits, finished connections and snapshots.
+func (d *Detector) Observe(in detect.Input) {
+	if in.Batch == nil {
+		return
+	}
+	for _, ev := range in.Batch.Events {
+		if ev.Type == eventpb.EventType_EVENT_TYPE_RETRANSMIT {
+			d.retransmit(ev)
+		}
+	}
+	if d.cfg.PerRemote {
+		for _, c := range in.Batch.Connections {
+			d.stats.Connections++
+			a, ok := endpoint.Addr(c.Daddr)
+			if !ok {
+				d.stats.BadEvents++
+				continue
+			}
+			t := int64(c.TimeUnixNano)
+			if s := d.remote(a, t).ring.Slot(t); s != nil {
+				s.connRetrans += uint64(c.Retransmits)
+				s.connOut += uint64(c.SegmentsOut)
+			}
+		}
+	}
+	if sn := in.Batch.Snapshot; sn != nil {
+		d.snapshot(sn)
+	}
+}
+
+func (d *Detector) retransmit(ev *eventpb.Event) {
+	d.stats.Retransmits++
+	t := int64(ev.TimeUnixNano)
+	segs := max(ev.Segments, 1)
+	s := d.all.ring.Slot(t)
+	if s == nil {
+		d.stats.Late++
+		return
+	}
+	s.segs += segs
+	s.events++
+	pid, comm := top.Name(ev.Pid, ev.Comm, ev.OwnerSource)
+	d.all.owners.Add(pid, comm)
+	smp := sample{t: t, pid: pid, comm: comm, state: ev.NewState, segs: segs}
+	la, _ := endpoint.Addr(ev.Saddr)
+	pa, ok := endpoint.Addr(ev.Daddr)
+	smp.local, smp.peer = netip.AddrPortFrom(la, uint16(ev.Sport)), netip.AddrPortFrom(pa, uint16(ev.Dport))
+	d.all.keep(smp)
+	if !d.cfg.PerRemote {
+		return
+	}
+	if !ok {
+		d.stats.BadEvents++
+		return
+	}
+	st := d.remote(pa, t)
+	if rs := st.ring.Slot(t); rs != nil {
+		rs.segs += segs
+		rs.events++
+	}
+	st.owners.Add(pid, comm)
+	st.keep(smp)
+}
+
+func (st *keyState) keep(s sample) {
+	if len(st.recent) < samples {
+		st.recent = append(st.recent, s)
+		return
+	}
+	st.recent[st.next] = s
+	st.next = (st.next + 1) % samples
+}
+
+func (d *Detector) snapshot(sn *eventpb.Snapshot) {
+	d.stats.Snapshots++
+	t := int64(sn.TimeUnixNano)
+	c := &d.snap
+	if c.have && t <= c.at {
+		return // older than what we have
+	}
+	if sn.TcpOutSegs == 0 && sn.TcpRetransSegs == 0 {
+		return // a probe without counters
+	}
+	if c.have {
+		if sn.TcpOutSegs < c.out || sn.TcpRetransSegs < c.retrans {
+			d.stats.CounterResets++
+			c.haveDelta = false
+		} else {
+			c.dOut, c.dRetrans, c.prevAt, c.haveDelta = sn.TcpOutSegs-c.out, sn.TcpRetransSegs-c.retrans, c.at, true
+		}
+	}
+	c.at, c.out, c.retrans, c.have = t, sn.TcpOutSegs, sn.TcpRetransSegs, true
+	c.interval = int64(sn.IntervalMs) * 1e6
+}
+
+// view is one key's window at an evaluation.
+type view struct {
+	rate, ratio  float64
+	known        bool
+	source       string
+	events       uint32
+	connOut      uint64
+	kernelRate   float64 // host: retransmits per second from the counters
+	outRate      float64
+	haveCounters bool
+}
+
+func (d *Detector) window(st *keyState, now int64, host bool) view {
+	var v view
+	var segs uint32
+	var cr, co uint64
+	st.ring.Each(st.ring.Abs(now)-1, func(_ int64, s *slot) {
+		segs += s.segs
+		v.events += s.events
+		cr += s.connRetrans
+		co += s.connOut
+	})
+	v.rate = float64(segs) / d.cfg.Window.Seconds()
+	v.connOut = co
+	v.source = "unknown"
+	if host {
+		c := d.snap
+		// Counters are current when the latest snapshot is at most two
+		// intervals old.
+		if c.haveDelta && c.at > c.prevAt && (c.interval == 0 || now-c.at <= 2*c.interval+int64(time.Second)) {
+			dt := float64(c.at-c.prevAt) / 1e9
+			v.kernelRate, v.outRate, v.haveCounters = float64(c.dRetrans)/dt, float64(c.dOut)/dt, true
+			if c.dOut >= minRatioSegments {
+				v.ratio, v.known, v.source = float64(c.dRetrans)/float64(c.dOut), true, "snapshot counters"
+			}
+		}
+	} else if co >= minRatioSegments {
+		v.ratio, v.known, v.source = float64(cr)/float64(co), true, "finished connections"
+	}
+	return v
+}
+
+// judge runs the key's state machine and reports whether it fires.
+func (d *Detector) judge(st *keyState, v view, now int64, learn bool) bool {
+	c := d.cfg
+	ready := st.base.Ready(c.BaselineWindows)
+	bound := c.MinRate
+	if ready {
+		bound = max(bound, st.base.Value*c.BaselineFactor)
+	}
+	volume := v.rate >= c.MinRate && (!v.known || v.ratio >= c.MinRatio)
+	unusual := v.known // before the baseline is learned only a known ratio judges
+	if ready {
+		unusual = v.rate >= st.base.Value*c.BaselineFactor
+	}
+	hot := volume && unusual
+	cool := v.rate < c.MinRate*c.ResolveFraction ||
+		v.known && v.ratio < c.MinRatio*c.ResolveFraction ||
+		ready && v.rate < st.base.Value*c.BaselineFactor*c.ResolveFraction
+	if learn && !hot && !st.firing && st.hotSince == 0 {
+		// Clamped to the limit: the ratio lags (counters come every
+		// snapshot interval), so the first window of a spike may look
+		// healthy; clamping keeps it from moving the baseline much while a
+		// real, lasting growth of traffic is still learned, step by step.
+		x := v.rate
+		if ready {
+			x = min(x, st.base.Value*c.BaselineFactor)
+		}
+		st.base.Add(x, c.BaselineAlpha, c.BaselineWindows)
+	}
+	if !st.firing {
+		switch {
+		case !hot:
+			st.hotSince = 0
+		case st.hotSince == 0:
+			st.hotSince = now
+		}
+		if st.hotSince != 0 && now-st.hotSince >= int64(c.MinDuration) {
+			st.firing, st.coolFrom, st.bound = true, 0, bound
+		}
+	} else {
+		switch {
+		case !cool:
+			st.coolFrom = 0
+		case st.coolFrom == 0:
+			st.coolFrom = now
+		}
+		if st.coolFrom != 0 && now-st.coolFrom >= int64(c.MinDuration) {
+			st.firing, st.hotSince = false, 0
+		}
+	}
+	return st.firing
+}
+
+// Evaluate returns the host's condition (remote "*") and one per remote
+// address with a spike.
+func (d *Detector) Evaluate(now time.Time) []detect.Condition {
+	n := now.UnixNano()
+	learn := d.learn.Due(n)
+	var out []detect.Condition
+	hostView := d.window(&d.all, n, true)
+	if learn {
+		d.all.owners.Decay()
+	}
+	if d.judge(&d.all, hostView, n, learn) {
+		out = append(out, d.condition("", &d.all, hostView, now))
+	}
+	type found struct {
+		a netip.Addr
+		c detect.Condition
+	}
+	var fired []found
+	d.remotes.Range(func(a netip.Addr, st *keyState, used int64) bool {
+		if n-used > int64(d.cfg.ForgetAfter) && !st.firing {
+			d.remotes.Delete(a)
+			return true
+		}
+		if learn {
+			st.owners.Decay()
+		}
+		v := d.window(st, n, false)
+		if d.judge(st, v, n, learn) {
+			fired = append(fired, found{a, d.condition(endpoint.String(a), st, v, now)})
+		}
+		return true
+	})
+	sort.Slice(fired, func(i, j int) bool { return fired[i].a.Less(fired[j].a) })
+	for _, f := range fired {
+		out = append(out, f.c)
+	}
+	return out
+}
+
+func round(x float64, digits int) float64 {
+	s := strconv.FormatFloat(x, 'f', digits, 64)
+	v, _ := strconv.ParseFloat(s, 64)
+	return v
+}
+
+// RemoteRate is a remote's share in a host alert's evidence.
+type RemoteRate struct {
+	Remote string  `json:"remote"`
+	PerSec float64 `json:"segments_per_s"`
+}
+
+// condition describes a firing key; remote is "" for the host.
+func (d *Detector) condition(remote string, st *keyState, v view, now time.Time) detect.Condition {
+	n := now.UnixNano()
+	label := remote
+	if remote == "" {
+		label = "*"
+	}
+	ratio := "unknown"
+	if v.known {
+		ratio = strconv.FormatFloat(round(v.ratio, 4), 'f', -1, 64)
+	}
+	sev := detect.Warning
+	if d.cfg.CriticalRatio > 0 && v.known && v.ratio >= d.cfg.CriticalRatio {
+		sev = detect.Critical
+	}
+	details := map[string]string{"ratio": ratio}
+	if st.base.N > 0 {
+		details["baseline_per_s"] = strconv.FormatFloat(round(st.base.Value, 1), 'f', -1, 64)
+	}
+	if m, ok := st.owners.Main(); ok {
+		details["pid"], details["comm"] = strconv.FormatUint(uint64(m.Pid), 10), m.Comm
+	}
+	var recent []Sample
+	for _, s := range st.recent {
+		if s.t > n-int64(d.cfg.Window)-int64(d.cfg.MinDuration) && s.t <= n {
+			recent = append(recent, Sample{Time: time.Unix(0, s.t).UTC(), Pid: s.pid, Comm: s.comm,
+				Local: s.local.String(), Remote: s.peer.String(), State: stateName(s.state), Segments: s.segs})
+		}
+	}
+	sort.Slice(recent, func(i, j int) bool { return recent[i].Time.Before(recent[j].Time) })
+	ev := map[string]any{
+		"segments_per_s":   round(v.rate, 1),
+		"retransmits":      v.events,
+		"ratio":            round(v.ratio, 4),
+		"ratio_known":      v.known,
+		"ratio_source":     v.source,
+		"baseline_per_s":   round(st.base.Value, 1),
+		"baseline_windows": st.base.N,
+		"threshold_per_s":  round(st.bound, 1),
+		"window_seconds":   d.cfg.Window.Seconds(),
+		"processes":        st.owners.List(),
+		"samples":          recent,
+		"remotes_evicted":  d.remotes.Evicted,
+	}
+	what := "this host"
+	if remote == "" {
+		if v.haveCounters {
+			ev["kernel_retrans_per_s"] = round(v.kernelRate, 1)
+			ev["sent_segments_per_s"] = round(v.outRate, 1)
+		}
+		ev["top_remotes"] = d.topRemotes(n)
+	} else {
+		what = "traffic with " + remote
+		ev["finished_conn_segments"] = v.connOut
+	}
+	ratioText := "ratio unknown"
+	if v.known {
+		ratioText = fmt.Sprintf("%.2f%% of sent segments", v.ratio*100)
+	}
+	return detect.Condition{
+		Labels:    map[string]string{"remote": label},
+		Details:   details,
+		Severity:  sev,
+		Value:     round(v.rate, 1),
+		Threshold: round(st.bound, 1),
+		Summary: fmt.Sprintf("%s retransmits %.0f segments/s (%s), usual %.0f/s",
+			what, v.rate, ratioText, st.base.Value),
+		Description: "Segments are being lost and sent again: packet loss or congestion on the path " +
+			"(a saturated link, a dropping firewall or NIC, a flapping route), which stalls transfers. " +
+			"The samples and the query show which connections and processes are affected.",
+		Evidence: ev,
+		SQL:      d.sql(remote, now),
+	}
+}
+
+// topRemotes are the remotes retransmitting most in the window.
+func (d *Detector) topRemotes(n int64) []RemoteRate {
+	var l []RemoteRate
+	d.remotes.Range(func(a netip.Addr, st *keyState, _ int64) bool {
+		var segs uint32
+		st.ring.Each(st.ring.Abs(n)-1, func(_ int64, s *slot) { segs += s.segs })
+		if segs > 0 {
+			l = append(l, RemoteRate{Remote: endpoint.String(a), PerSec: round(float64(segs)/d.cfg.Window.Seconds(), 1)})
+		}
+		return true
+	})
+	sort.Slice(l, func(i, j int) bool {
+		if l[i].PerSec != l[j].PerSec {
+			return l[i].PerSec > l[j].PerSec
+		}
+		return l[i].Remote < l[j].Remote
+	})
+	return l[:min(len(l), topRemotes)]
+}
+
+func stateName(s eventpb.TcpState) string {
+	name, ok := eventpb.TcpState_name[int32(s)]
+	if !ok {
+		return strconv.Itoa(int(s))
+	}
+	return name[len("TCP_STATE_"):]
+}
+
+func (d *Detector) sql(remote string, now time.Time) string {
+	match := ""
+	if remote != "" {
+		match = " AND daddr = " + chsql.Str(remote)
+	}
+	from := now.Add(-d.cfg.Window - d.cfg.MinDuration)
+	return fmt.Sprintf("SELECT daddr, dport, pid, comm, count() AS retransmits, sum(segments) AS segments\nFROM %s\nWHERE host = %s AND type = 'retransmit'%s\n  AND %s\nGROUP BY daddr, dport, pid, comm\nORDER BY segments DESC\nLIMIT 50",
+		chsql.Table("tcp_events"), chsql.Str(d.host), match, chsql.Window(from, now))
+}

@@ -1,0 +1,252 @@
+package retransmitspike
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/services/detector/detect"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
+)
+
+var kinds = []string{natsutil.KindRetransmit, natsutil.KindConn, natsutil.KindSnapshot}
+
+func newDetector(t testing.TB, edit func(*Config)) *Detector {
+	t.Helper()
+	p, ok := detect.Default.Lookup(Name)
+	if !ok {
+		t.Fatalf("%s is not registered", Name)
+	}
+	cfg := p.Config().(*Config)
+	if edit != nil {
+		edit(cfg)
+	}
+	d, err := p.New(cfg, dtest.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(*Detector)
+}
+
+func run(t *testing.T, tr dtest.Traffic, edit func(*Config), every time.Duration) []dtest.Result {
+	steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), every, 100*time.Millisecond, kinds)
+	return dtest.Run(newDetector(t, edit), steps, true)
+}
+
+// periods lists, per identity, the [start, end) of each period it was held.
+func periods(res []dtest.Result, end time.Time) map[string][][2]time.Time {
+	out := map[string][][2]time.Time{}
+	open := map[string]time.Time{}
+	for _, r := range res {
+		now := map[string]bool{}
+		for _, c := range r.Conditions {
+			id := dtest.Labels(c)
+			now[id] = true
+			if _, ok := open[id]; !ok {
+				open[id] = r.Now
+			}
+		}
+		for id, from := range open {
+			if !now[id] {
+				out[id] = append(out[id], [2]time.Time{from, r.Now})
+				delete(open, id)
+			}
+		}
+	}
+	for id, from := range open {
+		out[id] = append(out[id], [2]time.Time{from, end})
+	}
+	return out
+}
+
+// minutes is t as minutes since T0, for messages.
+func minutes(t time.Time) string { return t.Sub(dtest.T0).String() }
+
+// A transfer to one remote always loses a little (20 segments/s of 10k/s,
+// 0.2%): that is learned. Then loss jumps to 400/s (4%) for two minutes,
+// with a stretch at 90/s (0.9%, under the limits to fire but above those
+// to resolve) and a 4 s stretch of nothing: one alert for the host and one
+// for the remote, each fired once, resolved once after the loss ends.
+func TestSpikeWithHysteresis(t *testing.T) {
+	tr := dtest.Healthy(21, 10*time.Minute)
+	at := dtest.At
+	m := time.Minute
+	tr.Loss = []dtest.Loss{
+		{Remote: 3, From: at(0), To: at(5 * m), Sent: 10000, Retrans: 20},
+		{Remote: 3, From: at(5 * m), To: at(6 * m), Sent: 10000, Retrans: 400},
+		{Remote: 3, From: at(6 * m), To: at(6*m + 30*time.Second), Sent: 10000, Retrans: 90},
+		{Remote: 3, From: at(6*m + 30*time.Second), To: at(6*m + 40*time.Second), Sent: 10000, Retrans: 400},
+		{Remote: 3, From: at(6*m + 44*time.Second), To: at(7 * m), Sent: 10000, Retrans: 400},
+		{Remote: 3, From: at(7 * m), To: at(10 * m), Sent: 10000, Retrans: 20},
+	}
+	res := run(t, tr, nil, 5*time.Second)
+	dtest.Golden(t, "spike", res)
+
+	got := periods(res, at(10*m))
+	if len(got) != 2 {
+		t.Fatalf("want alerts for the host and the remote, got %v", got)
+	}
+	for _, id := range []string{"remote=*,", "remote=10.1.0.4,"} {
+		p := got[id]
+		if len(p) != 1 {
+			t.Fatalf("%s: %d firing periods, want exactly 1 (hysteresis): %v", id, len(p), p)
+		}
+		// Fires after the window fills and min_duration, within 30 s.
+		if p[0][0].Before(at(5*m)) || p[0][0].After(at(5*m+30*time.Second)) {
+			t.Errorf("%s fired at %s, want within 30 s after 5m", id, minutes(p[0][0]))
+		}
+		if p[0][1].Before(at(7*m)) || p[0][1].After(at(7*m+30*time.Second)) {
+			t.Errorf("%s resolved at %s, want within 30 s after 7m", id, minutes(p[0][1]))
+		}
+	}
+	for _, r := range res {
+		for _, c := range r.Conditions {
+			if c.Details["ratio"] == "unknown" {
+				t.Errorf("%s at %s: ratio unknown", dtest.Labels(c), minutes(r.Now))
+			}
+			if c.Threshold < 50 {
+				t.Errorf("threshold %g below min_rate", c.Threshold)
+			}
+		}
+	}
+}
+
+// A busy healthy host: 40k segments/s to one remote, 800 retransmitted
+// (0.2%), for ten minutes, on top of the usual traffic: over min_rate all
+// along, but the ratio is low. Nothing fires. With min_ratio 0.1% it would
+// (before the baseline is learned): the test can fail.
+func TestBusyHealthyHostStaysQuiet(t *testing.T) {
+	tr := dtest.Healthy(22, 10*time.Minute)
+	tr.Loss = []dtest.Loss{{Remote: 1, From: dtest.T0, To: dtest.At(10 * time.Minute), Sent: 400000, Retrans: 800}}
+	for _, r := range run(t, tr, nil, time.Second) {
+		if len(r.Conditions) > 0 {
+			t.Fatalf("busy healthy host raised at %s: %s", minutes(r.Now), r.Conditions[0].Summary)
+		}
+	}
+	if res := run(t, tr, func(c *Config) { c.MinRatio = 0.001 }, time.Second); len(periods(res, dtest.At(10*time.Minute))) == 0 {
+		t.Fatal("min_ratio 0.1% did not fire on a 0.2% ratio")
+	}
+}
+
+// The usual healthy host raises nothing either.
+func TestHealthyTrafficRaisesNothing(t *testing.T) {
+	for _, r := range run(t, dtest.Healthy(23, 10*time.Minute), nil, time.Second) {
+		if len(r.Conditions) > 0 {
+			t.Fatalf("healthy traffic raised at %s: %s", minutes(r.Now), r.Conditions[0].Summary)
+		}
+	}
+}
+
+// Long-lived connections: no finished connection and no snapshot, so no
+// ratio. A steady 100/s from the start is learned, not reported; three
+// times as much later is.
+func TestUnknownRatioNeedsBaseline(t *testing.T) {
+	d := newDetector(t, nil)
+	sk := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
+	var fired []string
+	for sec := range 600 {
+		rate := 100
+		if sec >= 300 && sec < 400 {
+			rate = 400
+		}
+		b := &eventpb.Batch{}
+		for i := range rate {
+			e := sk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(rate)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
+			e.Segments = 1
+			b.Events = append(b.Events, e)
+		}
+		d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+		for _, c := range d.Evaluate(dtest.At(time.Duration(sec+1) * time.Second)) {
+			fired = append(fired, fmt.Sprintf("%d:%s:%s", sec+1, c.Labels["remote"], c.Details["ratio"]))
+		}
+	}
+	if len(fired) == 0 {
+		t.Fatal("the spike to 400/s was not reported")
+	}
+	var first int
+	fmt.Sscanf(fired[0], "%d:", &first)
+	if first < 300 || first > 330 {
+		t.Errorf("first report at %ds, want soon after 300s: %v", first, fired[:min(3, len(fired))])
+	}
+	if !strings.Contains(fired[0], ":unknown") {
+		t.Errorf("ratio should be unknown: %s", fired[0])
+	}
+}
+
+// Host counters going down (a reboot) make the ratio unknown, not negative.
+func TestCounterReset(t *testing.T) {
+	d := newDetector(t, nil)
+	for i, c := range []struct{ out, re uint64 }{{1000, 10}, {101000, 2010}, {500, 5}} {
+		d.Observe(detect.Input{Kind: natsutil.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
+			TimeUnixNano: dtest.Ns(dtest.At(time.Duration(i) * 15 * time.Second)), TcpOutSegs: c.out, TcpRetransSegs: c.re, IntervalMs: 15000}}})
+		v := d.window(&d.all, dtest.At(time.Duration(i)*15*time.Second).UnixNano(), true)
+		switch i {
+		case 1:
+			if !v.known || v.ratio != 0.02 {
+				t.Errorf("ratio %g known %v, want 0.02", v.ratio, v.known)
+			}
+		case 2:
+			if v.known {
+				t.Errorf("ratio known after a counter reset")
+			}
+		}
+	}
+	if s, _ := d.Stats(); s.CounterResets != 1 {
+		t.Errorf("counter resets %d, want 1", s.CounterResets)
+	}
+}
+
+// 100k distinct remotes retransmitting: remotes stay at max_remotes, the
+// evictions are counted, the host-level view is whole.
+func TestBoundedState(t *testing.T) {
+	d := newDetector(t, func(c *Config) { c.MaxRemotes = 1000 })
+	b := &eventpb.Batch{}
+	for i := range 100000 {
+		sk := dtest.Sock{ID: uint64(i + 1), Pid: 200, Comm: "crawler", Local: "10.0.0.10:40000",
+			Peer: fmt.Sprintf("10.%d.%d.%d:443", 20+i/65536, i/256%256, i%256), Side: eventpb.Side_SIDE_CLIENT}
+		e := sk.Event(dtest.At(time.Duration(i)*100*time.Microsecond), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
+		e.Segments = 1
+		b.Events = append(b.Events, e)
+	}
+	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+	if n := d.remotes.Len(); n > 1000 {
+		t.Fatalf("%d remotes tracked, max 1000", n)
+	}
+	if _, ev := d.Stats(); ev != 99000 {
+		t.Errorf("evicted %d, want 99000", ev)
+	}
+	if v := d.window(&d.all, dtest.At(10*time.Second).UnixNano(), true); v.rate != 10000 {
+		t.Errorf("host rate %g, want 10000/s", v.rate)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for _, c := range []struct {
+		edit func(*Config)
+		key  string
+	}{
+		{func(c *Config) { c.Window = 1500 * time.Millisecond }, "window:"},
+		{func(c *Config) { c.MinRate = 0 }, "min_rate:"},
+		{func(c *Config) { c.MinRatio = 1 }, "min_ratio:"},
+		{func(c *Config) { c.BaselineFactor = 0 }, "baseline_factor:"},
+		{func(c *Config) { c.BaselineAlpha = 2 }, "baseline_alpha:"},
+		{func(c *Config) { c.BaselineWindows = 0 }, "baseline_windows:"},
+		{func(c *Config) { c.ResolveFraction = 0 }, "resolve_fraction:"},
+		{func(c *Config) { c.MinDuration = -1 }, "min_duration:"},
+		{func(c *Config) { c.CriticalRatio = 2 }, "critical_ratio:"},
+		{func(c *Config) { c.MaxRemotes = 0 }, "max_remotes:"},
+		{func(c *Config) { c.ForgetAfter = time.Second }, "forget_after:"},
+	} {
+		cfg := DefaultConfig()
+		c.edit(cfg)
+		if err := cfg.Validate(); err == nil || !strings.HasPrefix(err.Error(), c.key) {
+			t.Errorf("Validate() = %v, want an error starting with %q", err, c.key)
+		}
+	}
+}
