@@ -104,6 +104,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 		res.Added++
 	}
 	t.seeded = true
+	t.seedEnd = max(t.seedEnd, nowNs+seedSlack)
 	t.stats.Seeded += uint64(res.Added)
 	t.stats.SeedMerged += uint64(res.Merged)
 	t.stats.SeedSkipped += uint64(res.Skipped)
@@ -186,6 +187,7 @@ func (t *Table) indexBound() boundIndex {
 		if e.flags&flagUnbound != 0 {
 			continue
 		}
+		e.flags |= flagMayDup // events before the dump made it
 		if e.cookie != 0 {
 			bi.byCookie[e.cookie] = idx
 		}
@@ -213,8 +215,8 @@ func (bi boundIndex) find(t *Table, cookie uint64, k tupleStateKey) int32 {
 
 // findSeeded returns the unbound seeded entry an event is about, or nilIdx:
 // the one with the event's cookie, else the one with the event's addresses
-// in the state the event leaves (a change after the dump) or enters or
-// happens in (an event from before the dump, applied after Seed). A socket
+// in the state the event leaves or happens in, or enters if the event is
+// from before the dump (applied after Seed). A socket
 // cookie is exact, except that for LISTEN sockets the kernel's sock_diag
 // cookie can differ from the socket's own (seen on 6.18), so a listener is
 // also matched by addresses.
@@ -242,11 +244,12 @@ func (t *Table) findSeeded(ev *eventpb.Event, fam uint8) int32 {
 	if ev.Cookie != 0 && e.state != uint8(eventpb.TcpState_TCP_STATE_LISTEN) {
 		return nilIdx // another socket: its cookie would have matched
 	}
-	if e.state == uint8(ev.NewState) ||
-		(ev.Type == eventpb.EventType_EVENT_TYPE_STATE_CHANGE && e.state == uint8(ev.OldState)) {
-		return idx
+	if ev.Type != eventpb.EventType_EVENT_TYPE_STATE_CHANGE {
+		return matchIf(e.state == uint8(ev.NewState), idx) // happens in the state
 	}
-	return nilIdx
+	leaves := e.state == uint8(ev.OldState)
+	entersBeforeDump := e.state == uint8(ev.NewState) && int64(ev.TimeUnixNano) <= t.seedEnd
+	return matchIf(leaves || entersBeforeDump, idx)
 }
 
 // bind makes seeded entry idx the socket sock_id id.
@@ -305,6 +308,13 @@ func (t *Table) tupleHash(fam uint8, sa *[16]byte, sport uint16, da *[16]byte, d
 	h = mix(h ^ binary.LittleEndian.Uint64(sa[8:]))
 	h = mix(h ^ binary.LittleEndian.Uint64(da[:8]))
 	return mix(h ^ binary.LittleEndian.Uint64(da[8:]))
+}
+
+func matchIf(ok bool, idx int32) int32 {
+	if ok {
+		return idx
+	}
+	return nilIdx
 }
 
 func hasKey(m map[uint64]int32, k uint64) bool {

@@ -273,3 +273,32 @@ func TestSeedEviction(t *testing.T) {
 		t.Errorf("stats %+v, %d by cookie", st, len(tb.byCookie))
 	}
 }
+
+func TestSeedDuplicateOfSocketSeenFirstAfterSeed(t *testing.T) {
+	tb, _ := seedFixture(t)
+	n := tb.Len()
+	// Events from before the dump, still in the ring buffer when Seed ran:
+	// a connect whose socket the dump saw ESTABLISHED (cookie 13).
+	conn := addrs("10.0.0.1:40001", "10.0.0.3:443")
+	mustApply(t, tb, ev(950, t0-5*ms, stClose, stSynSent, sport(0), conn, owner(ownTask, 300, "app", 5)))
+	if tb.Len() != n+1 {
+		t.Fatalf("len %d, want %d", tb.Len(), n+1)
+	}
+	mustApply(t, tb, ev(950, t0-4*ms, stSynSent, stEst, conn))
+	if _, ok := tb.GetSeeded(13); ok || tb.Len() != n {
+		t.Fatalf("seeded copy kept (len %d, want %d)", tb.Len(), n)
+	}
+	if got := mustGet(t, tb, 950); got.Cookie != 13 || got.OwnerSource != ownTask || got.StateSince != t0-4*ms || got.Seeded {
+		t.Fatalf("%+v", got)
+	}
+	// Well after the dump, a socket entering the state a seeded socket with
+	// its addresses was in is another socket, and no duplicate of it.
+	mustApply(t, tb, ev(951, t0+2*seedSlack, stSynRecv, stEst, addrs("10.0.0.1:80", "10.0.0.9:5555")))
+	mustApply(t, tb, ev(951, t0+2*seedSlack+ms, stEst, stFinWait1, addrs("10.0.0.1:80", "10.0.0.9:5555")))
+	if _, ok := tb.GetSeeded(11); !ok {
+		t.Error("seeded socket 11 taken by a later socket")
+	}
+	if st := tb.Stats(); st.Duplicates != 1 || st.Rebound != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 )
@@ -22,7 +23,14 @@ const (
 	flagSeeded    = 1 << iota // came from sock_diag: the socket predates the probe
 	flagEstimated             // since is a lower bound, not the time the state was entered
 	flagUnbound               // seeded and not yet matched to a sock_id: keyed by cookie
+	// flagMayDup: made by events from before the dump, so a seeded entry
+	// may be the same socket (see dropDuplicate).
+	flagMayDup
 )
+
+// seedSlack is how long after Seed's now events may still be from before
+// the dump: the dump itself takes time, and clocks differ a little.
+const seedSlack = int64(time.Second)
 
 const nilIdx = -1
 
@@ -90,6 +98,7 @@ type Table struct {
 	comms    *interner
 	hashSeed uint64
 	seeded   bool
+	seedEnd  int64 // Unix ns: later events are all from after the dump
 	stats    Stats
 
 	snap snapshotScratch
@@ -137,9 +146,13 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 		return err
 	}
 	closing := ev.NewState == eventpb.TcpState_TCP_STATE_CLOSE
+	at := int64(ev.TimeUnixNano)
 	idx, ok := t.byID[ev.SockId]
 	if !ok {
-		idx = t.findSeeded(ev, fam)
+		idx = nilIdx
+		if !isConnect(ev) { // a new client socket cannot be a seeded one
+			idx = t.findSeeded(ev, fam)
+		}
 		switch {
 		case idx != nilIdx:
 			t.bind(idx, ev.SockId)
@@ -149,12 +162,20 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 			idx = t.insert()
 			e := &t.entries[idx]
 			e.sockID = ev.SockId
+			if len(t.byCookie) > 0 && at <= t.seedEnd {
+				e.flags |= flagMayDup
+			}
 			t.byID[ev.SockId] = idx
 		}
 	}
 	t.update(&t.entries[idx], ev, fam)
-	if len(t.byCookie) > 0 {
+	if t.entries[idx].flags&flagMayDup != 0 {
 		t.dropDuplicate(idx, ev)
+		// After an event with a cookie or from after the dump, a
+		// duplicate would have been found by now.
+		if ev.Cookie != 0 || at > t.seedEnd || len(t.byCookie) == 0 {
+			t.entries[idx].flags &^= flagMayDup
+		}
 	}
 	if closing {
 		t.remove(idx)
@@ -162,6 +183,12 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 	}
 	t.moveToFront(idx)
 	return nil
+}
+
+// isConnect reports a client's first event, CLOSE -> SYN_SENT.
+func isConnect(ev *eventpb.Event) bool {
+	return ev.Type == eventpb.EventType_EVENT_TYPE_STATE_CHANGE &&
+		ev.OldState == eventpb.TcpState_TCP_STATE_CLOSE && ev.NewState == eventpb.TcpState_TCP_STATE_SYN_SENT
 }
 
 // checkEvent validates what Apply relies on and returns the family as a
