@@ -170,9 +170,11 @@ func TestPluginConfigThatCannotBeASection(t *testing.T) {
 		want string
 	}{
 		{func() any { return leakConfig{} }, "pointer to a struct"},
-		{func() any { return &struct {
-			For time.Duration `koanf:"for"`
-		}{} }, `"for" is the framework's`},
+		{func() any {
+			return &struct {
+				For time.Duration `koanf:"for"`
+			}{}
+		}, `"for" is the framework's`},
 	} {
 		reg := &detect.Registry{}
 		if err := reg.Register(detect.Plugin{Name: "bad", Kinds: []string{"state"}, Config: tt.cfg, New: newNop}); err != nil {
