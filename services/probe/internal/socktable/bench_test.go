@@ -68,6 +68,7 @@ func liveTable(n int) (*Table, *benchGen) {
 	for i := range n {
 		g.open(tb, i, 0, t0)
 	}
+	tb.AbandonSeed() // steady state: no seed pending
 	return tb, g
 }
 

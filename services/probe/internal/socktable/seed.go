@@ -16,6 +16,50 @@ type SeedResult struct {
 	Added   int // new entries
 	Merged  int // sockets the table already had (from events or an earlier Seed)
 	Skipped int // not tracked: TIME_WAIT, NEW_SYN_RECV, CLOSE, no cookie
+	Closed  int // closed after the dump, before Seed
+}
+
+// BeginSeed tells the table a dump is about to start, for a Seed after
+// the first: from now to Seed, it remembers the sockets that close, since
+// the dump may still list them. New tables do this from the start.
+func (t *Table) BeginSeed() {
+	t.recording = true
+}
+
+// AbandonSeed tells the table no Seed will follow (the dump failed), so it
+// stops remembering closed sockets.
+func (t *Table) AbandonSeed() {
+	t.recording = false
+	t.closedCookies = make(map[uint64]struct{})
+	t.closedTuples = make(map[uint64]struct{})
+}
+
+// recordClose remembers a socket that closed while a seed is pending.
+func (t *Table) recordClose(ev *eventpb.Event, fam uint8) {
+	if len(t.closedCookies)+len(t.closedTuples) >= 2*t.max {
+		t.stats.CloseRecordsLost++
+		return
+	}
+	if ev.Cookie != 0 {
+		t.closedCookies[ev.Cookie] = struct{}{}
+	}
+	var sa, da [16]byte
+	copy(sa[:], ev.Saddr)
+	copy(da[:], ev.Daddr)
+	t.closedTuples[t.tupleHash(fam, &sa, uint16(ev.Sport), &da, uint16(ev.Dport))] = struct{}{}
+}
+
+// closedSincePending reports whether a dumped socket closed after the dump.
+// By address alone when the cookies differ: a listener's sock_diag cookie
+// can differ from its own, and a closing event may carry none. A new
+// socket reusing the addresses within the pending window would be
+// mistaken for the closed one only if no event had put it in the table.
+func (t *Table) closedSincePending(cookie, tuple uint64) bool {
+	if _, ok := t.closedCookies[cookie]; ok {
+		return true
+	}
+	_, ok := t.closedTuples[tuple]
+	return ok
 }
 
 // Seed adds the sockets that existed before the probe, read through
@@ -60,6 +104,11 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 				idx = j
 			}
 		}
+		tuple := t.tupleHash(fam, &sa, sport, &da, dport)
+		if idx == nilIdx && t.closedSincePending(s.Cookie, tuple) {
+			res.Closed++
+			continue
+		}
 		if idx != nilIdx {
 			e := &t.entries[idx]
 			if e.cookie == 0 {
@@ -98,13 +147,15 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 		t.byCookie[s.Cookie] = idx
 		// Two seeded sockets with one address tuple (SO_REUSEPORT
 		// listeners): the second is found by cookie only.
-		if h := t.tupleHash(fam, &sa, sport, &da, dport); !hasKey(t.byTuple, h) {
-			t.byTuple[h] = idx
+		if !hasKey(t.byTuple, tuple) {
+			t.byTuple[tuple] = idx
 		}
 		res.Added++
 	}
 	t.seeded = true
 	t.seedEnd = max(t.seedEnd, nowNs+seedSlack)
+	t.AbandonSeed() // done: forget the closed sockets
+	t.stats.SeedClosed += uint64(res.Closed)
 	t.stats.Seeded += uint64(res.Added)
 	t.stats.SeedMerged += uint64(res.Merged)
 	t.stats.SeedSkipped += uint64(res.Skipped)
@@ -317,7 +368,7 @@ func matchIf(ok bool, idx int32) int32 {
 	return nilIdx
 }
 
-func hasKey(m map[uint64]int32, k uint64) bool {
+func hasKey[V any](m map[uint64]V, k uint64) bool {
 	_, ok := m[k]
 	return ok
 }

@@ -302,3 +302,54 @@ func TestSeedDuplicateOfSocketSeenFirstAfterSeed(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+func TestSeedLeavesOutSocketsClosedMeanwhile(t *testing.T) {
+	tb := New(100)
+	// Between the dump and Seed: three dumped sockets close, identified by
+	// cookie, by addresses (a listener whose sock_diag cookie differs), and
+	// by addresses without a cookie.
+	mustApply(t, tb,
+		ev(10, t0-3*ms, stEst, stClose, addrs("10.0.0.1:40040", "10.0.0.3:443"), cookie(31)),
+		ev(11, t0-2*ms, stListen, stClose, addrs("0.0.0.0:81", "0.0.0.0:0"), cookie(999)),
+		ev(12, t0-ms, stFinWait2, stClose, addrs("10.0.0.1:40050", "10.0.0.3:443")))
+	res := tb.Seed([]sockdiag.Socket{
+		diagSock(sockdiag.StateEstablished, "10.0.0.1:40040", "10.0.0.3:443", 31, 1031),
+		diagSock(sockdiag.StateListen, "0.0.0.0:81", "0.0.0.0:0", 32, 1032),
+		diagSock(sockdiag.StateFinWait2, "10.0.0.1:40050", "10.0.0.3:443", 33, 0),
+		diagSock(sockdiag.StateEstablished, "10.0.0.1:40060", "10.0.0.3:443", 34, 1034),
+	}, nil, time.Unix(0, t0))
+	if want := (SeedResult{Added: 1, Closed: 3}); res != want {
+		t.Fatalf("%+v, want %+v", res, want)
+	}
+	if _, ok := tb.GetSeeded(34); !ok || tb.Len() != 1 {
+		t.Fatalf("len %d", tb.Len())
+	}
+	// Seed ends the recording; BeginSeed starts it again, AbandonSeed ends it.
+	mustApply(t, tb, ev(13, t0+ms, stEst, stClose, cookie(35)))
+	if len(tb.closedCookies)+len(tb.closedTuples) != 0 {
+		t.Fatal("closes recorded with no seed pending")
+	}
+	tb.BeginSeed()
+	mustApply(t, tb, ev(14, t0+2*ms, stEst, stClose, cookie(36)))
+	if len(tb.closedCookies) != 1 {
+		t.Fatal("close not recorded after BeginSeed")
+	}
+	tb.AbandonSeed()
+	if len(tb.closedCookies)+len(tb.closedTuples) != 0 {
+		t.Fatal("records kept after AbandonSeed")
+	}
+	if st := tb.Stats(); st.SeedClosed != 3 || st.CloseRecordsLost != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestCloseRecordsBounded(t *testing.T) {
+	tb := New(2)
+	for i := range 10 {
+		mustApply(t, tb, ev(uint64(i+1), t0, stEst, stClose, cookie(uint64(i+1)), sport(uint32(1000+i))))
+	}
+	// Each close takes a cookie and an address record: 2*max records hold 2 closes.
+	if st := tb.Stats(); st.CloseRecordsLost != 8 || len(tb.closedCookies) != 2 {
+		t.Errorf("stats %+v, %d cookies", st, len(tb.closedCookies))
+	}
+}

@@ -76,6 +76,12 @@ type Stats struct {
 	Duplicates uint64
 	// OwnerFills: events whose owner FillOwner supplied.
 	OwnerFills uint64
+	// SeedClosed: sock_diag sockets left out because their CLOSE event came
+	// between the dump and Seed. CloseRecordsLost: such CLOSE events not
+	// remembered because maxSockets of them were already (their sockets
+	// may be seeded and stay until evicted).
+	SeedClosed       uint64
+	CloseRecordsLost uint64
 	// BadEvents: events Apply rejected.
 	BadEvents uint64
 	// Comms: distinct process names held.
@@ -99,7 +105,12 @@ type Table struct {
 	hashSeed uint64
 	seeded   bool
 	seedEnd  int64 // Unix ns: later events are all from after the dump
-	stats    Stats
+	// Sockets that closed while a seed was pending (between the dump and
+	// Seed), by cookie and by address hash: the dump still lists them.
+	recording     bool
+	closedCookies map[uint64]struct{}
+	closedTuples  map[uint64]struct{}
+	stats         Stats
 
 	snap snapshotScratch
 }
@@ -116,6 +127,10 @@ func New(maxSockets int) *Table {
 		byTuple:  make(map[uint64]int32),
 		comms:    newInterner(),
 		hashSeed: rand.Uint64(),
+		// The probe dumps after attaching: a seed is pending from the start.
+		recording:     true,
+		closedCookies: make(map[uint64]struct{}),
+		closedTuples:  make(map[uint64]struct{}),
 	}
 }
 
@@ -147,6 +162,9 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 	}
 	closing := ev.NewState == eventpb.TcpState_TCP_STATE_CLOSE
 	at := int64(ev.TimeUnixNano)
+	if closing && t.recording {
+		t.recordClose(ev, fam)
+	}
 	idx, ok := t.byID[ev.SockId]
 	if !ok {
 		idx = nilIdx
