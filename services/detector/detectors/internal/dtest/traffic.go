@@ -37,6 +37,10 @@ type Traffic struct {
 	StuckCloseWait int
 	// SnapshotEvery is the probe's snapshot interval (0: none).
 	SnapshotEvery time.Duration
+	// Down are periods when connects to a database remote fail.
+	Down []Outage
+	// Storms are periods of extra resets.
+	Storms []Storm
 	// Loss are periods of bulk transfers that lose segments.
 	Loss []Loss
 	// Slow are periods of slow handshakes.
@@ -44,6 +48,24 @@ type Traffic struct {
 	// Held are extra sockets in CLOSE_WAIT: a leak to detect in the middle
 	// of the healthy traffic, in events and snapshots alike.
 	Held []Held
+}
+
+// Outage makes the worker's connects to database remote number Remote begun
+// in [From, To) fail after Wait with Errno (0: the worker gave up).
+type Outage struct {
+	Remote   int
+	From, To time.Time
+	Errno    int32
+	Wait     time.Duration
+}
+
+// Storm adds PerSec resets from From to To: sent on connections into the
+// api listener (Server), or received from database remote number Remote.
+type Storm struct {
+	Server   bool
+	Remote   int
+	From, To time.Time
+	PerSec   float64
 }
 
 // Loss is a bulk transfer by the worker to database remote number Remote
@@ -194,6 +216,17 @@ func (tr Traffic) Stream() *Stream {
 		c.handshake = uint32(hs)
 		if !server {
 			state(t, c, closeS, synSent, 0)
+			for _, o := range tr.Down {
+				if o.Remote == remote && t >= o.From.UnixNano() && t < o.To.UnixNano() {
+					if at := t + int64(o.Wait); at <= end {
+						e := ev(at, eventpb.EventType_EVENT_TYPE_CONNECT_FAILED, c)
+						e.OldState, e.NewState, e.Error = synSent, closeS, o.Errno
+						e.StateDurationUs = uint64(o.Wait / time.Microsecond)
+						s.Event(e)
+					}
+					return
+				}
+			}
 		}
 		c.est = t + int64(hs*1e3)
 		if server {
@@ -263,6 +296,21 @@ func (tr Traffic) Stream() *Stream {
 			c := &conn{server: true, sock: sock, peer: clientIP(rng.IntN(500)), sport: APIPort,
 				dport: uint32(32768 + rng.IntN(28000)), pid: 100, comm: "api"}
 			e := ev(t, eventpb.EventType_EVENT_TYPE_RESET_RECEIVED, c)
+			e.NewState = estab
+			s.Event(e)
+		}
+	}
+	for _, st := range tr.Storms {
+		for t := st.From.UnixNano() + exp(1e9/st.PerSec); t < min(st.To.UnixNano(), end); t += exp(1e9 / st.PerSec) {
+			sock++
+			c := &conn{server: true, sock: sock, peer: clientIP(rng.IntN(500)), sport: APIPort,
+				dport: uint32(32768 + rng.IntN(28000)), pid: 100, comm: "api"}
+			typ := eventpb.EventType_EVENT_TYPE_RESET_SENT
+			if !st.Server {
+				c = &conn{sock: sock, peer: RemoteIP(st.Remote), sport: uint32(32768 + rng.IntN(28000)), dport: DBPort, pid: 200, comm: "worker"}
+				typ = eventpb.EventType_EVENT_TYPE_RESET_RECEIVED
+			}
+			e := ev(t, typ, c)
 			e.NewState = estab
 			s.Event(e)
 		}
