@@ -115,7 +115,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 				e.cookie = s.Cookie
 			}
 			if e.flags&flagUnbound != 0 && e.state != s.State { // seeded again, moved on meanwhile
-				e.state, e.since = s.State, nowNs
+				e.state, e.since = s.State, seedSince(s, nowNs)
 				e.flags |= flagEstimated
 			}
 			e.rqueue = s.RQueue
@@ -131,12 +131,9 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 		e.cookie = s.Cookie
 		e.family, e.saddr, e.daddr, e.sport, e.dport = fam, sa, da, sport, dport
 		e.state = s.State
-		e.since = nowNs
+		e.since = seedSince(s, nowNs)
 		e.rqueue = s.RQueue
 		e.flags = flagSeeded | flagUnbound | flagEstimated
-		if s.State == sockdiag.StateCloseWait && s.Info.Len > 0 {
-			e.since = nowNs - int64(min(s.Info.LastAckRecvMs, s.Info.LastDataRecvMs))*int64(time.Millisecond)
-		}
 		e.side = uint8(eventpb.Side_SIDE_CLIENT)
 		if s.State == sockdiag.StateListen || listeners.has(s.Src) {
 			e.side = uint8(eventpb.Side_SIDE_SERVER)
@@ -160,6 +157,14 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 	t.stats.SeedMerged += uint64(res.Merged)
 	t.stats.SeedSkipped += uint64(res.Skipped)
 	return res
+}
+
+// seedSince estimates when a dumped socket entered its state; see Seed.
+func seedSince(s *sockdiag.Socket, nowNs int64) int64 {
+	if s.State != sockdiag.StateCloseWait || s.Info.Len == 0 {
+		return nowNs
+	}
+	return nowNs - int64(min(s.Info.LastAckRecvMs, s.Info.LastDataRecvMs))*int64(time.Millisecond)
 }
 
 func diagFamily(f uint8) uint8 {
