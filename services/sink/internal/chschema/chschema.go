@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // DefaultDatabase is used when Options.Database is empty.
@@ -67,16 +68,54 @@ type Table struct {
 	Name    string
 	Columns []Column
 	// Engine with its parameters, e.g. "MergeTree".
-	Engine      string
-	PartitionBy string
-	OrderBy     string
+	Engine string
+	// TimeColumn is the DateTime or DateTime64 column the table is
+	// partitioned by: one partition per UTC day, or per UTC month when
+	// Monthly (for small tables, where daily parts would stay tiny).
+	TimeColumn string
+	Monthly    bool
+	OrderBy    string
 	// TTLFrom is the DateTime expression Options.TTLDays counts from; ""
 	// means the table never expires rows.
 	TTLFrom string
 }
 
 // Tables are the tables Render and Migrate manage, in creation order.
-var Tables = []*Table{&TCPEvents}
+var Tables = []*Table{&TCPEvents, &TCPConnections, &SocketSnapshots, &Alerts}
+
+// PartitionBy is the table's partition key expression.
+func (t *Table) PartitionBy() string {
+	if t.Monthly {
+		return "toYYYYMM(" + t.TimeColumn + ")"
+	}
+	return "toYYYYMMDD(" + t.TimeColumn + ")"
+}
+
+// PartitionOf is the partition (YYYYMMDD, or YYYYMM when Monthly) of a row
+// whose TimeColumn is ns nanoseconds since the epoch: PartitionBy computed
+// in Go, so that the writer can split an INSERT by partition.
+func (t *Table) PartitionOf(ns int64) uint32 {
+	y, m, d := time.Unix(0, ns).UTC().Date()
+	if t.Monthly {
+		return uint32(y*100 + int(m))
+	}
+	return uint32(y*10000 + int(m)*100 + d)
+}
+
+// PartitionBounds is [start, end) of partition p in Unix seconds.
+func (t *Table) PartitionBounds(p uint32) (int64, int64) {
+	if t.Monthly {
+		start := time.Date(int(p/100), time.Month(p%100), 1, 0, 0, 0, 0, time.UTC)
+		return start.Unix(), start.AddDate(0, 1, 0).Unix()
+	}
+	start := time.Date(int(p/10000), time.Month(p/100%100), int(p%100), 0, 0, 0, 0, time.UTC)
+	return start.Unix(), start.AddDate(0, 0, 1).Unix()
+}
+
+// Qualified is `database`.`table`, as the writer's statements name it.
+func (t *Table) Qualified(database string) string {
+	return quoteIdent(Options{Database: database}.database()) + "." + quoteIdent(t.Name)
+}
 
 // ColumnNames are the table's columns in definition order: the explicit
 // column list and value order for INSERTs.
@@ -107,9 +146,7 @@ func (t *Table) ttl(f Features, o Options) string {
 }
 
 // qualified is database.table, quoted where needed.
-func (t *Table) qualified(o Options) string {
-	return quoteIdent(o.database()) + "." + quoteIdent(t.Name)
-}
+func (t *Table) qualified(o Options) string { return t.Qualified(o.database()) }
 
 // Create is the table's CREATE TABLE IF NOT EXISTS statement.
 func (t *Table) Create(f Features, o Options) string {
@@ -126,7 +163,7 @@ func (t *Table) Create(f Features, o Options) string {
 		}
 		fmt.Fprintf(&b, "    %s%s\n", c.def(f, width), sep)
 	}
-	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY %s", t.Engine, t.PartitionBy, t.OrderBy)
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY %s", t.Engine, t.PartitionBy(), t.OrderBy)
 	if ttl := t.ttl(f, o); ttl != "" {
 		fmt.Fprintf(&b, "\nTTL %s", ttl)
 	}

@@ -4,15 +4,18 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // Migrate creates the schema where it is missing and upgrades what exists:
 // columns of the definition that a table lacks are added (in definition
-// order), and on servers with TTL support the table TTL is set to match
-// o.TTLDays. It never drops or retypes a column. Running it again changes
-// nothing.
+// order), Enum8 columns gain the values the definition added (a metadata
+// change that keeps every row, checked on 18.16), and on servers with TTL
+// support the table TTL is set to match o.TTLDays. It never drops a column
+// or retypes one otherwise. Running it again changes nothing.
 func Migrate(ctx context.Context, conn driver.Conn, f Features, o Options) error {
 	if o.TTLDays < 0 {
 		return fmt.Errorf("clickhouse schema: TTL of %d days: must be 0 (keep forever) or more", o.TTLDays)
@@ -24,6 +27,9 @@ func Migrate(ctx context.Context, conn driver.Conn, f Features, o Options) error
 	}
 	for _, t := range Tables {
 		if err := t.addMissingColumns(ctx, conn, f, o); err != nil {
+			return err
+		}
+		if err := t.widenEnums(ctx, conn, o); err != nil {
 			return err
 		}
 		if f.TTL {
@@ -44,7 +50,7 @@ func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Featu
 		return err
 	}
 	for i, c := range t.Columns {
-		if have[c.Name] {
+		if have[c.Name] != "" {
 			continue
 		}
 		alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", t.qualified(o), c.def(f, 0))
@@ -52,30 +58,79 @@ func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Featu
 			alter += " AFTER " + quoteIdent(t.Columns[i-1].Name)
 		}
 		if err := conn.Exec(ctx, alter); err != nil {
-			if now, lerr := t.existingColumns(ctx, conn, o); lerr == nil && now[c.Name] {
+			if now, lerr := t.existingColumns(ctx, conn, o); lerr == nil && now[c.Name] != "" {
 				continue
 			}
 			return fmt.Errorf("clickhouse schema: add column %s to %s: %w", c.Name, t.qualified(o), err)
 		}
-		have[c.Name] = true
+		have[c.Name] = c.Type(f)
 	}
 	return nil
 }
 
-func (t *Table) existingColumns(ctx context.Context, conn driver.Conn, o Options) (map[string]bool, error) {
+// widenEnums gives the table's Enum8 columns the values their definition
+// has and the table lacks (a newer contract added a value). Only adding
+// is done: a column whose values conflict with the definition (a name
+// with another number, a value the definition dropped) is an error, as
+// the sink's inserts would fail on it.
+func (t *Table) widenEnums(ctx context.Context, conn driver.Conn, o Options) error {
+	have, err := t.existingColumns(ctx, conn, o)
+	if err != nil {
+		return err
+	}
+	for _, c := range t.Columns {
+		typ := have[c.Name]
+		if !strings.HasPrefix(c.Modern, "Enum8(") || typ == "" || typ == c.Modern {
+			continue
+		}
+		if !strings.HasPrefix(typ, "Enum8(") {
+			return fmt.Errorf("clickhouse schema: column %s of %s is %s, want %s", c.Name, t.qualified(o), typ, c.Modern)
+		}
+		want, got := enumValues(c.Modern), enumValues(typ)
+		for name, code := range got {
+			if w, ok := want[name]; !ok || w != code {
+				return fmt.Errorf("clickhouse schema: column %s of %s is %s, which conflicts with %s: "+
+					"not widening it", c.Name, t.qualified(o), typ, c.Modern)
+			}
+		}
+		if len(got) == len(want) {
+			continue // same values, spelled differently
+		}
+		alter := fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s", t.qualified(o), quoteIdent(c.Name), c.Modern)
+		if err := conn.Exec(ctx, alter); err != nil {
+			return fmt.Errorf("clickhouse schema: add enum values to column %s of %s: %w", c.Name, t.qualified(o), err)
+		}
+	}
+	return nil
+}
+
+var enumValue = regexp.MustCompile(`'((?:[^'\\]|\\.)*)'\s*=\s*(-?\d+)`)
+
+// enumValues parses an Enum8 type into name -> number.
+func enumValues(typ string) map[string]int {
+	out := map[string]int{}
+	for _, m := range enumValue.FindAllStringSubmatch(typ, -1) {
+		n, _ := strconv.Atoi(m[2])
+		out[m[1]] = n
+	}
+	return out
+}
+
+// existingColumns returns the table's columns and their types.
+func (t *Table) existingColumns(ctx context.Context, conn driver.Conn, o Options) (map[string]string, error) {
 	rows, err := conn.Query(ctx,
-		"SELECT name FROM system.columns WHERE database = ? AND table = ?", o.database(), t.Name)
+		"SELECT name, type FROM system.columns WHERE database = ? AND table = ?", o.database(), t.Name)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", t.qualified(o), err)
 	}
 	defer rows.Close()
-	have := map[string]bool{}
+	have := map[string]string{}
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
 			return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", t.qualified(o), err)
 		}
-		have[name] = true
+		have[name] = typ
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", t.qualified(o), err)

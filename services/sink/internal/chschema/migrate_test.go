@@ -3,6 +3,7 @@ package chschema
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -88,10 +89,10 @@ func showCreate(t *testing.T, conn driver.Conn, db, table string) string {
 	return stmt
 }
 
-// wantColumns is what system.columns should say for tcp_events on f.
-func wantColumns(f Features) []string {
+// wantColumns is what DESCRIBE should say for table on f.
+func wantColumns(table *Table, f Features) []string {
 	var cols []string
-	for _, c := range TCPEvents.Columns {
+	for _, c := range table.Columns {
 		cols = append(cols, c.Name+" "+c.Type(f))
 	}
 	return cols
@@ -105,18 +106,23 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	if err := Migrate(ctx, conn, f, o); err != nil {
 		t.Fatalf("first Migrate: %v", err)
 	}
-	first := showCreate(t, conn, db, "tcp_events")
+	first := map[string]string{}
+	for _, table := range Tables {
+		first[table.Name] = showCreate(t, conn, db, table.Name)
+	}
 	if err := Migrate(ctx, conn, f, o); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
-	if second := showCreate(t, conn, db, "tcp_events"); second != first {
-		t.Errorf("second Migrate changed the table:\nbefore %s\nafter  %s", first, second)
-	}
-	if got, want := describe(t, conn, db, "tcp_events"), wantColumns(f); !slices.Equal(got, want) {
-		t.Errorf("columns\n got %q\nwant %q", got, want)
-	}
-	if strings.Contains(first, "TTL") != f.TTL {
-		t.Errorf("TTL support %v but table is %s", f.TTL, first)
+	for _, table := range Tables {
+		if second := showCreate(t, conn, db, table.Name); second != first[table.Name] {
+			t.Errorf("second Migrate changed %s:\nbefore %s\nafter  %s", table.Name, first[table.Name], second)
+		}
+		if got, want := describe(t, conn, db, table.Name), wantColumns(table, f); !slices.Equal(got, want) {
+			t.Errorf("columns of %s\n got %q\nwant %q", table.Name, got, want)
+		}
+		if strings.Contains(first[table.Name], "TTL") != f.TTL {
+			t.Errorf("TTL support %v but table is %s", f.TTL, first[table.Name])
+		}
 	}
 }
 
@@ -131,9 +137,10 @@ func TestInsertAndReadBack(t *testing.T) {
 
 	ts := time.Date(2026, 11, 24, 18, 30, 15, 123456789, time.UTC)
 	row := []any{
-		ts, uint64(ts.UnixNano()), "host-a", "state_change", uint32(4242), uint32(4243), "curl",
-		"ipv6", "::1", uint16(40000), "2001:db8::1", uint16(443), "SYN_SENT", "ESTABLISHED",
-		uint64(1234), uint64(0xffff8880deadbeef), "probe-1", uint64(7), uint64(99),
+		ts, uint64(ts.UnixNano()), "host-a", "connect_failed", uint32(4242), uint32(4243), "curl",
+		"ipv6", "::1", uint16(40000), "2001:db8::1", uint16(443), "SYN_SENT", "CLOSE",
+		uint64(1234), uint64(0xffff8880deadbeef), "listener", uint64(8812), int32(111), uint64(2500), uint32(2),
+		"client", uint32(3), uint64(0x4000000000001234), "probe-1", uint64(7), uint64(99),
 	}
 	cols := TCPEvents.ColumnNames()
 	if len(row) != len(cols) {
@@ -152,24 +159,27 @@ func TestInsertAndReadBack(t *testing.T) {
 	}
 
 	var (
-		gotTime                  time.Time
-		timeNs, dur, sock, seq   uint64
-		streamSeq                uint64
-		host, typ, comm, family  string
-		saddr, daddr, old, state string
-		probeID                  string
-		pid, tid                 uint32
-		sport, dport             uint16
+		gotTime                         time.Time
+		timeNs, dur, sock, seq          uint64
+		streamSeq, cgroup, hsUs, cookie uint64
+		host, typ, comm, family         string
+		saddr, daddr, old, state        string
+		probeID, owner, side            string
+		pid, tid, hsRetrans, segments   uint32
+		sport, dport                    uint16
+		errno                           int32
 	)
 	err = conn.QueryRow(ctx, fmt.Sprintf("SELECT %s FROM %s.tcp_events", list, db)).Scan(
 		&gotTime, &timeNs, &host, &typ, &pid, &tid, &comm, &family, &saddr, &sport, &daddr, &dport,
-		&old, &state, &dur, &sock, &probeID, &seq, &streamSeq)
+		&old, &state, &dur, &sock, &owner, &cgroup, &errno, &hsUs, &hsRetrans, &side, &segments, &cookie,
+		&probeID, &seq, &streamSeq)
 	if err != nil {
 		t.Fatalf("read back: %v", err)
 	}
 	got := []any{
 		gotTime.UTC(), timeNs, host, typ, pid, tid, comm, family, saddr, sport, daddr, dport,
-		old, state, dur, sock, probeID, seq, streamSeq,
+		old, state, dur, sock, owner, cgroup, errno, hsUs, hsRetrans, side, segments, cookie,
+		probeID, seq, streamSeq,
 	}
 	want := slices.Clone(row)
 	if !f.DateTime64 {
@@ -222,7 +232,7 @@ func TestMigrateAddsMissingColumns(t *testing.T) {
 	if err := Migrate(ctx, conn, f, o); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
-	if got, want := describe(t, conn, db, "tcp_events"), wantColumns(f); !slices.Equal(got, want) {
+	if got, want := describe(t, conn, db, "tcp_events"), wantColumns(&TCPEvents, f); !slices.Equal(got, want) {
 		t.Errorf("columns after Migrate\n got %q\nwant %q", got, want)
 	}
 	var comm, probeID string
@@ -242,6 +252,192 @@ func TestMigrateAddsMissingColumns(t *testing.T) {
 	}
 	if after := showCreate(t, conn, db, "tcp_events"); after != before {
 		t.Errorf("second Migrate changed the table:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestMigrateFromV1 upgrades tcp_events as the first release of the sink
+// made it (testdata/tcp_events.v1.legacy.sql, a frozen copy of that
+// rendering), holding a row: the columns of the new Event fields are added
+// in their place, the row keeps its values and gets defaults, and the
+// sink's full INSERT works on the migrated table.
+func TestMigrateFromV1(t *testing.T) {
+	conn, f, db := probe(t)
+	ctx := context.Background()
+	v1, err := os.ReadFile("testdata/tcp_events.v1.legacy.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	create := strings.TrimSuffix(strings.Replace(string(v1), "netpulse.tcp_events", db+".tcp_events", 1), ";\n")
+	if err := conn.Exec(ctx, create); err != nil {
+		t.Fatalf("create the v1 table: %v", err)
+	}
+	insertRow(t, conn, db+".tcp_events", "time, time_ns, host, type, pid, comm, family, saddr, sport, new_state, sock_id, stream_seq",
+		time.Unix(1795000000, 0), uint64(1795000000123456789), "h1", "state_change", uint32(42), "nginx", "ipv4", "10.0.0.1", uint16(80), "CLOSE_WAIT", uint64(77), uint64(5))
+
+	if err := Migrate(ctx, conn, f, Options{Database: db}); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if got, want := describe(t, conn, db, "tcp_events"), wantColumns(&TCPEvents, f); !slices.Equal(got, want) {
+		t.Errorf("columns after Migrate\n got %q\nwant %q", got, want)
+	}
+	var (
+		timeNs, sock, streamSeq, cgroup, hsUs, cookie uint64
+		host, comm, state, owner, side, saddr         string
+		errno                                         int32
+		segments                                      uint32
+	)
+	err = conn.QueryRow(ctx, fmt.Sprintf(`SELECT time_ns, host, comm, new_state, saddr, sock_id, stream_seq, owner_source, cgroup_id, error,
+		handshake_us, side, segments, cookie FROM %s.tcp_events`, db)).Scan(&timeNs, &host, &comm, &state, &saddr, &sock, &streamSeq,
+		&owner, &cgroup, &errno, &hsUs, &side, &segments, &cookie)
+	if err != nil {
+		t.Fatalf("read the old row: %v", err)
+	}
+	if got, want := fmt.Sprint(timeNs, host, comm, state, saddr, sock, streamSeq), fmt.Sprint(uint64(1795000000123456789), "h1", "nginx", "CLOSE_WAIT", "10.0.0.1", 77, 5); got != want {
+		t.Errorf("old row now reads %s, want %s", got, want)
+	}
+	if owner != "unknown" || side != "unspecified" || cgroup != 0 || errno != 0 || hsUs != 0 || segments != 0 || cookie != 0 {
+		t.Errorf("old row's new columns = %s %s %d %d %d %d %d, want defaults", owner, side, cgroup, errno, hsUs, segments, cookie)
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.tcp_events (%s) SELECT %s FROM %s.tcp_events`,
+		db, strings.Join(TCPEvents.ColumnNames(), ", "), strings.Join(TCPEvents.ColumnNames(), ", "), db)); err != nil {
+		t.Fatalf("insert every column into the migrated table: %v", err)
+	}
+	before := showCreate(t, conn, db, "tcp_events")
+	if err := Migrate(ctx, conn, f, Options{Database: db}); err != nil {
+		t.Fatalf("second Migrate: %v", err)
+	}
+	if after := showCreate(t, conn, db, "tcp_events"); after != before {
+		t.Errorf("second Migrate changed the table:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestMigrateWidensEnums: a table whose Enum8 columns lack values the
+// definition has (an older contract) gets them, keeping its rows; 18.16
+// does this as a metadata change, even for a column of the sort key.
+func TestMigrateWidensEnums(t *testing.T) {
+	conn, f, db := probe(t)
+	ctx := context.Background()
+	o := Options{Database: db}
+	narrow := func(typ string, drop ...string) string {
+		for _, d := range drop {
+			typ = strings.Replace(typ, d, "", 1)
+		}
+		return typ
+	}
+	old := SocketSnapshots
+	old.Columns = slices.Clone(old.Columns)
+	for i, c := range old.Columns {
+		switch c.Name {
+		case "owner_source":
+			old.Columns[i].Modern = narrow(c.Modern, ", 'listener' = 3", ", 'scan' = 4")
+		case "row_kind": // in ORDER BY
+			old.Columns[i].Modern = narrow(c.Modern, ", 'close_wait' = 2")
+		}
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, old.Create(f, o)); err != nil {
+		t.Fatalf("create the old table: %v", err)
+	}
+	if got := describe(t, conn, db, "socket_snapshots"); slices.Equal(got, wantColumns(&SocketSnapshots, f)) {
+		t.Fatal("the old table already has the new enum values")
+	}
+	at := time.Unix(1795000000, 0)
+	insertRow(t, conn, db+".socket_snapshots", "time, row_kind, owner_source, pid", at, "group", "socket", uint32(1))
+	insertRow(t, conn, db+".socket_snapshots", "time, row_kind, owner_source, pid", at, "summary", "task", uint32(2))
+	if err := Migrate(ctx, conn, f, o); err != nil {
+		t.Fatalf("Migrate: %v", err)
+	}
+	if got, want := describe(t, conn, db, "socket_snapshots"), wantColumns(&SocketSnapshots, f); !slices.Equal(got, want) {
+		t.Errorf("columns after Migrate\n got %q\nwant %q", got, want)
+	}
+	insertRow(t, conn, db+".socket_snapshots", "time, row_kind, owner_source, pid", at, "close_wait", "scan", uint32(3))
+	var got []string
+	rows, err := conn.Query(ctx, fmt.Sprintf("SELECT concat(toString(pid), ' ', toString(row_kind), ' ', toString(owner_source)) FROM %s.socket_snapshots ORDER BY pid", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s)
+	}
+	rows.Close()
+	if want := []string{"1 group socket", "2 summary task", "3 close_wait scan"}; !slices.Equal(got, want) {
+		t.Errorf("rows after widening %q, want %q", got, want)
+	}
+}
+
+// TestMigrateRefusesConflictingEnum: an Enum8 whose values clash with the
+// definition is not touched, and the error names it.
+func TestMigrateRefusesConflictingEnum(t *testing.T) {
+	conn, f, db := probe(t)
+	ctx := context.Background()
+	o := Options{Database: db}
+	old := TCPConnections
+	old.Columns = slices.Clone(old.Columns)
+	for i, c := range old.Columns {
+		if c.Name == "side" {
+			old.Columns[i].Modern = "Enum8('unspecified' = 0, 'server' = 1)"
+		}
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Exec(ctx, old.Create(f, o)); err != nil {
+		t.Fatal(err)
+	}
+	err := Migrate(ctx, conn, f, o)
+	if err == nil || !strings.Contains(err.Error(), "column side of "+db+".tcp_connections") {
+		t.Fatalf("Migrate = %v, want an error naming the conflicting column", err)
+	}
+}
+
+// insertRow inserts one row the way the sink does (PrepareBatch with a
+// column list: 18.16 does not take VALUES through Exec).
+func insertRow(t *testing.T, conn driver.Conn, table, columns string, values ...any) {
+	t.Helper()
+	b, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+table+" ("+columns+")")
+	if err != nil {
+		t.Fatalf("insert into %s: %v", table, err)
+	}
+	if err := b.Append(values...); err != nil {
+		t.Fatalf("insert into %s: %v", table, err)
+	}
+	if err := b.Send(); err != nil {
+		t.Fatalf("insert into %s: %v", table, err)
+	}
+}
+
+func TestPartitionOf(t *testing.T) {
+	tests := []struct {
+		table *Table
+		at    time.Time
+		want  uint32
+		days  int
+	}{
+		{&TCPEvents, time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC), 20261124, 1},
+		{&TCPEvents, time.Date(2026, 11, 24, 23, 59, 59, 999999999, time.UTC), 20261124, 1},
+		{&TCPEvents, time.Date(2026, 11, 25, 0, 30, 0, 0, time.FixedZone("CET", 3600)), 20261124, 1}, // 23:30 UTC
+		{&TCPEvents, time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC), 20240229, 1},
+		{&Alerts, time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC), 202402, 29},
+		{&Alerts, time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC), 202612, 31},
+	}
+	for _, tt := range tests {
+		got := tt.table.PartitionOf(tt.at.UnixNano())
+		if got != tt.want {
+			t.Errorf("%s.PartitionOf(%s) = %d, want %d", tt.table.Name, tt.at, got, tt.want)
+		}
+		start, end := tt.table.PartitionBounds(got)
+		if s := tt.at.Unix(); s < start || s >= end || end-start != int64(tt.days)*86400 {
+			t.Errorf("%s.PartitionBounds(%d) = [%d, %d), does not hold %s or is not %d days", tt.table.Name, got, start, end, tt.at, tt.days)
+		}
 	}
 }
 

@@ -98,36 +98,155 @@ func TestColumnTypePerFeature(t *testing.T) {
 	}
 }
 
-// The columns, types and codecs of tcp_events as the issue specifies them:
-// written out here, independently of TCPEvents, and compared with what a
+// colSpec is one column as the issue specifies it: written out here,
+// independently of the Table definitions, and compared with what a
 // ClickHouse SQL parser reads back from the rendering.
-var specTCPEvents = []struct {
+type colSpec struct {
 	name, modern, legacy string
 	codec                []string // codec chain, modern only
-}{
-	{"time", "DateTime64(9,'UTC')", "DateTime('UTC')", []string{"Delta", "ZSTD(1)"}},
-	{"time_ns", "UInt64", "UInt64", []string{"Delta", "ZSTD(1)"}},
-	{"host", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
-	{"type", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
-	{"pid", "UInt32", "UInt32", []string{"T64", "ZSTD(1)"}},
-	{"tid", "UInt32", "UInt32", []string{"T64", "ZSTD(1)"}},
-	{"comm", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
-	{"family", "Enum8", "Enum8", nil},
-	{"saddr", "String", "String", []string{"ZSTD(1)"}},
-	{"sport", "UInt16", "UInt16", []string{"T64", "ZSTD(1)"}},
-	{"daddr", "String", "String", []string{"ZSTD(1)"}},
-	{"dport", "UInt16", "UInt16", []string{"T64", "ZSTD(1)"}},
-	{"old_state", "Enum8", "Enum8", nil},
-	{"new_state", "Enum8", "Enum8", nil},
-	{"state_duration_us", "UInt64", "UInt64", []string{"T64", "ZSTD(1)"}},
-	{"sock_id", "UInt64", "UInt64", []string{"ZSTD(1)"}},
-	{"probe_id", "LowCardinality(String)", "String", []string{"ZSTD(1)"}},
-	{"seq", "UInt64", "UInt64", []string{"Delta", "ZSTD(1)"}},
-	{"stream_seq", "UInt64", "UInt64", []string{"Delta", "ZSTD(1)"}},
 }
 
-// Enum values as the kernel numbers them (include/net/tcp_states.h,
-// AF_INET/AF_INET6 as 4/6).
+// tableSpec is a table as the issues specify it.
+type tableSpec struct {
+	name      string
+	partition string   // function of the time column
+	timeCol   string   // partition key and TTL base
+	orderBy   []string // identifiers, or "expr:" and the parser's text
+	columns   []colSpec
+}
+
+var (
+	seqCodec   = []string{"Delta", "ZSTD(1)"}
+	smallCodec = []string{"T64", "ZSTD(1)"}
+	zstd       = []string{"ZSTD(1)"}
+)
+
+var specTCPEvents = tableSpec{"tcp_events", "toYYYYMMDD", "time", []string{"host", "type", "time"}, []colSpec{
+	{"time", "DateTime64(9,'UTC')", "DateTime('UTC')", seqCodec},
+	{"time_ns", "UInt64", "UInt64", seqCodec},
+	{"host", "LowCardinality(String)", "String", zstd},
+	{"type", "LowCardinality(String)", "String", zstd},
+	{"pid", "UInt32", "UInt32", smallCodec},
+	{"tid", "UInt32", "UInt32", smallCodec},
+	{"comm", "LowCardinality(String)", "String", zstd},
+	{"family", "Enum8", "Enum8", nil},
+	{"saddr", "String", "String", zstd},
+	{"sport", "UInt16", "UInt16", smallCodec},
+	{"daddr", "String", "String", zstd},
+	{"dport", "UInt16", "UInt16", smallCodec},
+	{"old_state", "Enum8", "Enum8", nil},
+	{"new_state", "Enum8", "Enum8", nil},
+	{"state_duration_us", "UInt64", "UInt64", smallCodec},
+	{"sock_id", "UInt64", "UInt64", zstd},
+	{"owner_source", "Enum8", "Enum8", nil},
+	{"cgroup_id", "UInt64", "UInt64", smallCodec},
+	{"error", "Int32", "Int32", smallCodec},
+	{"handshake_us", "UInt64", "UInt64", smallCodec},
+	{"handshake_retransmits", "UInt32", "UInt32", smallCodec},
+	{"side", "Enum8", "Enum8", nil},
+	{"segments", "UInt32", "UInt32", smallCodec},
+	{"cookie", "UInt64", "UInt64", zstd},
+	{"probe_id", "LowCardinality(String)", "String", zstd},
+	{"seq", "UInt64", "UInt64", seqCodec},
+	{"stream_seq", "UInt64", "UInt64", seqCodec},
+}}
+
+var specTCPConnections = tableSpec{"tcp_connections", "toYYYYMMDD", "time",
+	[]string{"host", "expr:toStartOfHour(time)", "comm", "daddr", "time"}, []colSpec{
+		{"time", "DateTime64(9,'UTC')", "DateTime('UTC')", seqCodec},
+		{"time_ns", "UInt64", "UInt64", seqCodec},
+		{"host", "LowCardinality(String)", "String", zstd},
+		{"pid", "UInt32", "UInt32", smallCodec},
+		{"comm", "LowCardinality(String)", "String", zstd},
+		{"cgroup_id", "UInt64", "UInt64", smallCodec},
+		{"owner_source", "Enum8", "Enum8", nil},
+		{"side", "Enum8", "Enum8", nil},
+		{"family", "Enum8", "Enum8", nil},
+		{"saddr", "String", "String", zstd},
+		{"sport", "UInt16", "UInt16", smallCodec},
+		{"daddr", "String", "String", zstd},
+		{"dport", "UInt16", "UInt16", smallCodec},
+		{"start_time", "DateTime64(9,'UTC')", "DateTime('UTC')", seqCodec},
+		{"start_ns", "UInt64", "UInt64", seqCodec},
+		{"duration_us", "UInt64", "UInt64", smallCodec},
+		{"bytes_sent", "UInt64", "UInt64", smallCodec},
+		{"bytes_received", "UInt64", "UInt64", smallCodec},
+		{"segments_out", "UInt32", "UInt32", smallCodec},
+		{"segments_in", "UInt32", "UInt32", smallCodec},
+		{"retransmits", "UInt32", "UInt32", smallCodec},
+		{"srtt_us", "UInt32", "UInt32", smallCodec},
+		{"handshake_us", "UInt64", "UInt64", smallCodec},
+		{"handshake_retransmits", "UInt32", "UInt32", smallCodec},
+		{"last_state", "Enum8", "Enum8", nil},
+		{"error", "Int32", "Int32", smallCodec},
+		{"sock_id", "UInt64", "UInt64", zstd},
+		{"cookie", "UInt64", "UInt64", zstd},
+		{"probe_id", "LowCardinality(String)", "String", zstd},
+		{"seq", "UInt64", "UInt64", seqCodec},
+		{"stream_seq", "UInt64", "UInt64", seqCodec},
+	}}
+
+var specSocketSnapshots = tableSpec{"socket_snapshots", "toYYYYMMDD", "time",
+	[]string{"host", "row_kind", "state", "time"}, []colSpec{
+		{"time", "DateTime64(9,'UTC')", "DateTime('UTC')", seqCodec},
+		{"time_ns", "UInt64", "UInt64", seqCodec},
+		{"host", "LowCardinality(String)", "String", zstd},
+		{"row_kind", "Enum8", "Enum8", nil},
+		{"state", "Enum8", "Enum8", nil},
+		{"pid", "UInt32", "UInt32", smallCodec},
+		{"comm", "LowCardinality(String)", "String", zstd},
+		{"cgroup_id", "UInt64", "UInt64", smallCodec},
+		{"owner_source", "Enum8", "Enum8", nil},
+		{"side", "Enum8", "Enum8", nil},
+		{"local_port", "UInt16", "UInt16", smallCodec},
+		{"count", "UInt32", "UInt32", smallCodec},
+		{"family", "Enum8", "Enum8", nil},
+		{"saddr", "String", "String", zstd},
+		{"daddr", "String", "String", zstd},
+		{"dport", "UInt16", "UInt16", smallCodec},
+		{"sock_id", "UInt64", "UInt64", zstd},
+		{"cookie", "UInt64", "UInt64", zstd},
+		{"age_us", "UInt64", "UInt64", smallCodec},
+		{"age_estimated", "UInt8", "UInt8", nil},
+		{"recv_queue", "UInt32", "UInt32", smallCodec},
+		{"groups_cut", "UInt32", "UInt32", smallCodec},
+		{"close_wait_total", "UInt32", "UInt32", smallCodec},
+		{"close_wait_cut", "UInt32", "UInt32", smallCodec},
+		{"sockets_total", "UInt32", "UInt32", smallCodec},
+		{"seeded", "UInt8", "UInt8", nil},
+		{"tcp_out_segs", "UInt64", "UInt64", seqCodec},
+		{"tcp_retrans_segs", "UInt64", "UInt64", seqCodec},
+		{"interval_ms", "UInt32", "UInt32", smallCodec},
+		{"probe_id", "LowCardinality(String)", "String", zstd},
+		{"seq", "UInt64", "UInt64", seqCodec},
+		{"stream_seq", "UInt64", "UInt64", seqCodec},
+	}}
+
+var specAlerts = tableSpec{"alerts", "toYYYYMM", "sent_at",
+	[]string{"detector", "host", "fingerprint", "sent_at"}, []colSpec{
+		{"sent_at", "DateTime64(3,'UTC')", "DateTime('UTC')", seqCodec},
+		{"fingerprint", "String", "String", zstd},
+		{"detector", "LowCardinality(String)", "String", zstd},
+		{"status", "LowCardinality(String)", "String", zstd},
+		{"severity", "LowCardinality(String)", "String", zstd},
+		{"host", "LowCardinality(String)", "String", zstd},
+		{"starts_at", "DateTime64(3,'UTC')", "DateTime('UTC')", seqCodec},
+		{"ends_at", "Nullable(DateTime64(3,'UTC'))", "Nullable(DateTime('UTC'))", zstd},
+		{"label_names", "Array(LowCardinality(String))", "Array(String)", zstd},
+		{"label_values", "Array(String)", "Array(String)", zstd},
+		{"summary", "String", "String", zstd},
+		{"description", "String", "String", zstd},
+		{"value", "Float64", "Float64", nil},
+		{"threshold", "Float64", "Float64", nil},
+		{"evidence", "String", "String", zstd},
+		{"sql", "String", "String", zstd},
+		{"stream_seq", "UInt64", "UInt64", seqCodec},
+	}}
+
+var specTables = []tableSpec{specTCPEvents, specTCPConnections, specSocketSnapshots, specAlerts}
+
+// Enum values as the kernel and the proto number them (include/net/tcp_states.h,
+// AF_INET/AF_INET6 as 4/6, OwnerSource, Side), per Enum8 column name.
 var (
 	specFamily = map[string]int{"unknown": 0, "ipv4": 4, "ipv6": 6}
 	specState  = map[string]int{
@@ -135,12 +254,18 @@ var (
 		"FIN_WAIT2": 5, "TIME_WAIT": 6, "CLOSE": 7, "CLOSE_WAIT": 8, "LAST_ACK": 9,
 		"LISTEN": 10, "CLOSING": 11, "NEW_SYN_RECV": 12,
 	}
+	specEnums = map[string]map[string]int{
+		"family": specFamily, "old_state": specState, "new_state": specState, "state": specState, "last_state": specState,
+		"owner_source": {"unknown": 0, "task": 1, "socket": 2, "listener": 3, "scan": 4},
+		"side":         {"unspecified": 0, "client": 1, "server": 2},
+		"row_kind":     {"summary": 0, "group": 1, "close_wait": 2},
+	}
 )
 
 // TestRenderingParses reads both renderings back with a ClickHouse SQL
-// parser (18.16 can run only the legacy one) and checks the AST against
-// the spec above: engine, partition key, sort key, TTL, and every column's
-// type, enum values and codec chain.
+// parser (18.16 can run only the legacy one) and checks the AST of every
+// table against the specs above: engine, partition key, sort key, TTL, and
+// every column's type, enum values and codec chain.
 func TestRenderingParses(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -156,15 +281,22 @@ func TestRenderingParses(t *testing.T) {
 			if !ok || !cdb.IfNotExists || cdb.Name.String() != "netpulse" {
 				t.Fatalf("statement 1 parsed as %T %q, want CREATE DATABASE IF NOT EXISTS netpulse", db, db.String())
 			}
-			ct, ok := parseOne(t, stmts[1]).(*parser.CreateTable)
-			if !ok {
-				t.Fatalf("statement 2 is not a CREATE TABLE:\n%s", stmts[1])
+			if len(stmts) != 1+len(specTables) {
+				t.Fatalf("%d statements, want the database and %d tables", len(stmts), len(specTables))
 			}
-			if !ct.IfNotExists || ct.Name.Database.Name != "netpulse" || ct.Name.Table.Name != "tcp_events" {
-				t.Errorf("table name %q (if not exists %v), want netpulse.tcp_events", ct.Name.String(), ct.IfNotExists)
+			for i, spec := range specTables {
+				t.Run(spec.name, func(t *testing.T) {
+					ct, ok := parseOne(t, stmts[1+i]).(*parser.CreateTable)
+					if !ok {
+						t.Fatalf("statement %d is not a CREATE TABLE:\n%s", 2+i, stmts[1+i])
+					}
+					if !ct.IfNotExists || ct.Name.Database.Name != "netpulse" || ct.Name.Table.Name != spec.name {
+						t.Errorf("table name %q (if not exists %v), want netpulse.%s", ct.Name.String(), ct.IfNotExists, spec.name)
+					}
+					checkEngine(t, ct.Engine, tt.f, spec)
+					checkColumns(t, ct.TableSchema, tt.f, spec.columns)
+				})
 			}
-			checkEngine(t, ct.Engine, tt.f)
-			checkColumns(t, ct.TableSchema, tt.f)
 		})
 	}
 }
@@ -181,7 +313,7 @@ func parseOne(t *testing.T, sql string) parser.Expr {
 	return stmts[0]
 }
 
-func checkEngine(t *testing.T, e *parser.EngineExpr, f Features) {
+func checkEngine(t *testing.T, e *parser.EngineExpr, f Features, spec tableSpec) {
 	t.Helper()
 	if e == nil || e.Name != "MergeTree" {
 		t.Fatalf("engine = %v, want MergeTree", e)
@@ -189,14 +321,14 @@ func checkEngine(t *testing.T, e *parser.EngineExpr, f Features) {
 	if e.PartitionBy == nil {
 		t.Fatal("no PARTITION BY")
 	}
-	if name, args := call(e.PartitionBy.Expr); name != "toYYYYMMDD" || !slices.Equal(args, []string{"time"}) {
-		t.Errorf("PARTITION BY %s (%s%v), want toYYYYMMDD(time)", e.PartitionBy.Expr.String(), name, args)
+	if name, args := call(e.PartitionBy.Expr); name != spec.partition || !slices.Equal(args, []string{spec.timeCol}) {
+		t.Errorf("PARTITION BY %s (%s%v), want %s(%s)", e.PartitionBy.Expr.String(), name, args, spec.partition, spec.timeCol)
 	}
 	if e.OrderBy == nil || len(e.OrderBy.Items) != 1 {
 		t.Fatalf("ORDER BY = %v, want one tuple", e.OrderBy)
 	}
-	if got := tupleNames(e.OrderBy.Items[0].(*parser.OrderExpr).Expr); !slices.Equal(got, []string{"host", "type", "time"}) {
-		t.Errorf("ORDER BY %v, want (host, type, time)", got)
+	if got := tupleNames(e.OrderBy.Items[0].(*parser.OrderExpr).Expr); !slices.Equal(got, spec.orderBy) {
+		t.Errorf("ORDER BY %q, want %q", got, spec.orderBy)
 	}
 
 	if !f.TTL {
@@ -212,8 +344,8 @@ func checkEngine(t *testing.T, e *parser.EngineExpr, f Features) {
 	if !ok || bin.Operation != "+" {
 		t.Fatalf("TTL %s, want toDateTime(time) + INTERVAL n DAY", e.TTL.String())
 	}
-	if name, args := call(bin.LeftExpr); name != "toDateTime" || !slices.Equal(args, []string{"time"}) {
-		t.Errorf("TTL counts from %s, want toDateTime(time)", bin.LeftExpr.String())
+	if name, args := call(bin.LeftExpr); name != "toDateTime" || !slices.Equal(args, []string{spec.timeCol}) {
+		t.Errorf("TTL counts from %s, want toDateTime(%s)", bin.LeftExpr.String(), spec.timeCol)
 	}
 	iv, ok := bin.RightExpr.(*parser.IntervalExpr)
 	if !ok || !strings.EqualFold(iv.Unit.Name, "DAY") || iv.Expr.String() != strconv.Itoa(goldenOptions.TTLDays) {
@@ -221,12 +353,12 @@ func checkEngine(t *testing.T, e *parser.EngineExpr, f Features) {
 	}
 }
 
-func checkColumns(t *testing.T, schema *parser.TableSchemaClause, f Features) {
+func checkColumns(t *testing.T, schema *parser.TableSchemaClause, f Features, specs []colSpec) {
 	t.Helper()
-	if len(schema.Columns) != len(specTCPEvents) {
-		t.Fatalf("%d columns, want %d", len(schema.Columns), len(specTCPEvents))
+	if len(schema.Columns) != len(specs) {
+		t.Fatalf("%d columns, want %d", len(schema.Columns), len(specs))
 	}
-	for i, spec := range specTCPEvents {
+	for i, spec := range specs {
 		col, ok := schema.Columns[i].(*parser.ColumnDef)
 		if !ok {
 			t.Fatalf("column %d is a %T", i, schema.Columns[i])
@@ -250,9 +382,9 @@ func checkColumns(t *testing.T, schema *parser.TableSchemaClause, f Features) {
 				}
 				values[v.Name.Literal] = n
 			}
-			wantValues := specState
-			if spec.name == "family" {
-				wantValues = specFamily
+			wantValues, ok := specEnums[spec.name]
+			if !ok {
+				t.Errorf("%s: an Enum8 the spec does not list", spec.name)
 			}
 			if !mapsEqual(values, wantValues) {
 				t.Errorf("%s: enum values %v, want %v", spec.name, values, wantValues)

@@ -1,11 +1,15 @@
 package chschema
 
-// Enum8 value lists shared with the insert code's string values.
+// Enum8 value lists shared with the insert code's codes (chwriter appends
+// the numbers, not the names).
 const (
 	familyEnum = "Enum8('unknown' = 0, 'ipv4' = 4, 'ipv6' = 6)"
 	stateEnum  = "Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, " +
 		"'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, " +
 		"'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12)"
+	// The contract's OwnerSource and Side, numbered like the proto enums.
+	ownerEnum = "Enum8('unknown' = 0, 'task' = 1, 'socket' = 2, 'listener' = 3, 'scan' = 4)"
+	sideEnum  = "Enum8('unspecified' = 0, 'client' = 1, 'server' = 2)"
 )
 
 // Codecs: Delta before ZSTD for values that grow along the sort order
@@ -22,10 +26,9 @@ const (
 // TCPEvents holds one row per kernel event.
 //
 // Partitions are UTC days: the sink computes each row's partition in Go
-// (toYYYYMMDD of a UTC time) so one INSERT is one partition and one atomic
-// part. ORDER BY (host, type, time): queries select a host and an event type
-// over a time range; low-cardinality keys first also make the runs that
-// compress best.
+// (PartitionOf) so one INSERT is one partition and one atomic part. ORDER BY
+// (host, type, time): queries select a host and an event type over a time
+// range; low-cardinality keys first also make the runs that compress best.
 var TCPEvents = Table{
 	Name: "tcp_events",
 	Columns: []Column{
@@ -33,6 +36,9 @@ var TCPEvents = Table{
 		// Unix nanoseconds: exact ordering where time has only seconds.
 		{Name: "time_ns", Modern: "UInt64", Codec: codecSeq},
 		{Name: "host", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		// state_change, retransmit, synack_retransmit, reset_sent,
+		// reset_received, socket_error, connect_failed. A String, not an
+		// Enum8: a new event type needs no ALTER.
 		{Name: "type", Modern: lcString, Legacy: "String", Codec: codecZSTD},
 		{Name: "pid", Modern: "UInt32", Codec: codecSmall},
 		{Name: "tid", Modern: "UInt32", Codec: codecSmall},
@@ -46,6 +52,19 @@ var TCPEvents = Table{
 		{Name: "new_state", Modern: stateEnum},
 		{Name: "state_duration_us", Modern: "UInt64", Codec: codecSmall},
 		{Name: "sock_id", Modern: "UInt64", Codec: codecZSTD},
+		// Where pid/comm come from (the proto's OwnerSource).
+		{Name: "owner_source", Modern: ownerEnum},
+		{Name: "cgroup_id", Modern: "UInt64", Codec: codecSmall},
+		// Positive errno, 0 when none.
+		{Name: "error", Modern: "Int32", Codec: codecSmall},
+		// On the change to ESTABLISHED.
+		{Name: "handshake_us", Modern: "UInt64", Codec: codecSmall},
+		{Name: "handshake_retransmits", Modern: "UInt32", Codec: codecSmall},
+		{Name: "side", Modern: sideEnum},
+		// Retransmitted segments (retransmit, synack_retransmit).
+		{Name: "segments", Modern: "UInt32", Codec: codecSmall},
+		// Kernel socket cookie, 0 when none.
+		{Name: "cookie", Modern: "UInt64", Codec: codecZSTD},
 		{Name: "probe_id", Modern: lcString, Legacy: "String", Codec: codecZSTD},
 		// Per probe run.
 		{Name: "seq", Modern: "UInt64", Codec: codecSeq},
@@ -53,8 +72,8 @@ var TCPEvents = Table{
 		// sink's redelivery dedup.
 		{Name: "stream_seq", Modern: "UInt64", Codec: codecSeq},
 	},
-	Engine:      "MergeTree",
-	PartitionBy: "toYYYYMMDD(time)",
-	OrderBy:     "(host, type, time)",
-	TTLFrom:     "toDateTime(time)",
+	Engine:     "MergeTree",
+	TimeColumn: "time",
+	OrderBy:    "(host, type, time)",
+	TTLFrom:    "toDateTime(time)",
 }

@@ -1,33 +1,14 @@
 package chwriter
 
 import (
+	"reflect"
 	"testing"
 	"time"
 
+	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 )
-
-func TestPartitionOfIsTheUTCDay(t *testing.T) {
-	tests := []struct {
-		at   time.Time
-		want uint32
-	}{
-		{time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC), 20261124},
-		{time.Date(2026, 11, 24, 23, 59, 59, 999999999, time.UTC), 20261124},
-		{time.Date(2026, 11, 25, 0, 30, 0, 0, time.FixedZone("CET", 3600)), 20261124}, // 23:30 UTC
-		{time.Date(2024, 2, 29, 12, 0, 0, 0, time.UTC), 20240229},
-	}
-	for _, tt := range tests {
-		got := partitionOf(uint64(tt.at.UnixNano()))
-		if got != tt.want {
-			t.Errorf("partitionOf(%s) = %d, want %d", tt.at, got, tt.want)
-		}
-		start, end := dayBounds(got)
-		if s := tt.at.Unix(); s < start || s >= end || end-start != 86400 {
-			t.Errorf("dayBounds(%d) = [%d, %d), does not hold %s", got, start, end, tt.at)
-		}
-	}
-}
 
 func TestEnumCodesMatchTheSchema(t *testing.T) {
 	// The Enum8 columns number states like the kernel and families as 4/6.
@@ -36,6 +17,15 @@ func TestEnumCodesMatchTheSchema(t *testing.T) {
 	}
 	if familyCode(eventpb.Family_FAMILY_IPV6) != 6 || familyCode(eventpb.Family(5)) != 0 {
 		t.Error("family codes differ from the schema's Enum8")
+	}
+	if ownerCode(eventpb.OwnerSource_OWNER_SOURCE_SCAN) != 4 || ownerCode(eventpb.OwnerSource(9)) != 0 || ownerCode(eventpb.OwnerSource(-1)) != 0 {
+		t.Error("owner source codes differ from the schema's Enum8")
+	}
+	if sideCode(eventpb.Side_SIDE_SERVER) != 2 || sideCode(eventpb.Side(3)) != 0 {
+		t.Error("side codes differ from the schema's Enum8")
+	}
+	if TypeName(eventpb.EventType_EVENT_TYPE_CONNECT_FAILED) != "connect_failed" || TypeName(eventpb.EventType(42)) != "unknown" {
+		t.Error("type names differ from the contract")
 	}
 }
 
@@ -59,5 +49,93 @@ func TestAddrCache(t *testing.T) {
 	}
 	if len(c.m) > addrCacheMax {
 		t.Errorf("cache grew to %d entries, bound is %d", len(c.m), addrCacheMax)
+	}
+}
+
+// Every row buffer appends one value to every column per row, in as many
+// columns as its table has, and reset empties them all: a column forgotten
+// in add, values or reset would misalign or leak rows into the next INSERT.
+func TestRowBuffersFillEveryColumn(t *testing.T) {
+	var addrs addrCache
+	ev := &eventpb.Event{Type: eventpb.EventType_EVENT_TYPE_STATE_CHANGE, TimeUnixNano: 1e18, Saddr: []byte{1, 2, 3, 4}}
+	conn := &eventpb.Connection{TimeUnixNano: 1e18}
+	snap := &eventpb.Snapshot{
+		TimeUnixNano: 1e18,
+		Groups:       []*eventpb.SocketGroup{{Count: 3}, {Count: 4}},
+		CloseWait:    []*eventpb.SnapshotSocket{{AgeUs: 5}},
+	}
+	al := &AlertMessage{Alert: alert.Alert{SentAt: time.Unix(1e9, 0), Labels: map[string]string{"b": "2", "a": "1"}}}
+	for _, tt := range []struct {
+		spec *chschema.Table
+		buf  rowBuffer
+		rows int
+	}{
+		{&chschema.TCPEvents, &eventRows{}, 2},
+		{&chschema.TCPConnections, &connRows{}, 2},
+		{&chschema.SocketSnapshots, &snapRows{}, 8},
+		{&chschema.Alerts, &alertRows{}, 2},
+	} {
+		t.Run(tt.spec.Name, func(t *testing.T) {
+			for range 2 {
+				switch r := tt.buf.(type) {
+				case *eventRows:
+					r.add("h", "p", 7, ev, &addrs)
+				case *connRows:
+					r.add("h", "p", 7, conn, &addrs)
+				case *snapRows:
+					r.add("h", "p", 7, snap, &addrs)
+				case *alertRows:
+					r.add(7, al)
+				}
+			}
+			check := func(want int) {
+				t.Helper()
+				vals := tt.buf.values()
+				if len(vals) != len(tt.spec.Columns) {
+					t.Fatalf("values() has %d columns, %s has %d", len(vals), tt.spec.Name, len(tt.spec.Columns))
+				}
+				for i, v := range vals {
+					if n := reflect.ValueOf(v).Len(); n != want {
+						t.Errorf("column %s holds %d values, want %d", tt.spec.Columns[i].Name, n, want)
+					}
+				}
+				if st := tt.buf.state(); st.rows != want {
+					t.Errorf("state counts %d rows, want %d", st.rows, want)
+				}
+			}
+			check(tt.rows)
+			if st := tt.buf.state(); len(st.msgs) != 1 || st.msgs[0] != 7 {
+				t.Errorf("messages %v, want [7]", st.msgs)
+			}
+			tt.buf.reset()
+			check(0)
+		})
+	}
+}
+
+func TestSnapshotRows(t *testing.T) {
+	var addrs addrCache
+	var r snapRows
+	r.add("h", "p", 9, &eventpb.Snapshot{
+		TimeUnixNano: 1e18, Seq: 4, SocketsTotal: 10, CloseWaitTotal: 3, CloseWaitCut: 2, Seeded: true,
+		Groups:    []*eventpb.SocketGroup{{State: eventpb.TcpState_TCP_STATE_LISTEN, LocalPort: 80, Count: 1, Comm: "nginx"}},
+		CloseWait: []*eventpb.SnapshotSocket{{Sport: 8080, Dport: 5555, AgeUs: 1e6, AgeEstimated: true, Daddr: []byte{10, 0, 0, 1}}},
+	}, &addrs)
+	if r.rows != 3 || r.kind[0] != rowSummary || r.kind[1] != rowGroup || r.kind[2] != rowCloseWait {
+		t.Fatalf("rows %d kinds %v, want summary, group, close_wait", r.rows, r.kind)
+	}
+	if r.socketsTotal[0] != 10 || r.cwTotal[0] != 3 || r.cwCut[0] != 2 || r.seeded[0] != 1 || r.socketsTotal[1] != 0 {
+		t.Errorf("summary columns on the wrong rows: sockets_total %v close_wait_total %v", r.socketsTotal, r.cwTotal)
+	}
+	if r.tcpState[1] != 10 || r.localPort[1] != 80 || r.comm[1] != "nginx" || r.count[1] != 1 {
+		t.Errorf("group row: state %d port %d comm %q count %d", r.tcpState[1], r.localPort[1], r.comm[1], r.count[1])
+	}
+	if r.tcpState[2] != 8 || r.localPort[2] != 8080 || r.dport[2] != 5555 || r.daddr[2] != "10.0.0.1" || r.ageUs[2] != 1e6 || r.ageEstimated[2] != 1 || r.count[2] != 1 {
+		t.Errorf("close_wait row: state %d port %d dport %d daddr %q age %d", r.tcpState[2], r.localPort[2], r.dport[2], r.daddr[2], r.ageUs[2])
+	}
+	for i := range 3 {
+		if r.seq[i] != 4 || r.sSeq[i] != 9 || r.timeNs[i] != 1e18 {
+			t.Errorf("row %d: seq %d stream_seq %d time_ns %d", i, r.seq[i], r.sSeq[i], r.timeNs[i])
+		}
 	}
 }

@@ -1,5 +1,6 @@
-// Package sink moves raw events from JetStream into ClickHouse: a durable
-// consumer, batches by size and time, acks only after the rows are stored.
+// Package sink moves raw events and alerts from JetStream into ClickHouse:
+// one durable consumer per stream, batches by size and time, acks only
+// after the rows are stored.
 package sink
 
 import (
@@ -12,13 +13,16 @@ import (
 
 // Config is the sink's whole configuration (config/sink.yaml).
 type Config struct {
-	NATS       config.NATS      `koanf:"nats"`
-	Stream     config.Stream    `koanf:"stream"`
-	Log        config.Log       `koanf:"log"`
-	ClickHouse ClickHouseConfig `koanf:"clickhouse"`
-	Consumer   ConsumerConfig   `koanf:"consumer"`
-	Batch      BatchConfig      `koanf:"batch"`
-	Stats      StatsConfig      `koanf:"stats"`
+	NATS   config.NATS   `koanf:"nats"`
+	Stream config.Stream `koanf:"stream"`
+	// AlertsStream holds the limits of NETPULSE_ALERTS, which the sink
+	// creates or updates at start like the detectors do.
+	AlertsStream config.Stream    `koanf:"alerts_stream"`
+	Log          config.Log       `koanf:"log"`
+	ClickHouse   ClickHouseConfig `koanf:"clickhouse"`
+	Consumer     ConsumerConfig   `koanf:"consumer"`
+	Batch        BatchConfig      `koanf:"batch"`
+	Stats        StatsConfig      `koanf:"stats"`
 }
 
 // ClickHouseConfig says where the rows go.
@@ -34,9 +38,11 @@ type ClickHouseConfig struct {
 	TTLDays int `koanf:"ttl_days"`
 }
 
-// ConsumerConfig is the sink's durable JetStream consumer.
+// ConsumerConfig is the sink's durable JetStream consumers: Durable on
+// NETPULSE_EVENTS, AlertsDurable on NETPULSE_ALERTS, with the same limits.
 type ConsumerConfig struct {
-	Durable string `koanf:"durable"`
+	Durable       string `koanf:"durable"`
+	AlertsDurable string `koanf:"alerts_durable"`
 	// AckWait must cover a batch's flush interval and its INSERT.
 	AckWait       time.Duration `koanf:"ack_wait"`
 	MaxAckPending int           `koanf:"max_ack_pending"`
@@ -56,14 +62,15 @@ type StatsConfig struct {
 // DefaultConfig is what config/sink.yaml documents.
 func DefaultConfig() Config {
 	return Config{
-		NATS:   config.DefaultNATS(),
-		Stream: config.DefaultStream(),
-		Log:    config.DefaultLog(),
+		NATS:         config.DefaultNATS(),
+		Stream:       config.DefaultStream(),
+		AlertsStream: config.DefaultAlertsStream(),
+		Log:          config.DefaultLog(),
 		ClickHouse: ClickHouseConfig{
 			Addr: "127.0.0.1:9000", Database: "netpulse", Username: "default",
 			DialTimeout: 5 * time.Second, TTLDays: 30,
 		},
-		Consumer: ConsumerConfig{Durable: "netpulse-sink", AckWait: 30 * time.Second, MaxAckPending: 20000},
+		Consumer: ConsumerConfig{Durable: "netpulse-sink", AlertsDurable: "netpulse-sink-alerts", AckWait: 30 * time.Second, MaxAckPending: 20000},
 		Batch:    BatchConfig{MaxRows: 100000, FlushInterval: time.Second},
 		Stats:    StatsConfig{Interval: 10 * time.Second},
 	}
@@ -81,6 +88,9 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if err := c.AlertsStream.ValidateKey("alerts_stream"); err != nil {
+		return err
+	}
 	switch {
 	case c.ClickHouse.Addr == "":
 		return fmt.Errorf("clickhouse.addr: must be host:port of the native protocol")
@@ -92,6 +102,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("clickhouse.ttl_days: must be 0 (keep) or more, got %d", c.ClickHouse.TTLDays)
 	case !consumerName.MatchString(c.Consumer.Durable):
 		return fmt.Errorf("consumer.durable: %q is not a valid consumer name", c.Consumer.Durable)
+	case !consumerName.MatchString(c.Consumer.AlertsDurable):
+		return fmt.Errorf("consumer.alerts_durable: %q is not a valid consumer name", c.Consumer.AlertsDurable)
 	case c.Consumer.MaxAckPending < 1:
 		return fmt.Errorf("consumer.max_ack_pending: must be positive, got %d", c.Consumer.MaxAckPending)
 	case c.Batch.MaxRows < 1 || c.Batch.MaxRows > 1_000_000:

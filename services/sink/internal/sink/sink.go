@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -26,28 +25,39 @@ const finalFlushTimeout = 15 * time.Second
 type Counters struct {
 	Messages    uint64 // NATS messages handled (acked or terminated)
 	Redelivered uint64 // deliveries of a message the sink already held
-	BadMessages uint64 // undecodable or of an unknown schema version: terminated
+	BadMessages uint64 // undecodable, of an unknown schema version or kind, or not what their kind holds: terminated
 	chwriter.Counters
 }
 
-// Sink is one running sink.
-type Sink struct {
-	cfg Config
-	log *slog.Logger
+func (c *Counters) add(o Counters) {
+	c.Messages += o.Messages
+	c.Redelivered += o.Redelivered
+	c.BadMessages += o.BadMessages
+	c.RowsInserted += o.RowsInserted
+	c.RowsDuplicate += o.RowsDuplicate
+	c.Inserts += o.Inserts
+	c.InsertErrors += o.InsertErrors
+	c.Lookups += o.Lookups
+}
 
-	conn    driver.Conn
-	w       *chwriter.Writer
-	pending map[uint64]jetstream.Msg // stream seq -> latest delivery, not yet acked
-	order   []uint64
-	first   time.Time // when the oldest pending message arrived
-	touched time.Time // when the pending messages' ack deadlines were last extended
-	c       Counters
-	badSeen map[string]bool
+// Sink is one running sink: a consumer of raw events and one of alerts,
+// each with its own writer, sharing the ClickHouse connection pool.
+type Sink struct {
+	cfg    Config
+	log    *slog.Logger
+	events *consumer
+	alerts *consumer
 }
 
 // New checks cfg; it starts nothing.
 func New(cfg Config, log *slog.Logger) *Sink {
-	return &Sink{cfg: cfg, log: log.With("component", "sink"), pending: make(map[uint64]jetstream.Msg), badSeen: make(map[string]bool)}
+	log = log.With("component", "sink")
+	s := &Sink{cfg: cfg, log: log}
+	s.events = newConsumer("events", cfg, log)
+	s.events.add = s.events.addBatch
+	s.alerts = newConsumer("alerts", cfg, log)
+	s.alerts.add = s.alerts.addAlert
+	return s
 }
 
 // Run consumes until ctx ends, then stores what it holds and returns.
@@ -61,7 +71,6 @@ func (s *Sink) Run(ctx context.Context) error {
 		return fmt.Errorf("clickhouse %s: %w", s.cfg.ClickHouse.Addr, err)
 	}
 	defer conn.Close()
-	s.conn = conn
 	feats, err := natsutil.Retry(ctx, s.log, "ClickHouse schema at "+s.cfg.ClickHouse.Addr, func(ctx context.Context) (chschema.Features, error) {
 		f, err := chschema.Probe(ctx, conn)
 		if err != nil {
@@ -74,137 +83,268 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	s.log.Info("ClickHouse schema ready", "addr", s.cfg.ClickHouse.Addr, "database", s.cfg.ClickHouse.Database,
 		"version", feats.Version, "datetime64", feats.DateTime64, "low_cardinality", feats.LowCardinality, "codecs", feats.Codecs, "ttl", feats.TTL)
-	s.w = chwriter.New(conn, s.cfg.ClickHouse.Database, s.log)
+	s.events.w = chwriter.New(conn, s.cfg.ClickHouse.Database, s.events.log)
+	s.alerts.w = chwriter.New(conn, s.cfg.ClickHouse.Database, s.alerts.log)
 
-	nc, cons, err := natsutil.EventsConsumer(ctx, s.cfg.NATS, s.cfg.Stream, "netpulse-sink", jetstream.ConsumerConfig{
-		Durable:        s.cfg.Consumer.Durable,
-		Description:    "netpulse sink: raw events into ClickHouse",
-		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+	nc, err := natsutil.Connect(s.cfg.NATS, "netpulse-sink", s.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := natsutil.EnsureEventsStream(ctx, js, s.cfg.Stream, s.log); err != nil {
+		return err
+	}
+	if _, err := natsutil.EnsureAlertsStream(ctx, js, s.cfg.AlertsStream, s.log); err != nil {
+		return err
+	}
+	var kinds []string
+	for _, k := range natsutil.DataKinds {
+		kinds = append(kinds, natsutil.KindSubjects(k))
+	}
+	// CreateOrUpdate: a durable made by an older sink (state only) gets the
+	// new filter in place and keeps its position.
+	evIt, err := s.events.start(ctx, js, natsutil.EventsStream, s.consumerConfig(s.cfg.Consumer.Durable,
+		"netpulse sink: raw events into ClickHouse", kinds))
+	if err != nil {
+		return err
+	}
+	defer evIt.Stop()
+	alIt, err := s.alerts.start(ctx, js, natsutil.AlertsStream, s.consumerConfig(s.cfg.Consumer.AlertsDurable,
+		"netpulse sink: alerts into ClickHouse", []string{natsutil.AlertsPrefix + ".>"}))
+	if err != nil {
+		return err
+	}
+	defer alIt.Stop()
+
+	// Both loops end when ctx does, each after a final flush; if one fails,
+	// the other is stopped too.
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- s.events.loop(lctx, evIt) }()
+	go func() { errs <- s.alerts.loop(lctx, alIt) }()
+	first := <-errs
+	cancel()
+	return errors.Join(first, <-errs)
+}
+
+func (s *Sink) consumerConfig(durable, description string, filter []string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:        durable,
+		Description:    description,
+		FilterSubjects: filter,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        s.cfg.Consumer.AckWait,
 		MaxAckPending:  s.cfg.Consumer.MaxAckPending,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		MaxDeliver:     -1,
-	}, s.log)
-	if err != nil {
-		return err
 	}
-	defer nc.Close()
+}
+
+// Counters returns the running totals of both consumers.
+func (s *Sink) Counters() Counters {
+	c := s.events.counters()
+	c.add(s.alerts.counters())
+	return c
+}
+
+// consumer is one durable consumer's loop: it buffers the rows of its
+// messages in its own writer and acks the messages once the rows are
+// stored.
+type consumer struct {
+	name string
+	cfg  Config
+	log  *slog.Logger
+	w    *chwriter.Writer
+	// add buffers the rows of one message. A non-empty reason means the
+	// message is bad (err says why); an error without a reason means ctx
+	// ended before the rows could be buffered.
+	add func(ctx context.Context, m jetstream.Msg, seq uint64, redelivered bool) (reason string, err error)
+
+	pending map[uint64]jetstream.Msg // stream seq -> latest delivery, not yet acked
+	order   []uint64
+	first   time.Time // when the oldest pending message arrived
+	touched time.Time // when the pending messages' ack deadlines were last extended
+	c       Counters
+	badSeen map[string]bool
+}
+
+func newConsumer(name string, cfg Config, log *slog.Logger) *consumer {
+	return &consumer{
+		name: name, cfg: cfg, log: log.With("consumer", name),
+		pending: make(map[uint64]jetstream.Msg), badSeen: make(map[string]bool),
+	}
+}
+
+// start creates or updates the durable consumer cc on stream and starts
+// pulling from it.
+func (c *consumer) start(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) (jetstream.MessagesContext, error) {
+	cons, err := natsutil.Retry(ctx, c.log, "create consumer "+cc.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
+		return js.CreateOrUpdateConsumer(ctx, stream, cc)
+	})
+	if err != nil {
+		return nil, err
+	}
 	if info, err := cons.Info(ctx); err == nil {
-		s.log.Info("consuming", "consumer", s.cfg.Consumer.Durable, "ack_floor", info.AckFloor.Stream, "pending", info.NumPending)
+		c.log.Info("consuming", "stream", stream, "durable", cc.Durable, "ack_floor", info.AckFloor.Stream, "pending", info.NumPending)
 	}
 	it, err := cons.Messages(jetstream.PullMaxBytes(32 << 20))
 	if err != nil {
-		return fmt.Errorf("consume: %w", err)
+		return nil, fmt.Errorf("consume %s: %w", stream, err)
 	}
-	defer it.Stop()
-	return s.loop(ctx, it)
+	return it, nil
 }
 
-func (s *Sink) loop(ctx context.Context, it jetstream.MessagesContext) error {
-	nextStats := time.Now().Add(s.cfg.Stats.Interval)
+func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error {
+	nextStats := time.Now().Add(c.cfg.Stats.Interval)
 	for {
-		wait := s.cfg.Batch.FlushInterval
-		if len(s.pending) > 0 {
-			wait = max(time.Until(s.first.Add(s.cfg.Batch.FlushInterval)), time.Millisecond)
+		wait := c.cfg.Batch.FlushInterval
+		if len(c.pending) > 0 {
+			wait = max(time.Until(c.first.Add(c.cfg.Batch.FlushInterval)), time.Millisecond)
 		}
 		m, err := it.Next(jetstream.NextMaxWait(wait))
 		switch {
 		case ctx.Err() != nil:
 			fctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
 			defer cancel()
-			if err := s.flush(fctx); err != nil {
-				s.log.Warn("final flush failed; the rows come back on the next start", "err", err)
+			if err := c.flush(fctx); err != nil {
+				c.log.Warn("final flush failed; the rows come back on the next start", "err", err)
 			}
-			s.stats()
+			c.stats()
 			return nil
 		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			return fmt.Errorf("message iterator closed")
+			return fmt.Errorf("%s: message iterator closed", c.name)
 		case err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded):
-			s.log.Warn("fetching messages", "err", err)
+			c.log.Warn("fetching messages", "err", err)
 		case err == nil:
-			s.handle(ctx, m)
+			c.handle(ctx, m)
 		}
-		if s.w.Buffered() >= s.cfg.Batch.MaxRows || (len(s.pending) > 0 && time.Since(s.first) >= s.cfg.Batch.FlushInterval) {
-			if err := s.flushRetrying(ctx); err != nil {
+		if c.w.Buffered() >= c.cfg.Batch.MaxRows || (len(c.pending) > 0 && time.Since(c.first) >= c.cfg.Batch.FlushInterval) {
+			if err := c.flushRetrying(ctx); err != nil {
 				continue // ctx ended: the next round does the final flush
 			}
 		}
 		if now := time.Now(); now.After(nextStats) {
-			s.stats()
-			nextStats = now.Add(s.cfg.Stats.Interval)
+			c.stats()
+			nextStats = now.Add(c.cfg.Stats.Interval)
 		}
 	}
 }
 
 // handle buffers one message's rows; the message is acked after they are
 // stored.
-func (s *Sink) handle(ctx context.Context, m jetstream.Msg) {
+func (c *consumer) handle(ctx context.Context, m jetstream.Msg) {
 	meta, err := m.Metadata()
 	if err != nil {
-		s.bad(m, "no JetStream metadata", err)
+		c.bad(m, "no JetStream metadata", err)
 		return
 	}
 	seq := meta.Sequence.Stream
-	if _, ok := s.pending[seq]; ok {
+	if _, ok := c.pending[seq]; ok {
 		// Redelivered while its rows still wait in our buffer: keep the
 		// newest delivery to ack, buffer nothing twice.
-		s.pending[seq] = m
-		s.c.Redelivered++
+		c.pending[seq] = m
+		c.c.Redelivered++
 		return
+	}
+	// A first delivery cannot be stored yet; a redelivery may be.
+	reason, err := c.add(ctx, m, seq, meta.NumDelivered > 1)
+	switch {
+	case reason != "":
+		c.bad(m, reason, err)
+		return
+	case err != nil:
+		return // ctx ended: not acked, comes back after a restart
+	}
+	if len(c.pending) == 0 {
+		c.first = time.Now()
+		c.touched = c.first
+	}
+	c.pending[seq] = m
+	c.order = append(c.order, seq)
+}
+
+// addBatch buffers the rows of a raw-event message, routed by the kind in
+// its subject.
+func (c *consumer) addBatch(ctx context.Context, m jetstream.Msg, seq uint64, redelivered bool) (string, error) {
+	kind := natsutil.SubjectKind(m.Subject())
+	if chwriter.TableOf(kind) == "" {
+		return "unknown kind", fmt.Errorf("subject %s: kind %q is not one the sink stores", m.Subject(), kind)
 	}
 	b := eventpb.BatchFromVTPool()
 	defer b.ReturnToVTPool()
 	// Unsafe: strings alias m.Data(), which stays alive while m is pending.
 	if err := b.UnmarshalVTUnsafe(m.Data()); err != nil {
-		s.bad(m, "undecodable batch", err)
-		return
+		return "undecodable batch", err
 	}
 	if b.SchemaVersion != eventpb.SchemaVersion {
-		s.bad(m, "unknown schema version", fmt.Errorf("schema_version %d, this sink reads %d", b.SchemaVersion, eventpb.SchemaVersion))
-		return
+		return "unknown schema version", fmt.Errorf("schema_version %d, this sink reads %d", b.SchemaVersion, eventpb.SchemaVersion)
 	}
-	for {
-		// A first delivery cannot be stored yet; a redelivery may be.
-		_, err := s.w.Add(ctx, seq, meta.NumDelivered > 1, b)
-		if err == nil {
-			break
-		}
-		s.log.Warn("ClickHouse unreachable while checking for duplicates; retrying", "err", err)
-		s.keepAlive()
-		if !sleep(ctx, time.Second) {
-			return // not acked: comes back after a restart
-		}
+	if reason, err := chwriter.Check(kind, b); reason != "" {
+		return reason, err
 	}
-	if len(s.pending) == 0 {
-		s.first = time.Now()
-		s.touched = s.first
-	}
-	s.pending[seq] = m
-	s.order = append(s.order, seq)
+	return "", c.retryLookup(ctx, func() error {
+		_, err := c.w.Add(ctx, kind, seq, redelivered, b)
+		return err
+	})
 }
 
-func (s *Sink) bad(m jetstream.Msg, reason string, err error) {
-	s.c.BadMessages++
-	s.c.Messages++
-	if !s.badSeen[reason] {
-		s.badSeen[reason] = true
-		s.log.Error("dropping bad message (counted in bad_messages; logged once per reason)", "reason", reason, "subject", m.Subject(), "err", err)
+// addAlert buffers the row of an alert message (JSON).
+func (c *consumer) addAlert(ctx context.Context, m jetstream.Msg, seq uint64, redelivered bool) (string, error) {
+	a, err := chwriter.DecodeAlert(m.Data())
+	switch {
+	case errors.Is(err, chwriter.ErrInvalidAlert):
+		return "invalid alert", err
+	case err != nil:
+		return "undecodable alert", err
+	}
+	return "", c.retryLookup(ctx, func() error {
+		_, err := c.w.AddAlert(ctx, seq, redelivered, a)
+		return err
+	})
+}
+
+// retryLookup calls add until it succeeds (its only failure is ClickHouse
+// not answering a duplicate look-up) or ctx ends.
+func (c *consumer) retryLookup(ctx context.Context, add func() error) error {
+	for {
+		err := add()
+		if err == nil {
+			return nil
+		}
+		c.log.Warn("ClickHouse unreachable while checking for duplicates; retrying", "err", err)
+		c.keepAlive()
+		if !sleep(ctx, time.Second) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *consumer) bad(m jetstream.Msg, reason string, err error) {
+	c.c.BadMessages++
+	c.c.Messages++
+	if !c.badSeen[reason] {
+		c.badSeen[reason] = true
+		c.log.Error("dropping bad message (counted in bad_messages; logged once per reason)", "reason", reason, "subject", m.Subject(), "err", err)
 	}
 	_ = m.TermWithReason(reason + ": " + err.Error())
 }
 
 // flushRetrying stores the buffer, retrying with back-off while ClickHouse
 // fails, until ctx ends.
-func (s *Sink) flushRetrying(ctx context.Context) error {
+func (c *consumer) flushRetrying(ctx context.Context) error {
 	wait := 250 * time.Millisecond
 	for {
-		err := s.flush(ctx)
+		err := c.flush(ctx)
 		if err == nil {
 			return nil
 		}
-		s.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait, "buffered_rows", s.w.Buffered())
-		s.keepAlive()
+		c.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait, "buffered_rows", c.w.Buffered())
+		c.keepAlive()
 		if !sleep(ctx, wait) {
 			return ctx.Err()
 		}
@@ -212,48 +352,47 @@ func (s *Sink) flushRetrying(ctx context.Context) error {
 	}
 }
 
-func (s *Sink) flush(ctx context.Context) error {
-	if err := s.w.Flush(ctx); err != nil {
+func (c *consumer) flush(ctx context.Context) error {
+	if err := c.w.Flush(ctx); err != nil {
 		return err
 	}
-	for _, seq := range s.order {
-		// An ack that is lost only means a redelivery, which the watermark skips.
-		_ = s.pending[seq].Ack()
-		delete(s.pending, seq)
-		s.c.Messages++
+	for _, seq := range c.order {
+		// An ack that is lost only means a redelivery, which the look-up skips.
+		_ = c.pending[seq].Ack()
+		delete(c.pending, seq)
+		c.c.Messages++
 	}
-	s.order = s.order[:0]
+	c.order = c.order[:0]
 	return nil
 }
 
-// keepAlive extends the ack deadline of the messages the sink holds, so
+// keepAlive extends the ack deadline of the messages the consumer holds, so
 // that a slow or failing INSERT does not make the server redeliver them while
 // ack_wait stays short (a sink that dies gets its messages redelivered to its
 // successor after ack_wait).
-func (s *Sink) keepAlive() {
-	if len(s.pending) == 0 || time.Since(s.touched) < s.cfg.Consumer.AckWait/3 {
+func (c *consumer) keepAlive() {
+	if len(c.pending) == 0 || time.Since(c.touched) < c.cfg.Consumer.AckWait/3 {
 		return
 	}
-	for _, m := range s.pending {
+	for _, m := range c.pending {
 		_ = m.InProgress()
 	}
-	s.touched = time.Now()
+	c.touched = time.Now()
 }
 
-// Counters returns the running totals.
-func (s *Sink) Counters() Counters {
-	c := s.c
-	if s.w != nil {
-		c.Counters = s.w.Counters
+func (c *consumer) counters() Counters {
+	out := c.c
+	if c.w != nil {
+		out.Counters = c.w.Counters
 	}
-	return c
+	return out
 }
 
-func (s *Sink) stats() {
-	c := s.Counters()
-	s.log.Info("sink stats", "messages", c.Messages, "rows_inserted", c.RowsInserted, "rows_duplicate", c.RowsDuplicate, "lookups", c.Lookups,
-		"inserts", c.Inserts, "insert_errors", c.InsertErrors, "bad_messages", c.BadMessages,
-		"redelivered", c.Redelivered, "buffered_rows", s.w.Buffered())
+func (c *consumer) stats() {
+	t := c.counters()
+	c.log.Info("sink stats", "messages", t.Messages, "rows_inserted", t.RowsInserted, "rows_duplicate", t.RowsDuplicate, "lookups", t.Lookups,
+		"inserts", t.Inserts, "insert_errors", t.InsertErrors, "bad_messages", t.BadMessages,
+		"redelivered", t.Redelivered, "buffered_rows", c.w.Buffered())
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {

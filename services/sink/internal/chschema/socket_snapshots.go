@@ -1,0 +1,70 @@
+package chschema
+
+// Row kinds of socket_snapshots.
+const rowKindEnum = "Enum8('summary' = 0, 'group' = 1, 'close_wait' = 2)"
+
+// SocketSnapshots holds the probe's periodic socket-table snapshots (the
+// proto's Snapshot, kind snapshot), flattened so that plain SQL answers
+// "which process had the most CLOSE_WAIT sockets in the last hour" and
+// "which CLOSE_WAIT sockets are older than 10 minutes now". Every row of a
+// snapshot has its time, host, probe_id and seq; row_kind says what else
+// it holds:
+//
+//   - 'summary': one per snapshot, the whole table: sockets_total,
+//     groups_cut, close_wait_total, close_wait_cut, seeded, the host's
+//     tcp_out_segs and tcp_retrans_segs counters, interval_ms.
+//   - 'group': one per SocketGroup: state, pid, comm, cgroup_id,
+//     local_port (0 for client sockets), side, count.
+//   - 'close_wait': one per listed CLOSE_WAIT socket: state CLOSE_WAIT,
+//     pid, comm, cgroup_id, owner_source, side, family, saddr, local_port,
+//     daddr, dport, sock_id, cookie, age_us, age_estimated, recv_queue,
+//     count 1.
+//
+// Columns a kind does not use hold their defaults (0, ”, 'UNKNOWN').
+// ORDER BY (host, row_kind, state, time): every query names a row kind,
+// group queries a state, then a time range.
+var SocketSnapshots = Table{
+	Name: "socket_snapshots",
+	Columns: []Column{
+		{Name: "time", Modern: "DateTime64(9, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},
+		{Name: "time_ns", Modern: "UInt64", Codec: codecSeq},
+		{Name: "host", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		{Name: "row_kind", Modern: rowKindEnum},
+		{Name: "state", Modern: stateEnum},
+		{Name: "pid", Modern: "UInt32", Codec: codecSmall},
+		{Name: "comm", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		{Name: "cgroup_id", Modern: "UInt64", Codec: codecSmall},
+		{Name: "owner_source", Modern: ownerEnum},
+		{Name: "side", Modern: sideEnum},
+		{Name: "local_port", Modern: "UInt16", Codec: codecSmall},
+		// Sockets the row stands for: the group's size, 1 for a socket.
+		{Name: "count", Modern: "UInt32", Codec: codecSmall},
+		{Name: "family", Modern: familyEnum},
+		{Name: "saddr", Modern: "String", Codec: codecZSTD},
+		{Name: "daddr", Modern: "String", Codec: codecZSTD},
+		{Name: "dport", Modern: "UInt16", Codec: codecSmall},
+		{Name: "sock_id", Modern: "UInt64", Codec: codecZSTD},
+		{Name: "cookie", Modern: "UInt64", Codec: codecZSTD},
+		// Time in CLOSE_WAIT at the snapshot's time.
+		{Name: "age_us", Modern: "UInt64", Codec: codecSmall},
+		// 1: the socket predates the probe; age_us is a lower bound.
+		{Name: "age_estimated", Modern: "UInt8"},
+		{Name: "recv_queue", Modern: "UInt32", Codec: codecSmall},
+		{Name: "groups_cut", Modern: "UInt32", Codec: codecSmall},
+		{Name: "close_wait_total", Modern: "UInt32", Codec: codecSmall},
+		{Name: "close_wait_cut", Modern: "UInt32", Codec: codecSmall},
+		{Name: "sockets_total", Modern: "UInt32", Codec: codecSmall},
+		{Name: "seeded", Modern: "UInt8"},
+		{Name: "tcp_out_segs", Modern: "UInt64", Codec: codecSeq},
+		{Name: "tcp_retrans_segs", Modern: "UInt64", Codec: codecSeq},
+		{Name: "interval_ms", Modern: "UInt32", Codec: codecSmall},
+		{Name: "probe_id", Modern: lcString, Legacy: "String", Codec: codecZSTD},
+		// The snapshot's seq (per probe run).
+		{Name: "seq", Modern: "UInt64", Codec: codecSeq},
+		{Name: "stream_seq", Modern: "UInt64", Codec: codecSeq},
+	},
+	Engine:     "MergeTree",
+	TimeColumn: "time",
+	OrderBy:    "(host, row_kind, state, time)",
+	TTLFrom:    "toDateTime(time)",
+}

@@ -1,0 +1,24 @@
+CREATE TABLE IF NOT EXISTS netpulse.alerts
+(
+    sent_at      DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    fingerprint  String CODEC(ZSTD(1)),
+    detector     LowCardinality(String) CODEC(ZSTD(1)),
+    status       LowCardinality(String) CODEC(ZSTD(1)),
+    severity     LowCardinality(String) CODEC(ZSTD(1)),
+    host         LowCardinality(String) CODEC(ZSTD(1)),
+    starts_at    DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),
+    ends_at      Nullable(DateTime64(3, 'UTC')) CODEC(ZSTD(1)),
+    label_names  Array(LowCardinality(String)) CODEC(ZSTD(1)),
+    label_values Array(String) CODEC(ZSTD(1)),
+    summary      String CODEC(ZSTD(1)),
+    description  String CODEC(ZSTD(1)),
+    value        Float64,
+    threshold    Float64,
+    evidence     String CODEC(ZSTD(1)),
+    sql          String CODEC(ZSTD(1)),
+    stream_seq   UInt64 CODEC(Delta, ZSTD(1))
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMM(sent_at)
+ORDER BY (detector, host, fingerprint, sent_at)
+TTL toDateTime(sent_at) + INTERVAL 30 DAY;

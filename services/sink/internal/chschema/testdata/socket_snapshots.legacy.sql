@@ -1,0 +1,38 @@
+CREATE TABLE IF NOT EXISTS netpulse.socket_snapshots
+(
+    time             DateTime('UTC'),
+    time_ns          UInt64,
+    host             String,
+    row_kind         Enum8('summary' = 0, 'group' = 1, 'close_wait' = 2),
+    state            Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, 'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, 'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12),
+    pid              UInt32,
+    comm             String,
+    cgroup_id        UInt64,
+    owner_source     Enum8('unknown' = 0, 'task' = 1, 'socket' = 2, 'listener' = 3, 'scan' = 4),
+    side             Enum8('unspecified' = 0, 'client' = 1, 'server' = 2),
+    local_port       UInt16,
+    count            UInt32,
+    family           Enum8('unknown' = 0, 'ipv4' = 4, 'ipv6' = 6),
+    saddr            String,
+    daddr            String,
+    dport            UInt16,
+    sock_id          UInt64,
+    cookie           UInt64,
+    age_us           UInt64,
+    age_estimated    UInt8,
+    recv_queue       UInt32,
+    groups_cut       UInt32,
+    close_wait_total UInt32,
+    close_wait_cut   UInt32,
+    sockets_total    UInt32,
+    seeded           UInt8,
+    tcp_out_segs     UInt64,
+    tcp_retrans_segs UInt64,
+    interval_ms      UInt32,
+    probe_id         String,
+    seq              UInt64,
+    stream_seq       UInt64
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (host, row_kind, state, time);

@@ -1,0 +1,25 @@
+CREATE TABLE IF NOT EXISTS netpulse.tcp_events
+(
+    time              DateTime('UTC'),
+    time_ns           UInt64,
+    host              String,
+    type              String,
+    pid               UInt32,
+    tid               UInt32,
+    comm              String,
+    family            Enum8('unknown' = 0, 'ipv4' = 4, 'ipv6' = 6),
+    saddr             String,
+    sport             UInt16,
+    daddr             String,
+    dport             UInt16,
+    old_state         Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, 'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, 'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12),
+    new_state         Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, 'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, 'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12),
+    state_duration_us UInt64,
+    sock_id           UInt64,
+    probe_id          String,
+    seq               UInt64,
+    stream_seq        UInt64
+)
+ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(time)
+ORDER BY (host, type, time);
