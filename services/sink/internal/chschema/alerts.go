@@ -1,15 +1,16 @@
 package chschema
 
-// Alerts holds every alert transition as the detectors published it
-// (lib/alert.Alert, stream NETPULSE_ALERTS): firing, reminders, resolved.
-//
-// Alerts are few, so partitions are months, not days. ORDER BY (detector,
-// host, fingerprint, sent_at): queries pick a detector or a host, and one
-// alert's history (its fingerprint) lies together in time order. Labels
-// are two parallel arrays sorted by name (18.16 has no Map):
-// label_values[indexOf(label_names, 'comm')].
+// Alerts holds every alert transition as published (see Doc).
 var Alerts = Table{
 	Name: "alerts",
+	Doc: `Every alert message as the detectors published it (lib/alert.Alert
+JSON from stream NETPULSE_ALERTS): first firing, reminders, resolution.
+Alerts are few, so partitions are UTC months, not days. ORDER BY
+(detector, host, fingerprint, sent_at): queries pick a detector or a
+host, and one alert's history (its fingerprint) lies together in time
+order. Labels are two parallel arrays sorted by name (18.16 has no Map):
+label_values[indexOf(label_names, 'comm')]. evidence is the JSON object
+as published, empty when there was none.`,
 	Columns: []Column{
 		// When this message was made (first firing, reminder, resolution).
 		{Name: "sent_at", Modern: "DateTime64(3, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},

@@ -65,7 +65,10 @@ func (c Column) def(f Features, width int) string {
 
 // Table is a MergeTree-family table.
 type Table struct {
-	Name    string
+	Name string
+	// Doc says what a row is and why the table is laid out so; it heads
+	// the table's rendering in testdata/ (the schema's documentation).
+	Doc     string
 	Columns []Column
 	// Engine with its parameters, e.g. "MergeTree".
 	Engine string

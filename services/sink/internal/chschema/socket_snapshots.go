@@ -3,28 +3,31 @@ package chschema
 // Row kinds of socket_snapshots.
 const rowKindEnum = "Enum8('summary' = 0, 'group' = 1, 'close_wait' = 2)"
 
-// SocketSnapshots holds the probe's periodic socket-table snapshots (the
-// proto's Snapshot, kind snapshot), flattened so that plain SQL answers
-// "which process had the most CLOSE_WAIT sockets in the last hour" and
-// "which CLOSE_WAIT sockets are older than 10 minutes now". Every row of a
-// snapshot has its time, host, probe_id and seq; row_kind says what else
-// it holds:
-//
-//   - 'summary': one per snapshot, the whole table: sockets_total,
-//     groups_cut, close_wait_total, close_wait_cut, seeded, the host's
-//     tcp_out_segs and tcp_retrans_segs counters, interval_ms.
-//   - 'group': one per SocketGroup: state, pid, comm, cgroup_id,
-//     local_port (0 for client sockets), side, count.
-//   - 'close_wait': one per listed CLOSE_WAIT socket: state CLOSE_WAIT,
-//     pid, comm, cgroup_id, owner_source, side, family, saddr, local_port,
-//     daddr, dport, sock_id, cookie, age_us, age_estimated, recv_queue,
-//     count 1.
-//
-// Columns a kind does not use hold their defaults (0, ”, 'UNKNOWN').
-// ORDER BY (host, row_kind, state, time): every query names a row kind,
-// group queries a state, then a time range.
+// SocketSnapshots holds the probe's periodic socket-table snapshots (see Doc).
 var SocketSnapshots = Table{
 	Name: "socket_snapshots",
+	Doc: `The probe's periodic socket-table snapshots (kind snapshot, the
+proto's Snapshot), flattened so that plain SQL answers "which process had
+the most CLOSE_WAIT sockets in the last hour" and "which CLOSE_WAIT
+sockets are older than 10 minutes now". Every row of a snapshot carries
+its time, host, probe_id and seq (the snapshot's); row_kind says what
+else it holds:
+  'summary'    one per snapshot, the whole table: sockets_total,
+               groups_cut, close_wait_total, close_wait_cut, seeded, the
+               host's tcp_out_segs and tcp_retrans_segs counters (since
+               boot), interval_ms.
+  'group'      one per SocketGroup (sockets per state, process and local
+               port): state, pid, comm, cgroup_id, local_port (0 for
+               client sockets), side, count.
+  'close_wait' one per listed CLOSE_WAIT socket, oldest first: state
+               CLOSE_WAIT, pid, comm, cgroup_id, owner_source, side,
+               family, saddr, local_port, daddr, dport, sock_id, cookie,
+               age_us, age_estimated, recv_queue, count 1.
+Columns a row kind does not use hold their defaults (0, empty, UNKNOWN).
+Partitions are UTC days. ORDER BY (host, row_kind, state, time): every
+query names a row kind, group queries a state, then a time range. The
+latest snapshot of a host is the one with max(time_ns) of its summary
+rows.`,
 	Columns: []Column{
 		{Name: "time", Modern: "DateTime64(9, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},
 		{Name: "time_ns", Modern: "UInt64", Codec: codecSeq},

@@ -1,16 +1,16 @@
 package chschema
 
-// TCPConnections holds one row per finished connection (the proto's
-// Connection, kind conn): what tcplife prints, and more.
-//
-// ORDER BY (host, toStartOfHour(time), comm, daddr, time): the questions
-// asked of this table are "which process / which remote had the most
-// retransmits or bytes in this time range". The hour bucket lets a query
-// over the last hour read only that hour of a day's partition; inside it
-// the rows of one process and remote lie together, so GROUP BY comm or
-// daddr reads long runs, and they compress best.
+// TCPConnections holds one row per finished connection (see Doc).
 var TCPConnections = Table{
 	Name: "tcp_connections",
+	Doc: `One row per finished connection (kind conn, the proto's Connection):
+what tcplife prints, and more. time is when it closed. Partitions are UTC
+days. ORDER BY (host, toStartOfHour(time), comm, daddr, time): the
+questions asked here are "which process / which remote had the most
+retransmits or bytes in this time range". The hour bucket lets a query
+over the last hour read only that hour of a day; inside it the rows of one
+process and remote lie together, so GROUP BY comm or daddr reads long
+runs, which also compress best.`,
 	Columns: []Column{
 		// When it closed.
 		{Name: "time", Modern: "DateTime64(9, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},

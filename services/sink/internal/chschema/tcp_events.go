@@ -23,14 +23,14 @@ const (
 	lcString   = "LowCardinality(String)"
 )
 
-// TCPEvents holds one row per kernel event.
-//
-// Partitions are UTC days: the sink computes each row's partition in Go
-// (PartitionOf) so one INSERT is one partition and one atomic part. ORDER BY
-// (host, type, time): queries select a host and an event type over a time
-// range; low-cardinality keys first also make the runs that compress best.
+// TCPEvents holds one row per kernel event (see Doc).
 var TCPEvents = Table{
 	Name: "tcp_events",
+	Doc: `One row per kernel event (kinds state, retransmit, reset, error).
+Partitions are UTC days: the sink computes each row's partition in Go so
+that one INSERT is one partition and one atomic part. ORDER BY (host, type,
+time): queries select a host and an event type over a time range; the
+low-cardinality keys first also make the runs that compress best.`,
 	Columns: []Column{
 		{Name: "time", Modern: "DateTime64(9, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},
 		// Unix nanoseconds: exact ordering where time has only seconds.

@@ -31,6 +31,7 @@ type env struct {
 	cfg  Config
 	js   jetstream.JetStream
 	ch   driver.Conn
+	f    chschema.Features
 	db   string
 	host string
 }
@@ -53,7 +54,15 @@ func newEnvOn(t *testing.T, srv *chtest.Server) *env {
 	if _, err := natsutil.EnsureEventsStream(ctx, js, cfg.Stream, quiet); err != nil {
 		t.Fatal(err)
 	}
-	return &env{cfg: cfg, js: js, ch: srv.Conn(t, db), db: db, host: "host-" + db}
+	if _, err := natsutil.EnsureAlertsStream(ctx, js, cfg.AlertsStream, quiet); err != nil {
+		t.Fatal(err)
+	}
+	ch := srv.Conn(t, db)
+	f, err := chschema.Probe(ctx, ch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{cfg: cfg, js: js, ch: ch, f: f, db: db, host: "host-" + db}
 }
 
 // event i of batch b; batches alternate between two days so every message
@@ -117,13 +126,19 @@ func (e *env) run(t *testing.T) func() Counters {
 	}
 }
 
-// waitAcked waits until the consumer has acknowledged (or terminated) every
-// message in the stream.
+// waitAcked waits until the sink's consumers have acknowledged (or
+// terminated) every message in the events and the alerts stream.
 func (e *env) waitAcked(t *testing.T) {
+	t.Helper()
+	e.waitAckedOn(t, natsutil.EventsStream, e.cfg.Consumer.Durable)
+	e.waitAckedOn(t, natsutil.AlertsStream, e.cfg.Consumer.AlertsDurable)
+}
+
+func (e *env) waitAckedOn(t *testing.T, stream, durable string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	st, err := e.js.Stream(ctx, natsutil.EventsStream)
+	st, err := e.js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,15 +147,15 @@ func (e *env) waitAcked(t *testing.T) {
 		t.Fatal(err)
 	}
 	last := si.State.LastSeq
-	for {
-		if c, err := e.js.Consumer(ctx, natsutil.EventsStream, e.cfg.Consumer.Durable); err == nil {
+	for last > 0 {
+		if c, err := e.js.Consumer(ctx, stream, durable); err == nil {
 			if info, err := c.Info(ctx); err == nil && info.AckFloor.Stream >= last {
 				return
 			}
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("consumer has not acknowledged up to stream sequence %d: %v", last, ctx.Err())
+			t.Fatalf("consumer %s has not acknowledged up to stream sequence %d of %s: %v", durable, last, stream, ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -1,3 +1,11 @@
+-- Every alert message as the detectors published it (lib/alert.Alert
+-- JSON from stream NETPULSE_ALERTS): first firing, reminders, resolution.
+-- Alerts are few, so partitions are UTC months, not days. ORDER BY
+-- (detector, host, fingerprint, sent_at): queries pick a detector or a
+-- host, and one alert's history (its fingerprint) lies together in time
+-- order. Labels are two parallel arrays sorted by name (18.16 has no Map):
+-- label_values[indexOf(label_names, 'comm')]. evidence is the JSON object
+-- as published, empty when there was none.
 CREATE TABLE IF NOT EXISTS netpulse.alerts
 (
     sent_at      DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),

@@ -1,3 +1,25 @@
+-- The probe's periodic socket-table snapshots (kind snapshot, the
+-- proto's Snapshot), flattened so that plain SQL answers "which process had
+-- the most CLOSE_WAIT sockets in the last hour" and "which CLOSE_WAIT
+-- sockets are older than 10 minutes now". Every row of a snapshot carries
+-- its time, host, probe_id and seq (the snapshot's); row_kind says what
+-- else it holds:
+--   'summary'    one per snapshot, the whole table: sockets_total,
+--                groups_cut, close_wait_total, close_wait_cut, seeded, the
+--                host's tcp_out_segs and tcp_retrans_segs counters (since
+--                boot), interval_ms.
+--   'group'      one per SocketGroup (sockets per state, process and local
+--                port): state, pid, comm, cgroup_id, local_port (0 for
+--                client sockets), side, count.
+--   'close_wait' one per listed CLOSE_WAIT socket, oldest first: state
+--                CLOSE_WAIT, pid, comm, cgroup_id, owner_source, side,
+--                family, saddr, local_port, daddr, dport, sock_id, cookie,
+--                age_us, age_estimated, recv_queue, count 1.
+-- Columns a row kind does not use hold their defaults (0, empty, UNKNOWN).
+-- Partitions are UTC days. ORDER BY (host, row_kind, state, time): every
+-- query names a row kind, group queries a state, then a time range. The
+-- latest snapshot of a host is the one with max(time_ns) of its summary
+-- rows.
 CREATE TABLE IF NOT EXISTS netpulse.socket_snapshots
 (
     time             DateTime('UTC'),

@@ -1,3 +1,11 @@
+-- One row per finished connection (kind conn, the proto's Connection):
+-- what tcplife prints, and more. time is when it closed. Partitions are UTC
+-- days. ORDER BY (host, toStartOfHour(time), comm, daddr, time): the
+-- questions asked here are "which process / which remote had the most
+-- retransmits or bytes in this time range". The hour bucket lets a query
+-- over the last hour read only that hour of a day; inside it the rows of one
+-- process and remote lie together, so GROUP BY comm or daddr reads long
+-- runs, which also compress best.
 CREATE TABLE IF NOT EXISTS netpulse.tcp_connections
 (
     time                  DateTime('UTC'),

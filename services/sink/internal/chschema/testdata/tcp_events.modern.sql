@@ -1,3 +1,8 @@
+-- One row per kernel event (kinds state, retransmit, reset, error).
+-- Partitions are UTC days: the sink computes each row's partition in Go so
+-- that one INSERT is one partition and one atomic part. ORDER BY (host, type,
+-- time): queries select a host and an event type over a time range; the
+-- low-cardinality keys first also make the runs that compress best.
 CREATE TABLE IF NOT EXISTS netpulse.tcp_events
 (
     time                  DateTime64(9, 'UTC') CODEC(Delta, ZSTD(1)),

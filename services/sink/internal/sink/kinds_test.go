@@ -1,0 +1,536 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/netpulse/netpulse/lib/alert"
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/services/sink/internal/chschema"
+)
+
+// at is when the test's events happen: sub-second digits show what each
+// time column keeps.
+var at = time.Date(2026, 11, 24, 10, 0, 0, 123456789, time.UTC)
+
+// publishBatch publishes b under kind with a message ID, like the probe.
+func (e *env) publishBatch(t *testing.T, kind string, b *eventpb.Batch) {
+	t.Helper()
+	b.SchemaVersion, b.Host = eventpb.SchemaVersion, e.host
+	if b.ProbeId == "" {
+		b.ProbeId = "p-" + kind
+	}
+	data, err := b.MarshalVT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publishRaw(t, natsutil.EventSubject(e.host, kind), data, fmt.Sprintf("%s-%d", b.ProbeId, b.BatchSeq))
+}
+
+func (e *env) publishRaw(t *testing.T, subject string, data []byte, msgID string) {
+	t.Helper()
+	var opts []jetstream.PublishOpt
+	if msgID != "" {
+		opts = append(opts, jetstream.WithMsgID(msgID))
+	}
+	if _, err := e.js.Publish(context.Background(), subject, data, opts...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) publishAlert(t *testing.T, a any) {
+	t.Helper()
+	data, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := natsutil.AlertSubject("conn_leak", "warning", e.host)
+	if al, ok := a.(alert.Alert); ok {
+		subj = natsutil.AlertSubject(al.Detector, al.Severity, al.Host)
+	}
+	e.publishRaw(t, subj, data, "")
+}
+
+// query returns every row of q as column name -> value, formatted by
+// text(): what a user reading the table sees.
+func (e *env) query(t *testing.T, q string) []map[string]string {
+	t.Helper()
+	rows, err := e.ch.Query(context.Background(), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []map[string]string
+	types := rows.ColumnTypes()
+	for rows.Next() {
+		ptrs := make([]any, len(types))
+		for i, ct := range types {
+			ptrs[i] = reflect.New(ct.ScanType()).Interface()
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		row := map[string]string{}
+		for i, ct := range types {
+			row[ct.Name()] = text(reflect.ValueOf(ptrs[i]).Elem().Interface())
+		}
+		out = append(out, row)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func text(v any) string {
+	switch v := v.(type) {
+	case time.Time:
+		return v.UTC().Format(time.RFC3339Nano)
+	case *time.Time:
+		if v == nil {
+			return "NULL"
+		}
+		return v.UTC().Format(time.RFC3339Nano)
+	case []string:
+		return fmt.Sprintf("%q", v)
+	}
+	return fmt.Sprint(v)
+}
+
+// ts is how a time column of the server shows t: digits is the column's
+// precision on servers with DateTime64; DateTime keeps seconds.
+func (e *env) ts(t time.Time, digits int) string {
+	if !e.f.DateTime64 {
+		digits = 0
+	}
+	unit := time.Second
+	for range digits {
+		unit /= 10
+	}
+	return t.Truncate(unit).UTC().Format(time.RFC3339Nano)
+}
+
+// checkRows compares rows with want, both ordered the same; every column of
+// table must be in want[i] (nothing unchecked).
+func checkRows(t *testing.T, table *chschema.Table, got, want []map[string]string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s holds %d rows, want %d:\n%v", table.Name, len(got), len(want), got)
+	}
+	for i := range want {
+		for _, c := range table.ColumnNames() {
+			w, ok := want[i][c]
+			if !ok {
+				t.Fatalf("test error: row %d of %s has no expected %s", i, table.Name, c)
+			}
+			if got[i][c] != w {
+				t.Errorf("%s row %d: %s = %q, want %q", table.Name, i, c, got[i][c], w)
+			}
+		}
+	}
+}
+
+// streamSeqs returns the stream sequence of every message on subject, in
+// order.
+func (e *env) streamSeqs(t *testing.T, stream, subject string) []string {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := e.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, c := range info.State.Subjects { // per concrete subject
+		n += int(c)
+	}
+	var seqs []string
+	for len(seqs) < n {
+		m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		meta, _ := m.Metadata()
+		seqs = append(seqs, strconv.FormatUint(meta.Sequence.Stream, 10))
+	}
+	return seqs
+}
+
+// Every event type, published under its kind as the probe does, lands in
+// tcp_events with every column right.
+func TestSinkStoresEveryEventType(t *testing.T) {
+	e := newEnv(t)
+	type evCase struct {
+		kind, typ, owner, side, family, saddr, daddr, oldState, newState string
+		ev                                                               *eventpb.Event
+	}
+	v4a, v4b := []byte{10, 0, 0, 1}, []byte{192, 168, 1, 20}
+	v6a := []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
+	v6b := []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
+	ev := func(i int, typ eventpb.EventType, fam eventpb.Family, sa, da []byte, old, new eventpb.TcpState, owner eventpb.OwnerSource, side eventpb.Side) *eventpb.Event {
+		return &eventpb.Event{
+			Type: typ, TimeUnixNano: uint64(at.Add(time.Duration(i) * time.Second).UnixNano()), Seq: uint64(100 + i),
+			Pid: uint32(4000 + i), Tid: uint32(5000 + i), Comm: fmt.Sprintf("comm-%d", i), Family: fam,
+			Saddr: sa, Daddr: da, Sport: uint32(40000 + i), Dport: uint32(443 + i), OldState: old, NewState: new,
+			StateDurationUs: uint64(700 + i), SockId: 0xffff888000000000 + uint64(i), OwnerSource: owner,
+			CgroupId: uint64(9000 + i), Error: int32(i), HandshakeUs: uint64(1500 + i), HandshakeRetransmits: uint32(i % 3),
+			Side: side, Segments: uint32(10 + i), Cookie: uint64(0x1000 + i),
+		}
+	}
+	const (
+		ipv4, ipv6 = eventpb.Family_FAMILY_IPV4, eventpb.Family_FAMILY_IPV6
+		estab      = eventpb.TcpState_TCP_STATE_ESTABLISHED
+	)
+	cases := []evCase{
+		{"state", "state_change", "task", "client", "ipv4", "10.0.0.1", "192.168.1.20", "SYN_SENT", "ESTABLISHED",
+			ev(0, 1, ipv4, v4a, v4b, eventpb.TcpState_TCP_STATE_SYN_SENT, estab, eventpb.OwnerSource_OWNER_SOURCE_TASK, eventpb.Side_SIDE_CLIENT)},
+		{"retransmit", "retransmit", "socket", "server", "ipv6", "2001:db8::10", "fe80::1", "UNKNOWN", "ESTABLISHED",
+			ev(1, 2, ipv6, v6a, v6b, 0, estab, eventpb.OwnerSource_OWNER_SOURCE_SOCKET, eventpb.Side_SIDE_SERVER)},
+		{"retransmit", "synack_retransmit", "listener", "server", "ipv4", "10.0.0.1", "192.168.1.20", "UNKNOWN", "NEW_SYN_RECV",
+			ev(2, 3, ipv4, v4a, v4b, 0, eventpb.TcpState_TCP_STATE_NEW_SYN_RECV, eventpb.OwnerSource_OWNER_SOURCE_LISTENER, eventpb.Side_SIDE_SERVER)},
+		{"reset", "reset_sent", "scan", "unspecified", "ipv4", "10.0.0.1", "192.168.1.20", "UNKNOWN", "CLOSE_WAIT",
+			ev(3, 4, ipv4, v4a, v4b, 0, eventpb.TcpState_TCP_STATE_CLOSE_WAIT, eventpb.OwnerSource_OWNER_SOURCE_SCAN, eventpb.Side_SIDE_UNSPECIFIED)},
+		{"reset", "reset_received", "unknown", "client", "ipv6", "2001:db8::10", "fe80::1", "UNKNOWN", "FIN_WAIT1",
+			ev(4, 5, ipv6, v6a, v6b, 0, eventpb.TcpState_TCP_STATE_FIN_WAIT1, eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN, eventpb.Side_SIDE_CLIENT)},
+		{"error", "socket_error", "socket", "client", "ipv4", "10.0.0.1", "192.168.1.20", "UNKNOWN", "ESTABLISHED",
+			ev(5, 6, ipv4, v4a, v4b, 0, estab, eventpb.OwnerSource_OWNER_SOURCE_SOCKET, eventpb.Side_SIDE_CLIENT)},
+		{"error", "connect_failed", "task", "client", "ipv4", "10.0.0.1", "192.168.1.20", "SYN_SENT", "CLOSE",
+			ev(6, 7, ipv4, v4a, v4b, eventpb.TcpState_TCP_STATE_SYN_SENT, eventpb.TcpState_TCP_STATE_CLOSE, eventpb.OwnerSource_OWNER_SOURCE_TASK, eventpb.Side_SIDE_CLIENT)},
+	}
+	batches := map[string]*eventpb.Batch{}
+	for _, c := range cases {
+		if batches[c.kind] == nil {
+			batches[c.kind] = &eventpb.Batch{BatchSeq: 1}
+		}
+		batches[c.kind].Events = append(batches[c.kind].Events, c.ev)
+	}
+	for _, kind := range []string{"state", "retransmit", "reset", "error"} {
+		e.publishBatch(t, kind, batches[kind])
+	}
+	stop := e.run(t)
+	e.waitAcked(t)
+	c := stop()
+	if c.BadMessages != 0 || c.RowsInserted != uint64(len(cases)) {
+		t.Errorf("counters %+v, want %d rows and no bad messages", c, len(cases))
+	}
+
+	var want []map[string]string
+	for i, c := range cases {
+		ev := c.ev
+		want = append(want, map[string]string{
+			"time": e.ts(time.Unix(0, int64(ev.TimeUnixNano)), 9), "time_ns": fmt.Sprint(ev.TimeUnixNano), "host": e.host,
+			"type": c.typ, "pid": fmt.Sprint(4000 + i), "tid": fmt.Sprint(5000 + i), "comm": ev.Comm, "family": c.family,
+			"saddr": c.saddr, "sport": fmt.Sprint(40000 + i), "daddr": c.daddr, "dport": fmt.Sprint(443 + i),
+			"old_state": c.oldState, "new_state": c.newState, "state_duration_us": fmt.Sprint(700 + i),
+			"sock_id": fmt.Sprint(0xffff888000000000 + uint64(i)), "owner_source": c.owner, "cgroup_id": fmt.Sprint(9000 + i),
+			"error": fmt.Sprint(i), "handshake_us": fmt.Sprint(1500 + i), "handshake_retransmits": fmt.Sprint(i % 3),
+			"side": c.side, "segments": fmt.Sprint(10 + i), "cookie": fmt.Sprint(0x1000 + i), "probe_id": "p-" + c.kind,
+			"seq": fmt.Sprint(100 + i), "stream_seq": e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, c.kind))[0],
+		})
+	}
+	checkRows(t, &chschema.TCPEvents, e.query(t, "SELECT * FROM tcp_events ORDER BY seq"), want)
+}
+
+// Finished connections land in tcp_connections with every column right.
+func TestSinkStoresConnections(t *testing.T) {
+	e := newEnv(t)
+	closed := at.Add(time.Minute)
+	conns := []*eventpb.Connection{
+		{
+			TimeUnixNano: uint64(closed.UnixNano()), Seq: 31, SockId: 0xabc, Pid: 321, Comm: "postgres", CgroupId: 77,
+			OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_SOCKET, Family: eventpb.Family_FAMILY_IPV4,
+			Saddr: []byte{10, 1, 1, 1}, Daddr: []byte{10, 2, 2, 2}, Sport: 5432, Dport: 51234, Side: eventpb.Side_SIDE_SERVER,
+			StartUnixNano: uint64(at.UnixNano()), DurationUs: 60_000_000, BytesSent: 1 << 40, BytesReceived: 12345,
+			SegmentsOut: 900, SegmentsIn: 800, Retransmits: 17, SrttUs: 250, HandshakeUs: 180, HandshakeRetransmits: 1,
+			LastState: eventpb.TcpState_TCP_STATE_LAST_ACK, Error: 0, Cookie: 0x5000,
+		},
+		{
+			// Older than the probe: no start, reset by the peer.
+			TimeUnixNano: uint64(closed.Add(time.Millisecond).UnixNano()), Seq: 32, SockId: 0xdef, Pid: 999, Comm: "curl",
+			OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_SCAN, Family: eventpb.Family_FAMILY_IPV6,
+			Saddr: net6(1), Daddr: net6(2), Sport: 40001, Dport: 443, Side: eventpb.Side_SIDE_UNSPECIFIED,
+			SegmentsOut: 3, SegmentsIn: 2, SrttUs: 40, LastState: eventpb.TcpState_TCP_STATE_ESTABLISHED, Error: 104, Cookie: 0,
+		},
+	}
+	e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: conns})
+	stop := e.run(t)
+	e.waitAcked(t)
+	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 2 {
+		t.Errorf("counters %+v, want 2 rows and no bad messages", c)
+	}
+	seq := e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, natsutil.KindConn))[0]
+	want := []map[string]string{
+		{
+			"time": e.ts(closed, 9), "time_ns": fmt.Sprint(closed.UnixNano()), "host": e.host, "pid": "321", "comm": "postgres",
+			"cgroup_id": "77", "owner_source": "socket", "side": "server", "family": "ipv4", "saddr": "10.1.1.1", "sport": "5432",
+			"daddr": "10.2.2.2", "dport": "51234", "start_time": e.ts(at, 9), "start_ns": fmt.Sprint(at.UnixNano()),
+			"duration_us": "60000000", "bytes_sent": "1099511627776", "bytes_received": "12345", "segments_out": "900",
+			"segments_in": "800", "retransmits": "17", "srtt_us": "250", "handshake_us": "180", "handshake_retransmits": "1",
+			"last_state": "LAST_ACK", "error": "0", "sock_id": fmt.Sprint(0xabc), "cookie": fmt.Sprint(0x5000),
+			"probe_id": "p-conn", "seq": "31", "stream_seq": seq,
+		},
+		{
+			"time": e.ts(closed.Add(time.Millisecond), 9), "time_ns": fmt.Sprint(closed.Add(time.Millisecond).UnixNano()), "host": e.host,
+			"pid": "999", "comm": "curl", "cgroup_id": "0", "owner_source": "scan", "side": "unspecified", "family": "ipv6",
+			"saddr": "2001:db8::1", "sport": "40001", "daddr": "2001:db8::2", "dport": "443",
+			"start_time": "1970-01-01T00:00:00Z", "start_ns": "0", "duration_us": "0", "bytes_sent": "0", "bytes_received": "0",
+			"segments_out": "3", "segments_in": "2", "retransmits": "0", "srtt_us": "40", "handshake_us": "0",
+			"handshake_retransmits": "0", "last_state": "ESTABLISHED", "error": "104", "sock_id": fmt.Sprint(0xdef), "cookie": "0",
+			"probe_id": "p-conn", "seq": "32", "stream_seq": seq,
+		},
+	}
+	checkRows(t, &chschema.TCPConnections, e.query(t, "SELECT * FROM tcp_connections ORDER BY seq"), want)
+}
+
+func net6(last byte) []byte {
+	return []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, last}
+}
+
+// A snapshot becomes a summary row, a row per group and one per CLOSE_WAIT
+// socket, every column right; the SRE's two questions are one query each.
+func TestSinkStoresSnapshots(t *testing.T) {
+	e := newEnv(t)
+	snap := &eventpb.Snapshot{
+		TimeUnixNano: uint64(at.UnixNano()), Seq: 12,
+		Groups: []*eventpb.SocketGroup{
+			{State: eventpb.TcpState_TCP_STATE_CLOSE_WAIT, Pid: 50, Comm: "java", CgroupId: 600, LocalPort: 8080, Count: 40, Side: eventpb.Side_SIDE_SERVER},
+			{State: eventpb.TcpState_TCP_STATE_ESTABLISHED, Pid: 51, Comm: "curl", CgroupId: 601, LocalPort: 0, Count: 3, Side: eventpb.Side_SIDE_CLIENT},
+		},
+		GroupsCut: 2,
+		CloseWait: []*eventpb.SnapshotSocket{
+			{SockId: 0x77, Cookie: 0x99, Pid: 50, Comm: "java", CgroupId: 600, OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_SOCKET,
+				Family: eventpb.Family_FAMILY_IPV4, Saddr: []byte{10, 0, 0, 5}, Daddr: []byte{10, 0, 0, 6}, Sport: 8080, Dport: 39000,
+				Side: eventpb.Side_SIDE_SERVER, AgeUs: 900_000_000, AgeEstimated: true, RecvQueue: 517},
+			{SockId: 0x78, Pid: 50, Comm: "java", CgroupId: 600, OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_TASK,
+				Family: eventpb.Family_FAMILY_IPV6, Saddr: net6(5), Daddr: net6(6), Sport: 8080, Dport: 39001,
+				Side: eventpb.Side_SIDE_SERVER, AgeUs: 5_000_000},
+		},
+		CloseWaitTotal: 40, CloseWaitCut: 38, SocketsTotal: 1234, Seeded: true,
+		TcpOutSegs: 1_000_000, TcpRetransSegs: 2_500, IntervalMs: 10_000,
+	}
+	e.publishBatch(t, natsutil.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: snap})
+	stop := e.run(t)
+	e.waitAcked(t)
+	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 5 {
+		t.Errorf("counters %+v, want 5 rows and no bad messages", c)
+	}
+	seq := e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, natsutil.KindSnapshot))[0]
+	row := func(kind string, set map[string]string) map[string]string {
+		r := map[string]string{
+			"time": e.ts(at, 9), "time_ns": fmt.Sprint(at.UnixNano()), "host": e.host, "row_kind": kind, "state": "UNKNOWN",
+			"pid": "0", "comm": "", "cgroup_id": "0", "owner_source": "unknown", "side": "unspecified", "local_port": "0",
+			"count": "0", "family": "unknown", "saddr": "", "daddr": "", "dport": "0", "sock_id": "0", "cookie": "0",
+			"age_us": "0", "age_estimated": "0", "recv_queue": "0", "groups_cut": "0", "close_wait_total": "0",
+			"close_wait_cut": "0", "sockets_total": "0", "seeded": "0", "tcp_out_segs": "0", "tcp_retrans_segs": "0",
+			"interval_ms": "0", "probe_id": "p-snapshot", "seq": "12", "stream_seq": seq,
+		}
+		for k, v := range set {
+			r[k] = v
+		}
+		return r
+	}
+	want := []map[string]string{
+		row("summary", map[string]string{"groups_cut": "2", "close_wait_total": "40", "close_wait_cut": "38", "sockets_total": "1234",
+			"seeded": "1", "tcp_out_segs": "1000000", "tcp_retrans_segs": "2500", "interval_ms": "10000"}),
+		row("group", map[string]string{"state": "CLOSE_WAIT", "pid": "50", "comm": "java", "cgroup_id": "600", "local_port": "8080",
+			"count": "40", "side": "server"}),
+		row("group", map[string]string{"state": "ESTABLISHED", "pid": "51", "comm": "curl", "cgroup_id": "601", "count": "3", "side": "client"}),
+		row("close_wait", map[string]string{"state": "CLOSE_WAIT", "pid": "50", "comm": "java", "cgroup_id": "600",
+			"owner_source": "socket", "side": "server", "local_port": "8080", "count": "1", "family": "ipv4", "saddr": "10.0.0.5",
+			"daddr": "10.0.0.6", "dport": "39000", "sock_id": fmt.Sprint(0x77), "cookie": fmt.Sprint(0x99), "age_us": "900000000",
+			"age_estimated": "1", "recv_queue": "517"}),
+		row("close_wait", map[string]string{"state": "CLOSE_WAIT", "pid": "50", "comm": "java", "cgroup_id": "600",
+			"owner_source": "task", "side": "server", "local_port": "8080", "count": "1", "family": "ipv6", "saddr": "2001:db8::5",
+			"daddr": "2001:db8::6", "dport": "39001", "sock_id": fmt.Sprint(0x78), "age_us": "5000000"}),
+	}
+	checkRows(t, &chschema.SocketSnapshots, e.query(t, "SELECT * FROM socket_snapshots ORDER BY row_kind, state DESC, dport"), want)
+
+	// The questions the table is laid out for.
+	top := e.query(t, `SELECT pid, comm, max(count) AS peak FROM socket_snapshots
+		WHERE row_kind = 'group' AND state = 'CLOSE_WAIT' GROUP BY pid, comm ORDER BY peak DESC LIMIT 1`)
+	if len(top) != 1 || top[0]["comm"] != "java" || top[0]["peak"] != "40" {
+		t.Errorf("most CLOSE_WAIT sockets per process: %v, want java with 40", top)
+	}
+	old := e.query(t, `SELECT local_port, dport, age_us FROM socket_snapshots
+		WHERE row_kind = 'close_wait' AND age_us > 600000000
+		AND (host, time_ns) IN (SELECT host, max(time_ns) FROM socket_snapshots WHERE row_kind = 'summary' GROUP BY host)`)
+	if len(old) != 1 || old[0]["dport"] != "39000" {
+		t.Errorf("CLOSE_WAIT sockets older than 10 minutes in the latest snapshot: %v, want the one to port 39000", old)
+	}
+}
+
+// Alerts published as JSON land in alerts with every column right; the
+// evidence is kept as published.
+func TestSinkStoresAlerts(t *testing.T) {
+	e := newEnv(t)
+	start := at
+	end := at.Add(5 * time.Minute)
+	firing := alert.Alert{
+		Fingerprint: "0123456789abcdef", Detector: "conn_leak", Status: alert.Firing, Severity: "warning", Host: e.host,
+		StartsAt: start, SentAt: start.Add(time.Second + 456*time.Millisecond),
+		Labels:      map[string]string{"pid": "50", "comm": "java", "local_port": "8080", "count": "40", "oldest_age_seconds": "900"},
+		Annotations: alert.Annotations{Summary: "java leaks sockets", Description: "40 sockets in CLOSE_WAIT on port 8080"},
+		Value:       40, Threshold: 20.5,
+		Evidence: map[string]any{"sockets": []any{map[string]any{"dport": 39000, "age_s": 900}}},
+		SQL:      "SELECT 1",
+	}
+	resolved := firing
+	resolved.Status, resolved.EndsAt, resolved.SentAt = alert.Resolved, &end, end
+	resolved.Evidence, resolved.SQL, resolved.Value = nil, "", 0
+	e.publishAlert(t, firing)
+	e.publishAlert(t, resolved)
+	stop := e.run(t)
+	e.waitAcked(t)
+	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 2 || c.Messages != 2 {
+		t.Errorf("counters %+v, want 2 alerts stored", c)
+	}
+	seqs := e.streamSeqs(t, natsutil.AlertsStream, natsutil.AlertsPrefix+".>")
+	labels := `["comm" "count" "local_port" "oldest_age_seconds" "pid"]`
+	values := `["java" "40" "8080" "900" "50"]`
+	want := []map[string]string{
+		{
+			"sent_at": e.ts(firing.SentAt, 3), "fingerprint": "0123456789abcdef", "detector": "conn_leak", "status": "firing",
+			"severity": "warning", "host": e.host, "starts_at": e.ts(start, 3), "ends_at": "NULL",
+			"label_names": labels, "label_values": values, "summary": "java leaks sockets",
+			"description": "40 sockets in CLOSE_WAIT on port 8080", "value": "40", "threshold": "20.5",
+			"evidence": `{"sockets":[{"age_s":900,"dport":39000}]}`, "sql": "SELECT 1", "stream_seq": seqs[0],
+		},
+		{
+			"sent_at": e.ts(end, 3), "fingerprint": "0123456789abcdef", "detector": "conn_leak", "status": "resolved",
+			"severity": "warning", "host": e.host, "starts_at": e.ts(start, 3), "ends_at": e.ts(end, 3),
+			"label_names": labels, "label_values": values, "summary": "java leaks sockets",
+			"description": "40 sockets in CLOSE_WAIT on port 8080", "value": "0", "threshold": "20.5",
+			"evidence": "", "sql": "", "stream_seq": seqs[1],
+		},
+	}
+	checkRows(t, &chschema.Alerts, e.query(t, "SELECT * FROM alerts ORDER BY sent_at"), want)
+	got := e.query(t, "SELECT label_values[indexOf(label_names, 'comm')] AS comm FROM alerts WHERE status = 'firing'")
+	if len(got) != 1 || got[0]["comm"] != "java" {
+		t.Errorf("label look-up: %v, want java", got)
+	}
+}
+
+// Bad messages of every kind are terminated and counted, each reason
+// logged once; the good ones around them are stored; nothing blocks.
+func TestSinkTerminatesBadMessagesOfEveryKind(t *testing.T) {
+	e := newEnv(t)
+	good := func(kind string, seq uint64) *eventpb.Batch {
+		b := &eventpb.Batch{BatchSeq: seq}
+		ns := uint64(at.UnixNano())
+		switch kind {
+		case "conn":
+			b.Connections = []*eventpb.Connection{{TimeUnixNano: ns}}
+		case "snapshot":
+			b.Snapshot = &eventpb.Snapshot{TimeUnixNano: ns}
+		default:
+			typ := map[string]eventpb.EventType{"state": 1, "retransmit": 2, "reset": 4, "error": 7}[kind]
+			b.Events = []*eventpb.Event{{Type: typ, TimeUnixNano: ns}}
+		}
+		return b
+	}
+	// A valid payload of another kind under each kind.
+	wrong := map[string]string{"state": "conn", "retransmit": "state", "reset": "snapshot", "error": "retransmit", "conn": "state", "snapshot": "conn"}
+	bad := 0
+	for _, kind := range natsutil.DataKinds {
+		e.publishBatch(t, kind, good(kind, 1))
+		e.publishRaw(t, natsutil.EventSubject(e.host, kind), []byte("\xff\xff not protobuf"), "")
+		e.publishBatch(t, kind, good(wrong[kind], 2))
+		e.publishBatch(t, kind, &eventpb.Batch{BatchSeq: 3}) // empty
+		e.publishBatch(t, kind, good(kind, 4))
+		bad += 3
+	}
+	// An event of a type published under another kind.
+	e.publishBatch(t, "state", &eventpb.Batch{BatchSeq: 5, Events: []*eventpb.Event{{Type: 1, TimeUnixNano: uint64(at.UnixNano())}, {Type: 2, TimeUnixNano: uint64(at.UnixNano())}}})
+	bad++
+	e.publishAlert(t, map[string]any{"fingerprint": "x"}) // no detector, status, times
+	e.publishRaw(t, natsutil.AlertSubject("conn_leak", "warning", e.host), []byte("{not json"), "")
+	bad += 2
+	e.publishAlert(t, alert.Alert{Fingerprint: "f", Detector: "conn_leak", Status: alert.Firing, Severity: "info", Host: e.host, StartsAt: at, SentAt: at})
+
+	stop := e.run(t)
+	e.waitAcked(t)
+	c := stop()
+	if c.BadMessages != uint64(bad) {
+		t.Errorf("bad_messages = %d, want %d", c.BadMessages, bad)
+	}
+	for table, want := range map[string]uint64{"tcp_events": 8, "tcp_connections": 2, "socket_snapshots": 2, "alerts": 1} {
+		if got := e.countOf(t, table); got != want {
+			t.Errorf("%s holds %d rows, want %d (the good messages)", table, got, want)
+		}
+	}
+}
+
+func (e *env) countOf(t *testing.T, table string) uint64 {
+	t.Helper()
+	var n uint64
+	if err := e.ch.QueryRow(context.Background(), "SELECT count() FROM "+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A durable consumer made by the previous sink (state only) is updated in
+// place: it keeps its name and position and now takes every data kind.
+func TestSinkWidensTheOldConsumer(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	old, err := e.js.CreateOrUpdateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
+		Durable: e.cfg.Consumer.Durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.cfg.Consumer.AckWait,
+		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.publish(t, 0, 2, 10) // state, consumed by the old sink
+	fetched, err := old.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range fetched.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.publish(t, 2, 3, 10)
+	e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: []*eventpb.Connection{{TimeUnixNano: uint64(at.UnixNano())}}})
+	stop := e.run(t)
+	e.waitAcked(t)
+	stop()
+	if got := e.countOf(t, "tcp_events"); got != 10 {
+		t.Errorf("tcp_events holds %d rows, want the 10 the old sink had not consumed", got)
+	}
+	if got := e.countOf(t, "tcp_connections"); got != 1 {
+		t.Errorf("tcp_connections holds %d rows, want 1", got)
+	}
+	info, err := old.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, k := range natsutil.DataKinds {
+		want = append(want, natsutil.KindSubjects(k))
+	}
+	got := slices.Clone(info.Config.FilterSubjects)
+	sort.Strings(got)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("consumer filter %v, want %v", info.Config.FilterSubjects, want)
+	}
+}
