@@ -12,6 +12,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
@@ -298,6 +299,9 @@ func TestConfigValidation(t *testing.T) {
 		{"ack wait", func(c *Config) { c.Consumer.AckWait = time.Second }, "consumer.ack_wait"},
 		{"ttl", func(c *Config) { c.ClickHouse.TTLDays = -1 }, "clickhouse.ttl_days"},
 		{"nats", func(c *Config) { c.NATS = config.NATS{URL: "", ConnectTimeout: time.Second} }, "nats.url"},
+		{"alerts stream", func(c *Config) { c.AlertsStream.MaxAge = 0 }, "alerts_stream.max_age"},
+		{"alerts stream storage", func(c *Config) { c.AlertsStream.Storage = "tape" }, "alerts_stream.storage"},
+		{"alerts durable", func(c *Config) { c.Consumer.AlertsDurable = "a.b" }, "consumer.alerts_durable"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -329,6 +333,11 @@ func TestSinkRidesOutClickHouseOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.publish(t, 10, 20, 100)
+	// And a message for each other table.
+	ns := uint64(at.UnixNano())
+	e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: []*eventpb.Connection{{TimeUnixNano: ns}}})
+	e.publishBatch(t, natsutil.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: &eventpb.Snapshot{TimeUnixNano: ns}})
+	e.publishAlert(t, alert.Alert{Fingerprint: "f", Detector: "conn_leak", Status: alert.Firing, Severity: "info", Host: e.host, StartsAt: at, SentAt: at})
 	// The sink takes the new messages but cannot store them: they stay unacked.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -358,10 +367,12 @@ func TestSinkRidesOutClickHouseOutage(t *testing.T) {
 	}
 	e.waitAcked(t)
 	c := stop()
-	if got := e.count(t); got != 2000 {
-		t.Errorf("tcp_events holds %d rows after the outage, want 2000", got)
+	for table, want := range map[string]uint64{"tcp_events": 2000, "tcp_connections": 1, "socket_snapshots": 1, "alerts": 1} {
+		if got := e.countOf(t, table); got != want {
+			t.Errorf("%s holds %d rows after the outage, want %d", table, got, want)
+		}
 	}
-	if c.InsertErrors == 0 || c.RowsInserted != 2000 {
-		t.Errorf("counters %+v: want the failed INSERTs counted and 2000 rows inserted", c)
+	if c.InsertErrors == 0 || c.RowsInserted != 2003 {
+		t.Errorf("counters %+v: want the failed INSERTs counted and 2003 rows inserted", c)
 	}
 }
