@@ -169,7 +169,11 @@ type Stats struct {
 func New(cfg Config, host string) *Detector {
 	return &Detector{
 		cfg: cfg, host: host,
-		keys:  keys.New[key, keyState](cfg.MaxKeys),
+		keys: keys.New[key, keyState](cfg.MaxKeys, func(st *keyState) {
+			ring, recent := st.ring, st.recent[:0]
+			ring.Clear()
+			*st = keyState{ring: ring, recent: recent}
+		}),
 		learn: baseline.NewCadence(int64(cfg.Window)),
 	}
 }
@@ -179,7 +183,7 @@ func (d *Detector) Stats() (Stats, uint64) { return d.stats, d.keys.Evicted }
 
 func (d *Detector) slot(k key, t int64) (*keyState, *slot) {
 	st, added := d.keys.GetOrAdd(k, t)
-	if added {
+	if added && st.ring.Width() == 0 {
 		st.ring = window.New[slot](d.cfg.Window/slots, slots, nil)
 	}
 	s := st.ring.Slot(t)

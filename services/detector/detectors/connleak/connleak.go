@@ -70,9 +70,10 @@ func (k key) less(o key) bool {
 type sock struct {
 	id        uint64
 	key       key
-	since     int64 // entered CLOSE_WAIT, ns
-	seen      int64 // event or snapshot time that last set it
-	estimated bool  // predates the probe: since is a lower bound of the age
+	st        *keyState // its key's state: no map lookup per socket in Evaluate
+	since     int64     // entered CLOSE_WAIT, ns
+	seen      int64     // event or snapshot time that last set it
+	estimated bool      // predates the probe: since is a lower bound of the age
 	server    bool
 	local     netip.AddrPort
 	peer      netip.AddrPort
@@ -88,6 +89,7 @@ type keyState struct {
 	samples []int
 	active  bool
 	server  bool
+	view    agg // this evaluation's
 }
 
 // Detector is one host's conn_leak.
@@ -100,7 +102,6 @@ type Detector struct {
 	listen map[uint32]bool  // ports with a LISTEN socket, from the latest snapshot
 	snapAt int64            // time of the latest snapshot applied, 0 none
 	growth baseline.Cadence
-	agg    map[key]*agg // scratch of Evaluate
 	stats  Stats
 }
 
@@ -127,7 +128,6 @@ func New(cfg Config, host string) *Detector {
 		closed: map[uint64]int64{},
 		listen: map[uint32]bool{},
 		growth: baseline.NewCadence(int64(cfg.GrowthInterval)),
-		agg:    map[key]*agg{},
 	}
 }
 
@@ -204,13 +204,14 @@ func (d *Detector) enter(ev *eventpb.Event) {
 		return // its way out arrived first
 	}
 	k, server := d.keyOf(ev.Pid, ev.Comm, ev.OwnerSource, ev.Side, ev.Sport, ev.Dport)
+	st := d.state(k, server)
 	if _, ok := d.socks[id]; !ok && len(d.socks) >= d.cfg.MaxSockets {
 		d.stats.SocketsCut++
-		d.state(k, server).unlisted++
+		st.unlisted++
 		return
 	}
 	d.socks[id] = sock{
-		id: id, key: k, since: t, seen: t, server: server,
+		id: id, key: k, st: st, since: t, seen: t, server: server,
 		local: addrPort(ev.Saddr, ev.Sport), peer: addrPort(ev.Daddr, ev.Dport),
 	}
 }
@@ -273,13 +274,14 @@ func (d *Detector) apply(sn *eventpb.Snapshot) {
 		if at, ok := d.closed[ss.SockId]; ok && at >= T {
 			continue // left CLOSE_WAIT after the snapshot; its event came first
 		}
+		st := d.state(k, server)
 		if _, ok := socks[ss.SockId]; !ok && len(socks) >= d.cfg.MaxSockets {
 			d.stats.SocketsCut++
-			d.state(k, server).unlisted++
+			st.unlisted++
 			continue
 		}
 		socks[ss.SockId] = sock{
-			id: ss.SockId, key: k, since: T - int64(ss.AgeUs)*1e3, seen: T, estimated: ss.AgeEstimated, server: server,
+			id: ss.SockId, key: k, st: st, since: T - int64(ss.AgeUs)*1e3, seen: T, estimated: ss.AgeEstimated, server: server,
 			local: addrPort(ss.Saddr, ss.Sport), peer: addrPort(ss.Daddr, ss.Dport), recvQ: ss.RecvQueue,
 		}
 	}
@@ -318,8 +320,10 @@ type agg struct {
 }
 
 func (a *agg) addSample(s sock, max int) {
-	if max == 0 {
-		return
+	if n := len(a.oldest); n == max {
+		if o := a.oldest[n-1]; o.since < s.since || o.since == s.since && o.id < s.id {
+			return // younger than every kept one: the common case
+		}
 	}
 	i := sort.Search(len(a.oldest), func(i int) bool {
 		o := a.oldest[i]
@@ -338,35 +342,25 @@ func (a *agg) addSample(s sock, max int) {
 // Evaluate returns one condition per leaking (pid, comm, local port).
 func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 	n := now.UnixNano()
-	for _, a := range d.agg {
-		a.count, a.old, a.estimated, a.oldest = 0, 0, 0, a.oldest[:0]
+	for _, st := range d.keys {
+		a := &st.view
+		a.count, a.old, a.estimated, a.oldest = st.unlisted, 0, 0, a.oldest[:0]
 	}
-	get := func(k key) *agg {
-		a := d.agg[k]
-		if a == nil {
-			a = &agg{}
-			d.agg[k] = a
-		}
-		return a
-	}
+	minAge, keep := int64(d.cfg.MinAge), max(d.cfg.Samples, 1)
 	for _, s := range d.socks {
-		a := get(s.key)
+		a := &s.st.view
 		a.count++
-		if n-s.since >= int64(d.cfg.MinAge) {
+		if n-s.since >= minAge {
 			a.old++
 		}
 		if s.estimated {
 			a.estimated++
 		}
-		d.state(s.key, s.server)
-		a.addSample(s, max(d.cfg.Samples, 1))
-	}
-	for k, st := range d.keys {
-		get(k).count += st.unlisted
+		a.addSample(s, keep)
 	}
 	if due := d.growth.Due(n); due && d.cfg.GrowthMin > 0 {
-		for k, st := range d.keys {
-			st.samples = append(st.samples, d.agg[k].count)
+		for _, st := range d.keys {
+			st.samples = append(st.samples, st.view.count)
 			if len(st.samples) > d.cfg.GrowthIntervals+1 {
 				st.samples = st.samples[1:]
 			}
@@ -375,7 +369,7 @@ func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 	var out []detect.Condition
 	var fire []key
 	for k, st := range d.keys {
-		a := d.agg[k]
+		a := &st.view
 		grows := d.grows(st, a.count)
 		if st.active {
 			st.active = a.old >= d.cfg.ResolveSockets || grows
@@ -386,13 +380,13 @@ func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 		case st.active:
 			fire = append(fire, k)
 		case a.count == 0 && !hasGrowth(st.samples):
-			delete(d.keys, k)
-			delete(d.agg, k)
+			delete(d.keys, k) // no socket points to it
 		}
 	}
 	sort.Slice(fire, func(i, j int) bool { return fire[i].less(fire[j]) })
 	for _, k := range fire {
-		out = append(out, d.condition(k, d.keys[k], d.agg[k], now))
+		st := d.keys[k]
+		out = append(out, d.condition(k, st, &st.view, now))
 	}
 	return out
 }

@@ -34,7 +34,7 @@ func newDetector(t testing.TB, edit func(*Config)) *Detector {
 // api is the leaking server's i-th accepted socket.
 func api(i int) dtest.Sock {
 	return dtest.Sock{ID: 1<<40 + uint64(i), Pid: 4242, Comm: "api", Local: "10.0.0.10:8080",
-		Peer: fmt.Sprintf("10.9.1.%d:%d", 1+i%200, 40000+i), Side: eventpb.Side_SIDE_SERVER}
+		Peer: fmt.Sprintf("10.9.1.%d:%d", 1+i%200, 40000+i%20000), Side: eventpb.Side_SIDE_SERVER}
 }
 
 // A server leaks 15 sockets (one per second) under healthy background

@@ -130,7 +130,7 @@ type Stats struct {
 func New(cfg Config, host string) *Detector {
 	d := &Detector{
 		cfg: cfg, host: host,
-		remotes: keys.New[netip.Addr, keyState](cfg.MaxRemotes),
+		remotes: keys.New[netip.Addr, keyState](cfg.MaxRemotes, func(st *keyState) { st.reset() }),
 		learn:   baseline.NewCadence(int64(cfg.Window)),
 	}
 	d.all.ring = d.newRing()
@@ -146,10 +146,17 @@ func (d *Detector) Stats() (Stats, uint64) { return d.stats, d.remotes.Evicted }
 
 func (d *Detector) remote(a netip.Addr, t int64) *keyState {
 	st, added := d.remotes.GetOrAdd(a, t)
-	if added {
+	if added && st.ring.Width() == 0 {
 		st.ring = d.newRing()
 	}
 	return st
+}
+
+// reset clears an evicted remote's state for reuse, keeping its buffers.
+func (st *keyState) reset() {
+	ring, recent := st.ring, st.recent[:0]
+	ring.Clear()
+	*st = keyState{ring: ring, recent: recent}
 }
 
 // Observe takes retransmits, finished connections and snapshots.

@@ -130,11 +130,18 @@ type Stats struct {
 
 // New makes the detector for host from a validated config.
 func New(cfg Config, host string) *Detector {
-	return &Detector{
+	d := &Detector{
 		cfg: cfg, host: host,
-		keys:  keys.New[key, keyState](cfg.MaxKeys),
 		learn: baseline.NewCadence(int64(cfg.Window)),
 	}
+	// An evicted endpoint's histograms go back to the pool, its ring and
+	// sample buffer to the endpoint that replaces it.
+	d.keys = keys.New[key, keyState](cfg.MaxKeys, func(st *keyState) {
+		ring, slow := st.ring, st.slow[:0]
+		ring.Clear()
+		*st = keyState{ring: ring, slow: slow}
+	})
+	return d
 }
 
 // Stats returns the counters, evictions included.
@@ -152,7 +159,7 @@ func (d *Detector) resetSlot(s *slot) {
 
 func (d *Detector) state(k key, t int64) *keyState {
 	st, added := d.keys.GetOrAdd(k, t)
-	if added {
+	if added && st.ring.Width() == 0 {
 		st.ring = window.New(d.slotWidth(), slots, d.resetSlot)
 	}
 	return st

@@ -15,18 +15,22 @@ type entry[V any] struct {
 
 // Map holds at most Max keys.
 type Map[K comparable, V any] struct {
-	m   map[K]*entry[V]
-	max int
+	m     map[K]*entry[V]
+	max   int
+	reuse func(*V)
 	// Evicted counts keys dropped to make room.
 	Evicted uint64
 }
 
-// New makes a map of at most max (≥ 1) keys.
-func New[K comparable, V any](max int) *Map[K, V] {
+// New makes a map of at most max (≥ 1) keys. An evicted key's value is
+// handed to the key that replaces it, after reuse cleared it (keeping its
+// buffers): a host flooding the map with new keys costs no allocation per
+// key. With a nil reuse the new key gets a zero value.
+func New[K comparable, V any](max int, reuse func(*V)) *Map[K, V] {
 	if max < 1 {
 		max = 1
 	}
-	return &Map[K, V]{m: make(map[K]*entry[V], min(max, 1024)), max: max}
+	return &Map[K, V]{m: make(map[K]*entry[V], min(max, 1024)), max: max, reuse: reuse}
 }
 
 // Len is the number of keys.
@@ -52,38 +56,51 @@ func (m *Map[K, V]) Peek(k K) *V {
 	return nil
 }
 
-// GetOrAdd returns k's value, adding a zero one (and evicting another key
-// when the map is full); added is true for a new key. The pointer stays
-// valid until the key is deleted or evicted.
+// GetOrAdd returns k's value, adding one (and evicting another key when the
+// map is full); added is true for a new key, whose value is zero or a
+// recycled one (see New). The pointer stays valid until the key is deleted
+// or evicted.
 func (m *Map[K, V]) GetOrAdd(k K, t int64) (v *V, added bool) {
 	if v := m.Get(k, t); v != nil {
 		return v, false
 	}
+	var e *entry[V]
 	if len(m.m) >= m.max {
-		m.evict()
+		e = m.evict()
 	}
-	e := &entry[V]{used: t}
+	if e == nil {
+		e = &entry[V]{}
+	} else if m.reuse != nil {
+		m.reuse(&e.v)
+	} else {
+		var zero V
+		e.v = zero
+	}
+	e.used = t
 	m.m[k] = e
 	return &e.v, true
 }
 
-// evict drops the least recently used of up to sample keys. Go starts each
-// map iteration at a random place, which makes the first keys a sample.
-func (m *Map[K, V]) evict() {
+// evict drops the least recently used of up to sample keys and returns its
+// entry. Go starts each map iteration at a random place, which makes the
+// first keys a sample.
+func (m *Map[K, V]) evict() *entry[V] {
 	var victim K
-	oldest, n := int64(0), 0
+	var ve *entry[V]
+	n := 0
 	for k, e := range m.m {
-		if n == 0 || e.used < oldest {
-			victim, oldest = k, e.used
+		if n == 0 || e.used < ve.used {
+			victim, ve = k, e
 		}
 		if n++; n == sample {
 			break
 		}
 	}
-	if n > 0 {
+	if ve != nil {
 		delete(m.m, victim)
 		m.Evicted++
 	}
+	return ve
 }
 
 // Delete removes k.
