@@ -14,7 +14,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/config"
@@ -35,6 +37,8 @@ type Detector struct {
 	clock    clock.Clock
 	member   string
 	counters map[string]*runner.Counters
+	// conn is the live connection (tests close it to kill a replica).
+	conn atomic.Pointer[nats.Conn]
 }
 
 // Option changes how New builds a Detector.
@@ -54,6 +58,7 @@ func New(cfg Config, reg *detect.Registry, log *slog.Logger, opts ...Option) (*D
 	if d.member == "" {
 		d.member = replicaName()
 	}
+	d.log = d.log.With("replica", d.member)
 	if len(cfg.Selected()) == 0 {
 		var names []string
 		for _, s := range pluginconf.List(cfg.Detector) {
@@ -100,6 +105,7 @@ func (d *Detector) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
+	d.conn.Store(nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)

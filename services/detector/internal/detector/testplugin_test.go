@@ -41,6 +41,7 @@ type observation struct {
 	replica  string
 	batchSeq uint64
 	replay   bool
+	at       time.Time
 }
 
 // recorder collects observations from every replica in one order.
@@ -83,7 +84,7 @@ type marker struct {
 
 func (m *marker) Observe(in detect.Input) {
 	if m.rec != nil {
-		m.rec.add(observation{host: in.Host, replica: m.replica, batchSeq: in.Batch.BatchSeq, replay: in.Replay})
+		m.rec.add(observation{host: in.Host, replica: m.replica, batchSeq: in.Batch.BatchSeq, replay: in.Replay, at: time.Now()})
 	}
 	for _, e := range in.Batch.Events {
 		switch e.Pid {

@@ -173,8 +173,16 @@ func (m *Membership) Run(ctx context.Context) {
 	t := time.NewTicker(m.TTL / 3)
 	defer t.Stop()
 	for {
-		if err := m.Reconcile(ctx); err != nil && ctx.Err() == nil {
-			m.Log.Warn("group membership", "group", m.Group, "err", err)
+		// A beat that hangs must not outlive the TTL: the others would
+		// drop this replica.
+		rctx, cancel := context.WithTimeout(ctx, m.TTL/2)
+		start := time.Now()
+		err := m.Reconcile(rctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			m.Log.Warn("group membership", "group", m.Group, "err", err, "took", time.Since(start))
+		} else if time.Since(start) > m.TTL/4 {
+			m.Log.Warn("slow group membership update", "group", m.Group, "took", time.Since(start))
 		}
 		select {
 		case <-ctx.Done():
@@ -192,20 +200,24 @@ func (m *Membership) Reconcile(ctx context.Context) error {
 	if _, err := m.Replicas.Put(ctx, m.key(m.Member), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	lister, err := m.Replicas.ListKeysFiltered(ctx, m.Detector+".*")
-	if err != nil {
-		return fmt.Errorf("list replicas: %w", err)
-	}
-	var live []string
-	for k := range lister.Keys() {
-		live = append(live, strings.TrimPrefix(k, m.Detector+"."))
-	}
-	if !slices.Contains(live, m.Member) {
-		live = append(live, m.Member) // our own beat may not be listed yet
-	}
 	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, m.JS, natsutil.EventsStream, m.Group)
 	if err != nil {
 		return err
+	}
+	// Who beats: one get per member (a key listing can miss a key that is
+	// being rewritten, and would drop a live replica).
+	live := []string{m.Member}
+	for _, member := range cfg.Members {
+		if member == m.Member {
+			continue
+		}
+		_, err := m.Replicas.Get(ctx, m.key(member))
+		switch {
+		case err == nil:
+			live = append(live, member)
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("heartbeat of %s: %w", member, err)
+		}
 	}
 	if !slices.Contains(cfg.Members, m.Member) {
 		if _, err := pcgroups.AddMembers(ctx, m.JS, natsutil.EventsStream, m.Group, []string{m.Member}); err != nil {
