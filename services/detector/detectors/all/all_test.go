@@ -40,8 +40,12 @@ func TestBuiltinsRegistered(t *testing.T) {
 				t.Errorf("%s: field %s has koanf tag %q", name, f.Name, tag)
 			}
 		}
-		if d, err := p.New(cfg, "h"); err != nil || d == nil {
-			t.Errorf("%s: New with defaults: %v", name, err)
+		d, err := p.New(cfg, "h")
+		if err != nil || d == nil {
+			t.Fatalf("%s: New with defaults: %v", name, err)
+		}
+		if c, ok := d.(interface{ Counters() map[string]uint64 }); !ok || len(c.Counters()) == 0 {
+			t.Errorf("%s: no Counters() for the framework to report", name)
 		}
 		if _, err := p.New(struct{}{}, "h"); err == nil {
 			t.Errorf("%s: New accepted a config of the wrong type", name)

@@ -158,7 +158,7 @@ func TestBoundedState(t *testing.T) {
 	if n := d.keys.Len(); n > 1000 {
 		t.Fatalf("%d endpoints tracked, max 1000", n)
 	}
-	if _, ev := d.Stats(); ev != 99000 {
+	if ev := d.Stats().Evicted; ev != 99000 {
 		t.Errorf("evicted %d, want 99000", ev)
 	}
 	if c := d.Evaluate(dtest.At(10 * time.Second)); len(c) != 0 {

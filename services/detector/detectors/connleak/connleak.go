@@ -22,11 +22,15 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/counters"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/endpoint"
 )
 
 // Name is the detector's name in config, subjects and alerts.
 const Name = "conn_leak"
+
+// maxClosed bounds the sockets remembered as recently out of CLOSE_WAIT.
+const maxClosed = 1 << 16
 
 func init() {
 	detect.Register(detect.Plugin{
@@ -134,6 +138,9 @@ func New(cfg Config, host string) *Detector {
 // Stats returns the counters.
 func (d *Detector) Stats() Stats { return d.stats }
 
+// Counters are the counters by name, for the framework to log or export.
+func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.stats) }
+
 // Observe takes state changes and snapshots.
 func (d *Detector) Observe(in detect.Input) {
 	if in.Batch == nil {
@@ -228,8 +235,11 @@ func (d *Detector) leave(ev *eventpb.Event) {
 			st.unlisted--
 		}
 	}
-	if len(d.closed) >= d.cfg.MaxSockets {
-		clear(d.closed) // bounded; only matters for a snapshot still in flight
+	if len(d.closed) >= maxClosed {
+		// Bounded: it only matters for a snapshot taken before the close
+		// and delivered after it; without it such a snapshot brings the
+		// socket back until the next one.
+		clear(d.closed)
 	}
 	d.closed[id] = t
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/counters"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/endpoint"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/keys"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/top"
@@ -96,8 +97,8 @@ type keyState struct {
 	bound    float64
 }
 
-// counters is the latest delta of the host's segment counters.
-type counters struct {
+// hostCounters is the latest delta of the host's segment counters.
+type hostCounters struct {
 	at, prevAt      int64
 	out, retrans    uint64 // at at
 	dOut, dRetrans  uint64 // since prevAt
@@ -111,7 +112,7 @@ type Detector struct {
 	host    string
 	all     keyState
 	remotes *keys.Map[netip.Addr, keyState]
-	snap    counters
+	snap    hostCounters
 	learn   baseline.Cadence
 	stats   Stats
 }
@@ -124,6 +125,8 @@ type Stats struct {
 	// CounterResets: the host's counters went down (reboot).
 	CounterResets uint64
 	BadEvents     uint64
+	// Evicted keys made room for new ones (max_remotes).
+	Evicted uint64
 }
 
 // New makes the detector for host from a validated config.
@@ -141,8 +144,15 @@ func (d *Detector) newRing() window.Ring[slot] {
 	return window.New[slot](time.Second, int(d.cfg.Window/time.Second), nil)
 }
 
-// Stats returns the counters and the remotes evicted.
-func (d *Detector) Stats() (Stats, uint64) { return d.stats, d.remotes.Evicted }
+// Stats returns the counters.
+func (d *Detector) Stats() Stats {
+	s := d.stats
+	s.Evicted = d.remotes.Evicted
+	return s
+}
+
+// Counters are the counters by name, for the framework to log or export.
+func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
 
 func (d *Detector) remote(a netip.Addr, t int64) *keyState {
 	st, added := d.remotes.GetOrAdd(a, t)

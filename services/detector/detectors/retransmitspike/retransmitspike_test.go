@@ -194,7 +194,7 @@ func TestCounterReset(t *testing.T) {
 			}
 		}
 	}
-	if s, _ := d.Stats(); s.CounterResets != 1 {
+	if s := d.Stats(); s.CounterResets != 1 {
 		t.Errorf("counter resets %d, want 1", s.CounterResets)
 	}
 }
@@ -215,7 +215,7 @@ func TestBoundedState(t *testing.T) {
 	if n := d.remotes.Len(); n > 1000 {
 		t.Fatalf("%d remotes tracked, max 1000", n)
 	}
-	if _, ev := d.Stats(); ev != 99000 {
+	if ev := d.Stats().Evicted; ev != 99000 {
 		t.Errorf("evicted %d, want 99000", ev)
 	}
 	if v := d.window(&d.all, dtest.At(10*time.Second).UnixNano(), true); v.rate != 10000 {

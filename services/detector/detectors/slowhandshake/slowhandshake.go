@@ -21,6 +21,7 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/counters"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/endpoint"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/keys"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/top"
@@ -126,6 +127,8 @@ type Stats struct {
 	Late uint64
 	// BadEvents had an address of the wrong length.
 	BadEvents uint64
+	// Evicted endpoints made room for new ones (max_keys).
+	Evicted uint64
 }
 
 // New makes the detector for host from a validated config.
@@ -144,8 +147,15 @@ func New(cfg Config, host string) *Detector {
 	return d
 }
 
-// Stats returns the counters, evictions included.
-func (d *Detector) Stats() (Stats, uint64) { return d.stats, d.keys.Evicted }
+// Stats returns the counters.
+func (d *Detector) Stats() Stats {
+	s := d.stats
+	s.Evicted = d.keys.Evicted
+	return s
+}
+
+// Counters are the counters by name, for the framework to log or export.
+func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
 
 func (d *Detector) slotWidth() time.Duration { return d.cfg.Window / slots }
 
