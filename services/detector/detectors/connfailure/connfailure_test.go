@@ -77,7 +77,7 @@ func TestFailures(t *testing.T) {
 		{Remote: 4, From: at(90 * time.Second), To: at(150 * time.Second), Errno: 0, Wait: 3 * time.Second},
 		{Remote: 5, From: at(2 * time.Minute), To: at(3 * time.Minute), Errno: 113, Wait: 3 * time.Second},
 	}
-	res := run(t, tr, nil, 5*time.Second)
+	res := run(t, tr, nil, 10*time.Second)
 	dtest.Golden(t, "failures", res)
 	got := spans(res)
 	want := map[string]detect.Severity{
@@ -111,7 +111,7 @@ func TestResetStorms(t *testing.T) {
 		{Remote: 2, From: at(5*time.Minute + 30*time.Second), To: at(6*time.Minute + 30*time.Second), PerSec: 20},
 		{Remote: 7, From: at(0), To: at(8 * time.Minute), PerSec: 30},
 	}
-	res := run(t, tr, nil, 5*time.Second)
+	res := run(t, tr, nil, 10*time.Second)
 	dtest.Golden(t, "resets", res)
 	got := spans(res)
 	if len(got) != 2 {

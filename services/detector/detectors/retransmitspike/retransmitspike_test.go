@@ -82,7 +82,7 @@ func TestSpikeWithHysteresis(t *testing.T) {
 		{Remote: 3, From: at(6*m + 44*time.Second), To: at(7 * m), Sent: 10000, Retrans: 400},
 		{Remote: 3, From: at(7 * m), To: at(10 * m), Sent: 10000, Retrans: 20},
 	}
-	res := run(t, tr, nil, 5*time.Second)
+	res := run(t, tr, nil, 10*time.Second)
 	dtest.Golden(t, "spike", res)
 
 	got := periods(res, at(10*m))

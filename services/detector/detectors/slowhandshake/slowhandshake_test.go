@@ -67,7 +67,7 @@ func TestCeilingClientAndServer(t *testing.T) {
 		{Remote: 2, From: dtest.At(time.Minute), To: dtest.At(3 * time.Minute), Add: time.Second, Retransmits: 1},
 		{Server: true, From: dtest.At(2 * time.Minute), To: dtest.At(3 * time.Minute), Add: time.Second, Retransmits: 1},
 	}
-	res := run(t, tr, nil, 5*time.Second)
+	res := run(t, tr, nil, 10*time.Second)
 	dtest.Golden(t, "ceiling", res)
 
 	got := firing(res, dtest.At(5*time.Minute))
@@ -115,7 +115,7 @@ func TestBaselineAfterLearning(t *testing.T) {
 		{Remote: 4, From: dtest.At(20 * time.Second), To: dtest.At(50 * time.Second), Add: 80 * time.Millisecond},
 		{Remote: 4, From: dtest.At(6 * time.Minute), To: dtest.At(8 * time.Minute), Add: 80 * time.Millisecond},
 	}
-	res := run(t, tr, nil, 5*time.Second)
+	res := run(t, tr, nil, 10*time.Second)
 	dtest.Golden(t, "baseline", res)
 	got := firing(res, dtest.At(10*time.Minute))
 	span, ok := got["remote=10.1.0.5:5432,side=client,"]
