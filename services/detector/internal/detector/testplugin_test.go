@@ -160,6 +160,17 @@ func event(pid, id uint32) *eventpb.Event {
 	return &eventpb.Event{Type: eventpb.EventType_EVENT_TYPE_STATE_CHANGE, Pid: pid, Sport: id, TimeUnixNano: uint64(time.Now().UnixNano())}
 }
 
+// manyEvents is n ordinary state changes.
+func manyEvents(n int) []*eventpb.Event {
+	out := make([]*eventpb.Event, n)
+	for i := range out {
+		out[i] = &eventpb.Event{Type: eventpb.EventType_EVENT_TYPE_STATE_CHANGE, Pid: 4242, Comm: "nginx", Sport: uint32(30000 + i), Dport: 443,
+			Saddr: []byte{10, 1, 2, 3}, Daddr: []byte{10, 9, 8, 7}, OldState: eventpb.TcpState_TCP_STATE_SYN_SENT,
+			NewState: eventpb.TcpState_TCP_STATE_ESTABLISHED, TimeUnixNano: uint64(time.Now().UnixNano()), Seq: uint64(i + 1)}
+	}
+	return out
+}
+
 func batch(host string, seq uint64, events ...*eventpb.Event) []byte {
 	b := &eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, BatchSeq: seq, Events: events}
 	data, err := b.MarshalVT()
