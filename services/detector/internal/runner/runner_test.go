@@ -56,7 +56,7 @@ func TestSourceSeq(t *testing.T) {
 
 type nopDetector struct{ events int }
 
-func (n *nopDetector) Observe(in detect.Input)              { n.events += len(in.Batch.Events) }
+func (n *nopDetector) Observe(in detect.Input)               { n.events += len(in.Batch.Events) }
 func (n *nopDetector) Evaluate(time.Time) []detect.Condition { return nil }
 
 // fakeMsg is the part of a delivered message the runner uses.
