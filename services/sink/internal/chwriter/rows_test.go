@@ -1,6 +1,7 @@
 package chwriter
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -44,11 +45,20 @@ func TestAddrCache(t *testing.T) {
 	if got := c.string([]byte{1, 2, 3}); got != "" {
 		t.Errorf("3-byte address: %q, want empty", got)
 	}
-	for i := 0; i < addrCacheMax+10; i++ {
-		c.string([]byte{10, 0, byte(i >> 8), byte(i)})
+	// Many more addresses than slots: every one still formats right.
+	for i := range 3 * addrSlots {
+		b := []byte{10, byte(i >> 16), byte(i >> 8), byte(i)}
+		want := fmt.Sprintf("10.%d.%d.%d", byte(i>>16), byte(i>>8), byte(i))
+		if got := c.string(b); got != want {
+			t.Fatalf("%v: %q, want %q", b, got, want)
+		}
 	}
-	if len(c.m) > addrCacheMax {
-		t.Errorf("cache grew to %d entries, bound is %d", len(c.m), addrCacheMax)
+	if got := c.string(v6); got != "2001:db8::1" {
+		t.Errorf("v6 after many: %q", got)
+	}
+	// An IPv4 address and an IPv6 one with the same first bytes differ.
+	if got := c.string(v6[:4]); got != "32.1.13.184" {
+		t.Errorf("v6 prefix as v4: %q", got)
 	}
 }
 
@@ -138,4 +148,22 @@ func TestSnapshotRows(t *testing.T) {
 			t.Errorf("row %d: seq %d stream_seq %d time_ns %d", i, r.seq[i], r.sSeq[i], r.timeNs[i])
 		}
 	}
+}
+
+func BenchmarkAddrCache(b *testing.B) {
+	var c addrCache
+	addrs := make([][]byte, 5000)
+	for i := range addrs {
+		addrs[i] = []byte{10, 0, byte(i >> 8), byte(i)}
+	}
+	b.Run("same", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			c.string(addrs[i/5%len(addrs)])
+		}
+	})
+	b.Run("spread", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			c.string(addrs[(i*7919)%len(addrs)])
+		}
+	})
 }

@@ -172,11 +172,20 @@ var (
 )
 
 // synthEvent fills ev as the i-th event overall (10 µs apart) and the
-// seq-th of its host. Every connection has its own port and socket id.
+// seq-th of its host. Every connection has its own port, socket id and
+// cookie; its owner and cgroup follow the process, and the change to
+// ESTABLISHED carries the handshake, as the probe sends them.
 func synthEvent(ev *eventpb.Event, i, base, seq uint64) {
 	conn := i / uint64(len(transitions))
 	tr := transitions[i%uint64(len(transitions))]
+	var hsUs uint64
+	var hsRetrans uint32
+	if tr[1] == eventpb.TcpState_TCP_STATE_ESTABLISHED {
+		hsUs, hsRetrans = 80+conn%400, uint32(conn%50/49)
+	}
 	*ev = eventpb.Event{
+		OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_TASK, CgroupId: 4000 + conn%uint64(len(comms)),
+		Side: eventpb.Side_SIDE_CLIENT, Cookie: 1<<20 + conn, HandshakeUs: hsUs, HandshakeRetransmits: hsRetrans,
 		Type:         eventpb.EventType_EVENT_TYPE_STATE_CHANGE,
 		TimeUnixNano: base + i*10_000,
 		Seq:          seq,
