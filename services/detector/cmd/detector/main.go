@@ -12,6 +12,7 @@ import (
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/service"
 	"github.com/netpulse/netpulse/services/detector/detect"
+	_ "github.com/netpulse/netpulse/services/detector/detectors/all"
 	"github.com/netpulse/netpulse/services/detector/internal/detector"
 )
 

@@ -12,9 +12,11 @@ import (
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/config/configtest"
 	"github.com/netpulse/netpulse/services/detector/detect"
+	_ "github.com/netpulse/netpulse/services/detector/detectors/all"
 	"github.com/netpulse/netpulse/services/detector/internal/pluginconf"
 )
 
+// config/detector.yaml documents every built-in detector's section.
 func TestShippedConfigIsTheDefault(t *testing.T) {
 	configtest.ShippedIsDefault(t, "detector", "../../../../config/detector.yaml", DefaultConfig)
 }
@@ -59,8 +61,6 @@ func load(t *testing.T, reg *detect.Registry, yaml string, env []string, args ..
 			t.Fatal(err)
 		}
 		args = append([]string{"--config", f}, args...)
-	} else {
-		args = append([]string{"--config", "../../../../config/detector.yaml"}, args...)
 	}
 	_, err = config.Loader{Service: "detector", Args: args, Environ: env, Output: io.Discard}.Load(&cfg)
 	return cfg, err
@@ -182,6 +182,31 @@ func TestPluginConfigThatCannotBeASection(t *testing.T) {
 		}
 		if _, err := DefaultConfigFor(reg); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("err = %v, want %q", err, tt.want)
+		}
+	}
+}
+
+// The built-in detectors' keys are set and checked like any other.
+func TestBuiltinSections(t *testing.T) {
+	cfg := DefaultConfig()
+	_, err := config.Loader{Service: "detector", Args: []string{"--detector.conn_leak.min_sockets=0"}, Output: io.Discard}.Load(&cfg)
+	if err == nil || !strings.HasPrefix(err.Error(), "config: detector.conn_leak.min_sockets: ") {
+		t.Errorf("err = %v", err)
+	}
+	cfg = DefaultConfig()
+	if _, err := (config.Loader{Service: "detector", Args: []string{"--detectors=conn_leak", "--detector.slow_handshake.ceiling=1s"},
+		Environ: []string{"NETPULSE_DETECTOR_CONN_LEAK_FOR=45s"}, Output: io.Discard}).Load(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if s := section(cfg, "conn_leak"); s.For != 45*time.Second {
+		t.Errorf("conn_leak.for = %s", s.For)
+	}
+	if sel := cfg.Selected(); len(sel) != 1 || sel[0].Name != "conn_leak" {
+		t.Errorf("selected %v", sel)
+	}
+	for _, name := range []string{"conn_leak", "slow_handshake", "retransmit_spike", "conn_failure"} {
+		if section(cfg, name) == nil {
+			t.Errorf("no section for built-in %s", name)
 		}
 	}
 }

@@ -169,7 +169,7 @@ func (d *Detector) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	d.log.Info("running", "detectors", strings.Join(names, ","), "replica", d.member)
+	d.log.Info("running", "detectors", strings.Join(names, ","))
 	wg.Wait()
 	return firstErr
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
+	"github.com/netpulse/netpulse/services/detector/internal/group"
 )
 
 // alertSub subscribes to netpulse.alerts.> like a user would.
@@ -208,5 +209,32 @@ func TestEvaluationFollowsTheClock(t *testing.T) {
 	_, a := alerts.next(t, ctx)
 	if a.Status != alert.Firing || !a.StartsAt.Equal(start.Add(10*time.Second)) {
 		t.Errorf("alert %+v, want firing at %v (fake time)", a, start.Add(10*time.Second))
+	}
+}
+
+// The server deletes a group consumer that stops pulling (a stalled
+// replica) and pcgroups does not notice: the runner makes it again.
+func TestLostConsumerIsRecreated(t *testing.T) {
+	ns := natstest.Start(t)
+	nc, js := natstest.Connect(t, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reg := markerRegistry(t, "r1", nil)
+	cfg := testConfig(t, reg, ns, "r1")
+	cfg.Group.AckWait = time.Second
+	d, err := New(cfg, reg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerts := subscribeAlerts(t, nc)
+	startDetector(t, ctx, d, cfg.Group.Partitions)
+	stream := group.StreamName("netpulse-detector-marker")
+	waitFor(t, ctx, "the group consumer", func() bool { _, err := js.Consumer(ctx, stream, "r1"); return err == nil })
+	if err := js.DeleteConsumer(ctx, stream, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 1, event(666, 1)))
+	if _, a := alerts.next(t, ctx); a.Status != alert.Firing || a.Host != "h1" {
+		t.Errorf("alert %+v", a)
 	}
 }

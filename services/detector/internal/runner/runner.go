@@ -225,6 +225,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stats.Stop()
 	floor := time.NewTicker(max(r.s.Warmup/20, time.Second))
 	defer floor.Stop()
+	health := time.NewTicker(2 * r.s.AckWait)
+	defer health.Stop()
+	missing := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -239,6 +242,30 @@ func (r *Runner) Run(ctx context.Context) error {
 			case <-time.After(time.Second):
 			}
 			if err := retry(ctx, r.log, "rejoin group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
+				return stop(err)
+			}
+		case <-health.C:
+			// The server deletes a consumer that stops pulling for ack_wait
+			// (a long stall here); pcgroups would not notice. Make it again.
+			if r.c.Partitions.Load() == 0 {
+				missing = 0
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := r.d.JS.Consumer(cctx, group.StreamName(r.s.Group.Name), r.s.Member)
+			cancel()
+			if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				missing = 0
+				continue
+			}
+			if missing++; missing < 2 {
+				continue // pcgroups recreates it on a membership change: look again
+			}
+			missing = 0
+			r.log.Warn("group consumer gone; consuming again", "group", r.s.Group.Name)
+			cc.Stop()
+			cc = nil
+			if err := retry(ctx, r.log, "consume group "+r.s.Group.Name, consume); err != nil || ctx.Err() != nil {
 				return stop(err)
 			}
 		case <-floor.C:

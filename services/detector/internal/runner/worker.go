@@ -43,6 +43,7 @@ type control struct {
 
 // hostState is one host's detector instance and alerts.
 type hostState struct {
+	host string
 	inst detect.Detector
 	tr   *lifecycle.Tracker
 	// lastSeq is the last NETPULSE_EVENTS sequence observed.
@@ -107,7 +108,10 @@ func (w *worker) handle(d delivery) {
 		return // the partition moved while this waited: its new owner gets it
 	}
 	if d.seq != 0 && d.seq < r.floor.Load() {
-		r.c.Stale.Add(1) // a backlog older than the warmup window: not news
+		// A backlog older than the warmup window (the group buffered it
+		// while no replica ran): not news any more.
+		r.c.Stale.Add(1)
+		r.logOnce("skipping batches older than warmup (a backlog)", "subject", d.subject, "warmup", r.s.Warmup)
 		_ = d.msg.Ack()
 		return
 	}
@@ -210,6 +214,7 @@ func (w *worker) takeover(host string, before uint64) *hostState {
 	}
 	r.c.Takeovers.Add(1)
 	h := &hostState{
+		host: host,
 		inst: inst,
 		tr: lifecycle.New(lifecycle.Settings{Detector: r.s.Plugin.Name, Host: host,
 			For: r.s.For, RepeatInterval: r.s.RepeatInterval, Severity: r.s.Severity}),
@@ -342,7 +347,7 @@ func (w *worker) evaluate(now time.Time) {
 func (w *worker) evaluateOne(h *hostState, now time.Time) (conds []detect.Condition, panicked string) {
 	defer func() {
 		if p := recover(); p != nil {
-			panicked = w.panicked("Evaluate", "", p)
+			panicked = w.panicked("Evaluate", h.host, p)
 		}
 	}()
 	return h.inst.Evaluate(now), ""
