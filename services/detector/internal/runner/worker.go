@@ -94,6 +94,9 @@ func (w *worker) control(c control) {
 		// Deliveries queued before the move are dropped by their epoch.
 		return
 	}
+	if w.r.part[w.p].Load()&1 == 0 {
+		return // the partition moved on again before this ran
+	}
 	for _, h := range c.adopt {
 		if _, ok := w.hosts[h]; !ok {
 			w.takeover(h, ^uint64(0))
