@@ -1,5 +1,5 @@
-// Command netpulse-sink writes every raw event from NATS JetStream into
-// ClickHouse, exactly once.
+// Command netpulse-sink writes every raw event (every kind but stats) and
+// every alert from NATS JetStream into ClickHouse, exactly once.
 package main
 
 import (

@@ -44,7 +44,17 @@ var (
 // ack before the last (the final, partial batch waits for flush_interval,
 // 1 s), peak RSS, and the sink's CPU seconds per million events. To profile the sink, run it in
 // this process: -args -bench.inprocess, with -cpuprofile or -memprofile.
-func BenchmarkSinkThroughput(b *testing.B) {
+func BenchmarkSinkThroughput(b *testing.B) { benchThroughput(b, false) }
+
+// BenchmarkSinkThroughputMixed is BenchmarkSinkThroughput with every data
+// kind in the stream, as a probe sends them, in rows (of any table) per
+// second: of every ten messages six hold state changes, one retransmits,
+// one resets (of -bench.batch_events events each), one a fifth as many
+// finished connections, and one a snapshot (200 groups and 100 CLOSE_WAIT
+// sockets). Only the first -bench.max_rows value is run.
+func BenchmarkSinkThroughputMixed(b *testing.B) { benchThroughput(b, true) }
+
+func benchThroughput(b *testing.B, mixed bool) {
 	srv.Require(b)
 	var maxRows []int
 	for _, f := range strings.Split(*benchMaxRowsOf, ",") {
@@ -60,30 +70,36 @@ func BenchmarkSinkThroughput(b *testing.B) {
 	}
 	ns := natstest.Start(b)
 	_, js := natstest.Connect(b, ns)
-	lastSeq, total := prefill(b, js, *benchMessages, *benchPerBatch)
+	bl := prefill(b, js, *benchMessages, *benchPerBatch, mixed)
+	unit := "events"
+	if mixed {
+		unit, maxRows = "rows", maxRows[:1]
+	}
+	perMsg := float64(bl.total) / float64(*benchMessages)
 
 	for _, rows := range maxRows {
 		b.Run(fmt.Sprintf("max_rows=%d", rows), func(b *testing.B) {
 			var sum sinkRun
 			var fullBatches float64 // events/s up to the last full batch, summed
 			for b.Loop() {
-				r := runSink(b, bin, ns.ClientURL(), js, rows, lastSeq, total)
+				r := runSink(b, bin, ns.ClientURL(), js, rows, bl)
 				b.Logf("%.2f s (%.2f s to the consumer), peak %s %.0f MiB, CPU %.1f s",
 					r.total.Seconds(), r.startup.Seconds(), peakName, float64(r.peakKiB)/1024, r.cpu.Seconds())
 				sum.total += r.total
 				sum.startup += r.startup
 				sum.cpu += r.cpu
 				sum.peakKiB = max(sum.peakKiB, r.peakKiB)
-				fullBatches += float64(r.floor) * float64(*benchPerBatch) / (r.floorAt - r.startup).Seconds()
+				fullBatches += float64(r.floor) * perMsg / (r.floorAt - r.startup).Seconds()
 			}
 			runs := float64(b.N)
 			drain := (sum.total - sum.startup).Seconds()
-			b.ReportMetric(float64(total)*runs/drain, "events/s")
-			b.ReportMetric(float64(total)*runs/sum.total.Seconds(), "events/s_with_startup")
-			b.ReportMetric(fullBatches/runs, "events/s_full_batches")
+			total := float64(bl.total)
+			b.ReportMetric(total*runs/drain, unit+"/s")
+			b.ReportMetric(total*runs/sum.total.Seconds(), unit+"/s_with_startup")
+			b.ReportMetric(fullBatches/runs, unit+"/s_full_batches")
 			b.ReportMetric(float64(sum.peakKiB)/1024, "peak_"+peakName+"_MiB")
 			if !*benchInProcess {
-				b.ReportMetric(sum.cpu.Seconds()/(float64(total)*runs/1e6), "cpu_s/Mevents")
+				b.ReportMetric(sum.cpu.Seconds()/(total*runs/1e6), "cpu_s/M"+unit)
 			}
 			b.ReportMetric(0, "ns/op")
 		})
@@ -100,9 +116,16 @@ func buildSink(b *testing.B) string {
 	return bin
 }
 
-// prefill publishes msgs batches of n synthetic events each, from ten
-// hosts, and returns the stream's last sequence and the number of events.
-func prefill(b *testing.B, js jetstream.JetStream, msgs, n int) (lastSeq, total uint64) {
+// backlog is what prefill put in the stream.
+type backlog struct {
+	lastSeq uint64            // the stream's last sequence
+	rows    map[string]uint64 // rows per table the sink must store
+	total   uint64            // rows in all tables
+}
+
+// prefill publishes msgs batches of n synthetic events each (of every kind
+// when mixed), from ten hosts.
+func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) backlog {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := natsutil.EnsureEventsStream(ctx, js, DefaultConfig().Stream, quiet); err != nil {
@@ -116,22 +139,53 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int) (lastSeq, total 
 	for i := range events {
 		events[i] = &eventpb.Event{}
 	}
+	conns := make([]*eventpb.Connection, n/5)
+	for i := range conns {
+		conns[i] = &eventpb.Connection{}
+	}
+	bl := backlog{rows: map[string]uint64{}}
 	var bytesOut int
 	for m := range msgs {
 		h := m % hosts
 		host := fmt.Sprintf("web-%02d", h)
-		batch := eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: fmt.Sprintf("probe%02d", h), BatchSeq: uint64(m/hosts + 1), Events: events}
-		for i, ev := range events {
+		batch := eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: fmt.Sprintf("probe%02d", h), BatchSeq: uint64(m/hosts + 1)}
+		kind := natsutil.KindState
+		if mixed {
+			kind = mixedKinds[m%len(mixedKinds)]
+		}
+		switch kind {
+		case natsutil.KindConn:
+			for i, c := range conns {
+				seqs[h]++
+				synthConn(c, uint64(m*n+i*5), base, seqs[h])
+			}
+			batch.Connections = conns
+			bl.rows["tcp_connections"] += uint64(len(conns))
+		case natsutil.KindSnapshot:
 			seqs[h]++
-			synthEvent(ev, uint64(m*n+i), base, seqs[h])
+			batch.Snapshot = synthSnapshot(uint64(m*n), base, seqs[h])
+			bl.rows["socket_snapshots"] += uint64(1 + len(batch.Snapshot.Groups) + len(batch.Snapshot.CloseWait))
+		default:
+			for i, ev := range events {
+				seqs[h]++
+				synthEvent(ev, uint64(m*n+i), base, seqs[h])
+				switch kind {
+				case natsutil.KindRetransmit:
+					ev.Type, ev.OldState, ev.Segments = eventpb.EventType_EVENT_TYPE_RETRANSMIT, 0, 1+uint32(i%3)
+				case natsutil.KindReset:
+					ev.Type, ev.OldState = eventpb.EventType_EVENT_TYPE_RESET_SENT+eventpb.EventType(i%2), 0
+				}
+			}
+			batch.Events = events
+			bl.rows["tcp_events"] += uint64(len(events))
 		}
 		data, err := batch.MarshalVT()
 		if err != nil {
 			b.Fatal(err)
 		}
 		bytesOut += len(data)
-		if _, err := js.PublishAsync(natsutil.EventSubject(host, natsutil.KindState), data,
-			jetstream.WithMsgID(fmt.Sprintf("%s-%d", batch.ProbeId, batch.BatchSeq))); err != nil {
+		if _, err := js.PublishAsync(natsutil.EventSubject(host, kind), data,
+			jetstream.WithMsgID(fmt.Sprintf("%s-%s-%d", batch.ProbeId, kind, batch.BatchSeq))); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -151,11 +205,60 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int) (lastSeq, total 
 	if info.State.Msgs != uint64(msgs) {
 		b.Fatalf("pre-fill: the stream holds %d messages, want %d", info.State.Msgs, msgs)
 	}
-	total = uint64(msgs * n)
+	for _, n := range bl.rows {
+		bl.total += n
+	}
+	bl.lastSeq = info.State.LastSeq
 	// Not b.Logf: a benchmark with sub-benchmarks does not print its log.
-	fmt.Fprintf(os.Stderr, "BenchmarkSinkThroughput: pre-filled %d events in %d messages of %d KiB in %.1f s\n",
-		total, msgs, bytesOut/msgs>>10, time.Since(start).Seconds())
-	return info.State.LastSeq, total
+	fmt.Fprintf(os.Stderr, "%s: pre-filled %d rows %v in %d messages of %d KiB in %.1f s\n",
+		b.Name(), bl.total, bl.rows, msgs, bytesOut/msgs>>10, time.Since(start).Seconds())
+	return bl
+}
+
+// mixedKinds is the order of kinds in a mixed backlog, ten messages.
+var mixedKinds = []string{
+	natsutil.KindState, natsutil.KindState, natsutil.KindRetransmit, natsutil.KindState, natsutil.KindConn,
+	natsutil.KindState, natsutil.KindReset, natsutil.KindState, natsutil.KindSnapshot, natsutil.KindState,
+}
+
+// synthConn fills c as a connection whose events would be the i-th to
+// i+4-th overall (see synthEvent).
+func synthConn(c *eventpb.Connection, i, base, seq uint64) {
+	conn := i / uint64(len(transitions))
+	*c = eventpb.Connection{
+		TimeUnixNano: base + i*10_000, Seq: seq, SockId: conn*0x9e3779b97f4a7c15 | 1,
+		Pid: uint32(1000 + conn%97), Comm: comms[conn%uint64(len(comms))], CgroupId: 4000 + conn%uint64(len(comms)),
+		OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_TASK, Family: eventpb.Family_FAMILY_IPV4,
+		Saddr: []byte{10, 0, byte(conn >> 8), byte(conn)}, Daddr: []byte{10, 1, byte(conn % 13), byte(conn % 251)},
+		Sport: uint32(32768 + conn%28000), Dport: dport[conn%uint64(len(dport))], Side: eventpb.Side_SIDE_CLIENT,
+		StartUnixNano: base + i*10_000 - 40_000, DurationUs: 40 + conn%10_000, BytesSent: conn % 100_000, BytesReceived: conn % 1_000_000,
+		SegmentsOut: uint32(3 + conn%100), SegmentsIn: uint32(3 + conn%120), Retransmits: uint32(conn % 7 / 6), SrttUs: uint32(30 + conn%500),
+		HandshakeUs: 80 + conn%400, LastState: eventpb.TcpState_TCP_STATE_FIN_WAIT2, Cookie: 1<<20 + conn,
+	}
+}
+
+// synthSnapshot is a snapshot at the i-th event's time: 200 groups and 100
+// CLOSE_WAIT sockets.
+func synthSnapshot(i, base, seq uint64) *eventpb.Snapshot {
+	s := &eventpb.Snapshot{
+		TimeUnixNano: base + i*10_000, Seq: seq, GroupsCut: 3, CloseWaitTotal: 120, CloseWaitCut: 20, SocketsTotal: 5000,
+		Seeded: true, TcpOutSegs: 1e9 + i, TcpRetransSegs: 1e6 + i/100, IntervalMs: 10_000,
+	}
+	for g := range uint64(200) {
+		s.Groups = append(s.Groups, &eventpb.SocketGroup{
+			State: eventpb.TcpState(1 + g%11), Pid: uint32(1000 + g%97), Comm: comms[g%uint64(len(comms))],
+			CgroupId: 4000 + g%8, LocalPort: uint32(g % 50 * 100), Count: uint32(1 + g%40), Side: eventpb.Side(g % 3),
+		})
+	}
+	for c := range uint64(100) {
+		s.CloseWait = append(s.CloseWait, &eventpb.SnapshotSocket{
+			SockId: c*0x9e3779b97f4a7c15 | 1, Cookie: 1<<20 + c, Pid: uint32(1000 + c%97), Comm: comms[c%uint64(len(comms))],
+			CgroupId: 4000 + c%8, OwnerSource: eventpb.OwnerSource_OWNER_SOURCE_SOCKET, Family: eventpb.Family_FAMILY_IPV4,
+			Saddr: []byte{10, 0, 0, 1}, Daddr: []byte{10, 1, 0, byte(c)}, Sport: 8080, Dport: uint32(40000 + c),
+			Side: eventpb.Side_SIDE_SERVER, AgeUs: (100 - c) * 1_000_000, RecvQueue: uint32(c),
+		})
+	}
+	return s
 }
 
 var (
@@ -210,9 +313,9 @@ type sinkRun struct {
 }
 
 // runSink runs a sink with its own database and durable consumer until the
-// consumer has acknowledged lastSeq, stops it and checks that ClickHouse
+// consumer has acknowledged bl.lastSeq, stops it and checks that ClickHouse
 // holds every event once.
-func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows int, lastSeq, total uint64) sinkRun {
+func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows int, bl backlog) sinkRun {
 	db := srv.NewDatabase(b)
 	durable := "bench-" + db
 	start := time.Now()
@@ -257,7 +360,7 @@ func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows 
 		if err != nil {
 			b.Fatalf("consumer %s: %v", durable, err)
 		}
-		if info.AckFloor.Stream >= lastSeq {
+		if info.AckFloor.Stream >= bl.lastSeq {
 			r.total = time.Since(start)
 			break
 		}
@@ -275,12 +378,14 @@ func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows 
 	}
 
 	conn := srv.Conn(b, db)
-	var rows uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM tcp_events").Scan(&rows); err != nil {
-		b.Fatal(err)
-	}
-	if rows != total {
-		b.Errorf("tcp_events holds %d rows, want %d", rows, total)
+	for table, want := range bl.rows {
+		var rows uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+table).Scan(&rows); err != nil {
+			b.Fatal(err)
+		}
+		if rows != want {
+			b.Errorf("%s holds %d rows, want %d", table, rows, want)
+		}
 	}
 	// Drop it now, not when the benchmark ends: merges of old data would
 	// slow down the next run.
