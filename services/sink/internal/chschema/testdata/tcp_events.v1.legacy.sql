@@ -1,3 +1,5 @@
+-- tcp_events as the first release of the sink created it on 18.16, frozen:
+-- TestMigrateFromV1 creates it, adds a row and migrates it to the current shape.
 CREATE TABLE IF NOT EXISTS netpulse.tcp_events
 (
     time              DateTime('UTC'),
