@@ -1,0 +1,117 @@
+package chwriter
+
+import (
+	"time"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+)
+
+// Row kinds of socket_snapshots (chschema's Enum8 codes).
+const (
+	rowSummary   int8 = 0
+	rowGroup     int8 = 1
+	rowCloseWait int8 = 2
+)
+
+// snapRows are socket_snapshots rows. Every snapshot makes one summary
+// row, one row per group and one per listed CLOSE_WAIT socket; a column
+// a row kind does not use gets its zero value.
+type snapRows struct {
+	bufState
+	time                                             []time.Time
+	timeNs                                           []uint64
+	host, comm, saddr, daddr, probeID                []string
+	kind, tcpState, owner, side, family              []int8
+	pid, count, recvQueue, groupsCut, cwTotal, cwCut []uint32
+	socketsTotal, intervalMs                         []uint32
+	localPort, dport                                 []uint16
+	ageEstimated, seeded                             []uint8
+	cgroup, sockID, cookie, ageUs, outSegs, retrSegs []uint64
+	seq, sSeq                                        []uint64
+}
+
+// row appends one row of kind with every column at its zero value but the
+// snapshot's own; the caller sets the rest on the last element.
+func (r *snapRows) row(kind int8, host, probeID string, streamSeq uint64, s *eventpb.Snapshot) {
+	r.time = append(r.time, time.Unix(0, int64(s.TimeUnixNano)).UTC())
+	r.timeNs = append(r.timeNs, s.TimeUnixNano)
+	r.host = append(r.host, host)
+	r.kind = append(r.kind, kind)
+	r.tcpState = append(r.tcpState, 0)
+	r.pid = append(r.pid, 0)
+	r.comm = append(r.comm, "")
+	r.cgroup = append(r.cgroup, 0)
+	r.owner = append(r.owner, 0)
+	r.side = append(r.side, 0)
+	r.localPort = append(r.localPort, 0)
+	r.count = append(r.count, 0)
+	r.family = append(r.family, 0)
+	r.saddr = append(r.saddr, "")
+	r.daddr = append(r.daddr, "")
+	r.dport = append(r.dport, 0)
+	r.sockID = append(r.sockID, 0)
+	r.cookie = append(r.cookie, 0)
+	r.ageUs = append(r.ageUs, 0)
+	r.ageEstimated = append(r.ageEstimated, 0)
+	r.recvQueue = append(r.recvQueue, 0)
+	r.groupsCut = append(r.groupsCut, 0)
+	r.cwTotal = append(r.cwTotal, 0)
+	r.cwCut = append(r.cwCut, 0)
+	r.socketsTotal = append(r.socketsTotal, 0)
+	r.seeded = append(r.seeded, 0)
+	r.outSegs = append(r.outSegs, 0)
+	r.retrSegs = append(r.retrSegs, 0)
+	r.intervalMs = append(r.intervalMs, 0)
+	r.probeID = append(r.probeID, probeID)
+	r.seq = append(r.seq, s.Seq)
+	r.sSeq = append(r.sSeq, streamSeq)
+	r.added(streamSeq)
+}
+
+// add appends the rows of snapshot s.
+func (r *snapRows) add(host, probeID string, streamSeq uint64, s *eventpb.Snapshot, addrs *addrCache) {
+	r.row(rowSummary, host, probeID, streamSeq, s)
+	i := r.rows - 1
+	r.groupsCut[i], r.cwTotal[i], r.cwCut[i] = s.GroupsCut, s.CloseWaitTotal, s.CloseWaitCut
+	r.socketsTotal[i], r.seeded[i] = s.SocketsTotal, b2u(s.Seeded)
+	r.outSegs[i], r.retrSegs[i], r.intervalMs[i] = s.TcpOutSegs, s.TcpRetransSegs, s.IntervalMs
+
+	for _, g := range s.Groups {
+		r.row(rowGroup, host, probeID, streamSeq, s)
+		i := r.rows - 1
+		r.tcpState[i], r.pid[i], r.comm[i], r.cgroup[i] = stateCode(g.State), g.Pid, g.Comm, g.CgroupId
+		r.localPort[i], r.count[i], r.side[i] = uint16(g.LocalPort), g.Count, sideCode(g.Side)
+	}
+	for _, c := range s.CloseWait {
+		r.row(rowCloseWait, host, probeID, streamSeq, s)
+		i := r.rows - 1
+		r.tcpState[i] = int8(eventpb.TcpState_TCP_STATE_CLOSE_WAIT)
+		r.pid[i], r.comm[i], r.cgroup[i], r.owner[i], r.side[i] = c.Pid, c.Comm, c.CgroupId, ownerCode(c.OwnerSource), sideCode(c.Side)
+		r.localPort[i], r.count[i], r.family[i] = uint16(c.Sport), 1, familyCode(c.Family)
+		r.saddr[i], r.daddr[i], r.dport[i] = addrs.string(c.Saddr), addrs.string(c.Daddr), uint16(c.Dport)
+		r.sockID[i], r.cookie[i], r.ageUs[i] = c.SockId, c.Cookie, c.AgeUs
+		r.ageEstimated[i], r.recvQueue[i] = b2u(c.AgeEstimated), c.RecvQueue
+	}
+}
+
+func (r *snapRows) values() []any {
+	return []any{
+		r.time, r.timeNs, r.host, r.kind, r.tcpState, r.pid, r.comm, r.cgroup, r.owner, r.side,
+		r.localPort, r.count, r.family, r.saddr, r.daddr, r.dport, r.sockID, r.cookie,
+		r.ageUs, r.ageEstimated, r.recvQueue, r.groupsCut, r.cwTotal, r.cwCut, r.socketsTotal,
+		r.seeded, r.outSegs, r.retrSegs, r.intervalMs, r.probeID, r.seq, r.sSeq,
+	}
+}
+
+func (r *snapRows) reset() {
+	r.resetState()
+	r.time, r.timeNs = r.time[:0], r.timeNs[:0]
+	r.host, r.comm, r.saddr, r.daddr, r.probeID = r.host[:0], r.comm[:0], r.saddr[:0], r.daddr[:0], r.probeID[:0]
+	r.kind, r.tcpState, r.owner, r.side, r.family = r.kind[:0], r.tcpState[:0], r.owner[:0], r.side[:0], r.family[:0]
+	r.pid, r.count, r.recvQueue, r.groupsCut, r.cwTotal, r.cwCut = r.pid[:0], r.count[:0], r.recvQueue[:0], r.groupsCut[:0], r.cwTotal[:0], r.cwCut[:0]
+	r.socketsTotal, r.intervalMs = r.socketsTotal[:0], r.intervalMs[:0]
+	r.localPort, r.dport = r.localPort[:0], r.dport[:0]
+	r.ageEstimated, r.seeded = r.ageEstimated[:0], r.seeded[:0]
+	r.cgroup, r.sockID, r.cookie, r.ageUs, r.outSegs, r.retrSegs = r.cgroup[:0], r.sockID[:0], r.cookie[:0], r.ageUs[:0], r.outSegs[:0], r.retrSegs[:0]
+	r.seq, r.sSeq = r.seq[:0], r.sSeq[:0]
+}
