@@ -3,6 +3,8 @@ package detector
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,8 +12,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/alert"
+	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
 	"github.com/netpulse/netpulse/services/detector/internal/group"
 )
@@ -238,3 +242,73 @@ func TestLostConsumerIsRecreated(t *testing.T) {
 		t.Errorf("alert %+v", a)
 	}
 }
+
+// A host first seen is rebuilt before its first live batch: its latest
+// snapshot (older than the window) first, then the window's events, all
+// with Replay set; a batch older than the window that is still buffered is
+// skipped as stale.
+func TestTakeoverReplaysSnapshotThenWindow(t *testing.T) {
+	ns := natstest.Start(t)
+	_, js := natstest.Connect(t, ns)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type seen struct {
+		kind   string
+		seq    uint64
+		replay bool
+	}
+	var mu sync.Mutex
+	var got []seen
+	reg := &detect.Registry{}
+	if err := reg.Register(detect.Plugin{
+		Name: "snap", Kinds: []string{natsutil.KindState, natsutil.KindSnapshot}, Config: func() any { return &struct{}{} },
+		New: func(any, string) (detect.Detector, error) {
+			return observeFunc(func(in detect.Input) {
+				mu.Lock()
+				got = append(got, seen{in.Kind, in.Batch.BatchSeq, in.Replay})
+				mu.Unlock()
+			}), nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, reg, ns, "r1")
+	cfg.Warmup = time.Second // (below the validated minimum: a test of the window)
+
+	if _, err := natsutil.EnsureEventsStream(ctx, js, cfg.Stream, quietLog()); err != nil {
+		t.Fatal(err)
+	}
+	snap := func(seq uint64) []byte {
+		b := &eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: "h1", BatchSeq: seq, Snapshot: &eventpb.Snapshot{Seq: seq}}
+		data, _ := b.MarshalVT()
+		return data
+	}
+	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 1)) // will be stale
+	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindSnapshot), snap(2))     // latest snapshot, older than the window
+	old := time.Now()
+	waitFor(t, ctx, "the first batches to age past the window", func() bool { return time.Since(old) > cfg.Warmup+200*time.Millisecond })
+	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 3)) // in the window
+	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 4))
+
+	d, err := New(cfg, reg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDetector(t, ctx, d, cfg.Group.Partitions)
+	c := d.Counters("snap")
+	waitFor(t, ctx, "batch 4", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1].seq == 4 })
+	mu.Lock()
+	defer mu.Unlock()
+	want := []seen{{natsutil.KindSnapshot, 2, true}, {natsutil.KindState, 3, false}, {natsutil.KindState, 4, false}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("observed %v, want %v", got, want)
+	}
+	if c.Stale.Load() != 2 || c.Takeovers.Load() != 1 {
+		t.Errorf("stale %d (want the old state batch and the snapshot), takeovers %d", c.Stale.Load(), c.Takeovers.Load())
+	}
+}
+
+type observeFunc func(detect.Input)
+
+func (f observeFunc) Observe(in detect.Input)               { f(in) }
+func (f observeFunc) Evaluate(time.Time) []detect.Condition { return nil }

@@ -225,7 +225,8 @@ func (r *Runner) Run(ctx context.Context) error {
 	defer stats.Stop()
 	floor := time.NewTicker(max(r.s.Warmup/20, time.Second))
 	defer floor.Stop()
-	health := time.NewTicker(2 * r.s.AckWait)
+	// Whether our group consumer exists, twice a second (see below).
+	health := time.NewTicker(500 * time.Millisecond)
 	defer health.Stop()
 	missing := 0
 	for {
@@ -245,8 +246,12 @@ func (r *Runner) Run(ctx context.Context) error {
 				return stop(err)
 			}
 		case <-health.C:
-			// The server deletes a consumer that stops pulling for ack_wait
-			// (a long stall here); pcgroups would not notice. Make it again.
+			// pcgroups makes our consumer when we join, but gives up until
+			// ack_wait+0.5s later when the previous owner's consumer still
+			// holds a partition; and the server deletes a consumer that
+			// stops pulling for ack_wait (a long stall here), which pcgroups
+			// does not notice. Either way partitions we own go unread: when
+			// the consumer is missing for a second, consume again.
 			if r.c.Partitions.Load() == 0 {
 				missing = 0
 				continue
