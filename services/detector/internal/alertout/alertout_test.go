@@ -145,3 +145,47 @@ func TestStoreRecords(t *testing.T) {
 		t.Errorf("a stale settle overwrote a newer record: %+v", recs)
 	}
 }
+
+// A publish that fails (here: no stream takes the subject yet) is retried,
+// counted, and stored once when it finally succeeds.
+func TestPublishRetriesUntilStored(t *testing.T) {
+	s := natstest.Start(t)
+	_, js := natstest.Connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := EnsureBucket(ctx, js, "test-alerts", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &Store{KV: kv, Detector: "conn_leak"}
+	p := NewPublisher(js, store, 8, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	a := firing("web-1", time.Now().UTC())
+	key, rev, err := store.Put(ctx, Record{Alert: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Enqueue(ctx, Stored{Key: key, Revision: rev, Record: Record{Alert: a}})
+	for p.Errors.Load() < 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("no failed attempts counted")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if _, err := natsutil.EnsureAlertsStream(ctx, js, config.DefaultAlertsStream(), slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	<-done
+	st, _ := js.Stream(ctx, natsutil.AlertsStream)
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs != 1 || p.Published.Load() != 1 {
+		t.Errorf("stored %d, published %d (%v)", info.State.Msgs, p.Published.Load(), err)
+	}
+	recs, _ := store.Load(ctx, "web-1")
+	if len(recs) != 1 || !recs[0].Published {
+		t.Errorf("record after the publish: %+v", recs)
+	}
+}

@@ -59,7 +59,8 @@ type worker struct {
 	in    chan delivery
 	ctrl  chan control
 	hosts map[string]*hostState
-	batch eventpb.Batch
+	batch eventpb.Batch // the live batch being handled
+	old   eventpb.Batch // a replayed one
 }
 
 func (w *worker) send(c control) {
@@ -130,9 +131,6 @@ func (w *worker) handle(d delivery) {
 			_ = d.msg.Ack() // counted and logged by takeover
 			return
 		}
-		// takeover reused w.batch for the replay: decode again.
-		b.ResetVT()
-		_ = decode(b, d.data, d.host)
 	}
 	if d.seq != 0 && d.seq <= h.lastSeq {
 		r.c.Duplicates.Add(1)
@@ -285,7 +283,7 @@ func (w *worker) replay(host string, h *hostState, before uint64) {
 		if broken {
 			return
 		}
-		b := &w.batch
+		b := &w.old
 		b.ResetVT()
 		if decode(b, m.Data, host) != "" {
 			return // dead-lettered when it was live
