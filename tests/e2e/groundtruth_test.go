@@ -214,11 +214,19 @@ func TestSinkKilledMidLoad(t *testing.T) {
 	if published < 300000 {
 		t.Fatalf("probe published %d events, want at least 300000 for 30000 connections", published)
 	}
-	p.waitRows(ctx, published, "SELECT count() FROM tcp_events WHERE host = ?", p.host)
-	rows := p.uint64("SELECT count() FROM tcp_events WHERE host = ?", p.host)
-	distinct := p.uint64("SELECT uniqExact(probe_id, seq) FROM tcp_events WHERE host = ?", p.host)
-	maxSeq := p.uint64("SELECT max(seq) FROM tcp_events WHERE host = ?", p.host)
-	t.Logf("sink killed with %d rows stored; probe published %d events; %d rows, %d distinct, max seq %d", killedAt, published, rows, distinct, maxSeq)
+	// Every record the probe published is a row of tcp_events (events) or
+	// tcp_connections (finished connections), or one snapshot; events and
+	// connections share the probe's seq.
+	const records = `SELECT (SELECT count() FROM tcp_events WHERE host = ?) + (SELECT count() FROM tcp_connections WHERE host = ?)
+		+ (SELECT uniqExact(probe_id, seq) FROM socket_snapshots WHERE host = ?)`
+	p.waitRows(ctx, published, records, p.host, p.host, p.host)
+	rows := p.uint64(records, p.host, p.host, p.host)
+	snapshots := p.uint64("SELECT uniqExact(probe_id, seq) FROM socket_snapshots WHERE host = ?", p.host)
+	distinct := p.uint64(`SELECT uniqExact(probe_id, seq) FROM (SELECT probe_id, seq FROM tcp_events WHERE host = ?
+		UNION ALL SELECT probe_id, seq FROM tcp_connections WHERE host = ?)`, p.host, p.host) + snapshots
+	maxSeq := p.uint64(`SELECT max(seq) FROM (SELECT seq FROM tcp_events WHERE host = ?
+		UNION ALL SELECT seq FROM tcp_connections WHERE host = ?)`, p.host, p.host) + snapshots
+	t.Logf("sink killed with %d rows stored; probe published %d records; %d stored, %d distinct, max seq + snapshots %d", killedAt, published, rows, distinct, maxSeq)
 	if rows != published || distinct != published || maxSeq != published {
 		t.Errorf("rows %d, distinct events %d, max seq %d: want all equal to the %d events published (none lost, none doubled)", rows, distinct, maxSeq, published)
 	}

@@ -18,19 +18,47 @@ type Config struct {
 	// HostReplacement replaces characters a NATS subject token cannot hold.
 	HostReplacement string `koanf:"host_replacement"`
 
-	NATS    config.NATS    `koanf:"nats"`
-	Stream  config.Stream  `koanf:"stream"`
-	Log     config.Log     `koanf:"log"`
-	Tracer  TracerConfig   `koanf:"tracer"`
-	Batch   BatchConfig    `koanf:"batch"`
-	Publish publish.Config `koanf:"publish"`
-	Stats   StatsConfig    `koanf:"stats"`
+	NATS     config.NATS    `koanf:"nats"`
+	Stream   config.Stream  `koanf:"stream"`
+	Log      config.Log     `koanf:"log"`
+	Tracer   TracerConfig   `koanf:"tracer"`
+	Batch    BatchConfig    `koanf:"batch"`
+	Publish  publish.Config `koanf:"publish"`
+	Stats    StatsConfig    `koanf:"stats"`
+	Sockets  SocketsConfig  `koanf:"sockets"`
+	Snapshot SnapshotConfig `koanf:"snapshot"`
 }
 
 // TracerConfig sizes the kernel side.
 type TracerConfig struct {
-	RingBufferBytes  int `koanf:"ring_buffer_bytes"`
-	SocketMapEntries int `koanf:"socket_map_entries"`
+	RingBufferBytes    int `koanf:"ring_buffer_bytes"`
+	SocketMapEntries   int `koanf:"socket_map_entries"`
+	ListenerMapEntries int `koanf:"listener_map_entries"`
+	SynackMapEntries   int `koanf:"synack_map_entries"`
+}
+
+func (c TracerConfig) tracer() tracer.Config {
+	return tracer.Config{
+		RingBufferBytes: c.RingBufferBytes, SocketMapEntries: c.SocketMapEntries,
+		ListenerMapEntries: c.ListenerMapEntries, SynackMapEntries: c.SynackMapEntries,
+	}
+}
+
+// SocketsConfig is the probe's own socket table (the source of snapshots).
+type SocketsConfig struct {
+	// MaxEntries bounds the table; beyond it the least recently updated
+	// socket is evicted (counted).
+	MaxEntries int `koanf:"max_entries"`
+	// Seed reads the sockets that existed before the probe started
+	// (sock_diag, owners from /proc) at start.
+	Seed bool `koanf:"seed"`
+}
+
+// SnapshotConfig sets the periodic socket-table snapshots.
+type SnapshotConfig struct {
+	Interval     time.Duration `koanf:"interval"`
+	MaxGroups    int           `koanf:"max_groups"`
+	MaxCloseWait int           `koanf:"max_close_wait"`
 }
 
 // BatchConfig bounds one NATS message.
@@ -52,10 +80,12 @@ func DefaultConfig() Config {
 		NATS:            config.DefaultNATS(),
 		Stream:          config.DefaultStream(),
 		Log:             config.DefaultLog(),
-		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536},
+		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
 		Batch:           BatchConfig{MaxBytes: 256 << 10, MaxEvents: 8192, FlushInterval: 200 * time.Millisecond},
 		Publish:         publish.DefaultConfig(),
 		Stats:           StatsConfig{Interval: 10 * time.Second},
+		Sockets:         SocketsConfig{MaxEntries: 262144, Seed: true},
+		Snapshot:        SnapshotConfig{Interval: 15 * time.Second, MaxGroups: 1000, MaxCloseWait: 1000},
 	}
 }
 
@@ -69,7 +99,7 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
-	if err := (tracer.Config{RingBufferBytes: c.Tracer.RingBufferBytes, SocketMapEntries: c.Tracer.SocketMapEntries}).Validate(); err != nil {
+	if err := c.Tracer.tracer().Validate(); err != nil {
 		return err
 	}
 	switch {
@@ -82,6 +112,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("batch.flush_interval: must be 1ms..1m, got %s", c.Batch.FlushInterval)
 	case c.Stats.Interval < 100*time.Millisecond:
 		return fmt.Errorf("stats.interval: must be at least 100ms, got %s", c.Stats.Interval)
+	case c.Sockets.MaxEntries < 1024 || c.Sockets.MaxEntries > 16<<20:
+		return fmt.Errorf("sockets.max_entries: must be 1024..16777216, got %d", c.Sockets.MaxEntries)
+	case c.Snapshot.Interval < time.Second || c.Snapshot.Interval > time.Hour:
+		return fmt.Errorf("snapshot.interval: must be 1s..1h, got %s", c.Snapshot.Interval)
+	case c.Snapshot.MaxGroups < 1 || c.Snapshot.MaxGroups > 100000:
+		return fmt.Errorf("snapshot.max_groups: must be 1..100000, got %d", c.Snapshot.MaxGroups)
+	case c.Snapshot.MaxCloseWait < 0 || c.Snapshot.MaxCloseWait > 100000:
+		return fmt.Errorf("snapshot.max_close_wait: must be 0..100000, got %d", c.Snapshot.MaxCloseWait)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package probe
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/netpulse/netpulse/lib/config/configtest"
 )
@@ -19,6 +20,11 @@ func TestValidateNamesTheKey(t *testing.T) {
 	}{
 		{"host replacement", func(c *Config) { c.HostReplacement = "." }, "host_replacement"},
 		{"ring buffer", func(c *Config) { c.Tracer.RingBufferBytes = 12345 }, "tracer.ring_buffer_bytes"},
+		{"listener map", func(c *Config) { c.Tracer.ListenerMapEntries = -1 }, "tracer.listener_map_entries"},
+		{"socket table", func(c *Config) { c.Sockets.MaxEntries = 10 }, "sockets.max_entries"},
+		{"snapshot interval", func(c *Config) { c.Snapshot.Interval = time.Millisecond }, "snapshot.interval"},
+		{"snapshot groups", func(c *Config) { c.Snapshot.MaxGroups = 0 }, "snapshot.max_groups"},
+		{"snapshot close_wait", func(c *Config) { c.Snapshot.MaxCloseWait = -1 }, "snapshot.max_close_wait"},
 		{"batch too big for NATS", func(c *Config) { c.Batch.MaxBytes = 2 << 20 }, "batch.max_bytes"},
 		{"flush interval", func(c *Config) { c.Batch.FlushInterval = 0 }, "batch.flush_interval"},
 		{"in flight", func(c *Config) { c.Publish.MaxInFlight = 0 }, "publish.max_in_flight"},

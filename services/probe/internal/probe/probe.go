@@ -1,48 +1,30 @@
+// Package probe wires the eBPF tracer to JetStream: decode, attribute,
+// batch per kind, publish, keep a socket table for snapshots, and report
+// its own health.
 package probe
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
+	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
 )
 
 // shutdownGrace bounds how long the probe waits for outstanding acks after
 // it was told to stop.
 const shutdownGrace = 10 * time.Second
-
-// Stats is the JSON document the probe publishes on
-// netpulse.events.<host>.stats every stats.interval. Counters are totals
-// since the probe started.
-type Stats struct {
-	Host             string    `json:"host"`
-	ProbeID          string    `json:"probe_id"`
-	Time             time.Time `json:"time"`
-	UptimeSeconds    float64   `json:"uptime_seconds"`
-	EventsKernel     uint64    `json:"events_kernel"`     // records the BPF program submitted
-	EventsSeen       uint64    `json:"events_seen"`       // records read from the ring buffer
-	EventsPublished  uint64    `json:"events_published"`  // events in batches JetStream acknowledged
-	RingbufDrops     uint64    `json:"ringbuf_drops"`     // records lost: ring buffer full
-	DecodeErrors     uint64    `json:"decode_errors"`     // records that did not decode
-	PublishErrors    uint64    `json:"publish_errors"`    // failed publish attempts (retried)
-	EventsDropped    uint64    `json:"events_dropped"`    // events given up at shutdown
-	BatchesPublished uint64    `json:"batches_published"` // NATS messages acknowledged
-	InFlight         int       `json:"batches_in_flight"` // published, not yet acknowledged
-}
 
 // Probe is one running probe.
 type Probe struct {
@@ -52,7 +34,29 @@ type Probe struct {
 	probeID string
 	started time.Time
 
-	seen, decodeErrs atomic.Uint64
+	// mu guards everything below: the ring-buffer reader, the flush and
+	// snapshot tickers and the seeding goroutine all use them.
+	mu    sync.Mutex
+	table *socktable.Table
+	out   *outputs
+	seq   uint64 // last Event/Connection seq
+	snap  eventpb.Snapshot
+	c     counters
+}
+
+// counters are the probe's own totals (the kernel's are read from the
+// tracer, the publisher's from the publisher).
+type counters struct {
+	seen, decodeErrs    uint64
+	events, conns       uint64
+	ownerUnknown        uint64 // events with a socket whose owner nobody knew
+	ownerFilled         uint64 // owners the socket table supplied
+	snapshots, snapErrs uint64
+	tableErrs           uint64
+	seed                SeedStats
+	skippedTracepoints  []string
+	decodeErrLogged     bool
+	tableErrLogged      bool
 }
 
 // New checks cfg and resolves the host name; it starts nothing.
@@ -74,15 +78,20 @@ func New(cfg Config, log *slog.Logger) (*Probe, error) {
 // Host is the host token used in subjects.
 func (p *Probe) Host() string { return p.host }
 
-// Run loads the eBPF program, publishes events until ctx ends, then flushes
-// what it holds and returns.
+// Run loads the eBPF programs, publishes events until ctx ends, then
+// flushes what it holds and returns.
 func (p *Probe) Run(ctx context.Context) error {
 	p.started = time.Now()
-	tr, err := tracer.Open(tracer.Config{RingBufferBytes: p.cfg.Tracer.RingBufferBytes, SocketMapEntries: p.cfg.Tracer.SocketMapEntries})
+	tr, err := tracer.Open(p.cfg.Tracer.tracer())
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
+	for _, s := range tr.Skipped() {
+		// Once, at start: the other tracepoints keep working.
+		p.log.Warn("tracepoint not available on this kernel; its events are skipped", "tracepoint", s.Tracepoint, "err", s.Err)
+		p.c.skippedTracepoints = append(p.c.skippedTracepoints, s.Tracepoint)
+	}
 
 	nc, err := natsutil.Connect(p.cfg.NATS, "netpulse-probe "+p.host, p.log)
 	if err != nil {
@@ -103,62 +112,62 @@ func (p *Probe) Run(ctx context.Context) error {
 	defer stopPub()
 	go pub.Run(pubStop)
 
-	var mu sync.Mutex // guards out and the event below
-	out := newOutputs(p.host, p.probeID, p.cfg.Batch, pub, pubStop)
-	var ev eventpb.Event
-	var seq uint64
+	p.table = socktable.New(p.cfg.Sockets.MaxEntries)
+	p.out = newOutputs(p.host, p.probeID, p.cfg.Batch, pub, pubStop)
 
 	bg, stopBg := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // time-based flush: a quiet host still sees its events within flush_interval
-		defer wg.Done()
-		t := time.NewTicker(max(p.cfg.Batch.FlushInterval/4, time.Millisecond))
-		defer t.Stop()
-		for {
-			select {
-			case <-bg.Done():
-				return
-			case now := <-t.C:
-				mu.Lock()
-				out.flushOlder(now, p.cfg.Batch.FlushInterval)
-				mu.Unlock()
+	every := func(d time.Duration, fn func(now time.Time)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(d)
+			defer t.Stop()
+			for {
+				select {
+				case <-bg.Done():
+					return
+				case now := <-t.C:
+					fn(now)
+				}
 			}
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(p.cfg.Stats.Interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-bg.Done():
-				return
-			case <-t.C:
-				p.report(nc, tr, pub)
-			}
-		}
-	}()
+		}()
+	}
+	// A quiet host still sees its events within flush_interval.
+	every(max(p.cfg.Batch.FlushInterval/4, time.Millisecond), func(now time.Time) {
+		p.mu.Lock()
+		p.out.flushOlder(now, p.cfg.Batch.FlushInterval)
+		p.mu.Unlock()
+	})
+	every(p.cfg.Stats.Interval, func(time.Time) { p.report(nc, tr, pub) })
+	every(p.cfg.Snapshot.Interval, func(now time.Time) { p.snapshot(now) })
+	if p.cfg.Sockets.Seed {
+		// After attaching, so that no socket falls between the dump and the
+		// events; concurrently with reading, so the ring buffer keeps
+		// draining during the dump.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.seed(bg, tr)
+		}()
+	} else {
+		p.mu.Lock()
+		p.table.AbandonSeed()
+		p.mu.Unlock()
+	}
 
-	p.log.Info("probe running", "probe_id", p.probeID, "subject", natsutil.EventSubject(p.host, natsutil.KindState))
+	p.log.Info("probe running", "probe_id", p.probeID, "subjects", natsutil.EventSubject(p.host, "*"))
 	dec := tracer.NewDecoder()
+	var ev eventpb.Event
+	var conn eventpb.Connection
 	readErr := tr.Read(ctx, func(raw []byte) {
-		p.seen.Add(1)
-		mu.Lock()
-		defer mu.Unlock()
-		if err := dec.Decode(raw, &ev); err != nil {
-			if p.decodeErrs.Add(1) == 1 {
-				p.log.Error("undecodable ring-buffer record (counted in decode_errors; logged once)", "err", err, "len", len(raw))
-			}
-			return
-		}
-		seq++
-		ev.Seq = seq
-		out.event(&ev, time.Now())
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.record(dec, raw, &ev, &conn)
 	})
 
-	// Stopping: flush the partial batch and wait, for at most shutdownGrace,
-	// for every ack; what is left then is counted as dropped.
+	// Stopping: flush the partial batches and wait, for at most
+	// shutdownGrace, for every ack; what is left then is counted as dropped.
 	grace := time.AfterFunc(shutdownGrace, func() {
 		p.log.Error("outstanding batches not acknowledged in time; counting them as dropped", "grace", shutdownGrace)
 		stopPub()
@@ -166,9 +175,9 @@ func (p *Probe) Run(ctx context.Context) error {
 	defer grace.Stop()
 	stopBg()
 	wg.Wait()
-	mu.Lock()
-	out.flushAll()
-	mu.Unlock()
+	p.mu.Lock()
+	p.out.flushAll()
+	p.mu.Unlock()
 	pub.Close()
 	<-pub.Done()
 	p.report(nc, tr, pub)
@@ -179,40 +188,63 @@ func (p *Probe) Run(ctx context.Context) error {
 	return nil
 }
 
-// stats returns the current counters.
-func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
-	s := Stats{
-		Host: p.host, ProbeID: p.probeID, Time: time.Now().UTC(),
-		UptimeSeconds: time.Since(p.started).Seconds(),
-		EventsSeen:    p.seen.Load(), DecodeErrors: p.decodeErrs.Load(),
+// record decodes one ring-buffer record, attributes it and batches it.
+// p.mu is held.
+func (p *Probe) record(dec tracer.Decoder, raw []byte, ev *eventpb.Event, conn *eventpb.Connection) {
+	p.c.seen++
+	now := time.Now()
+	isConn, err := dec.DecodeRecord(raw, ev, conn)
+	if err != nil {
+		p.c.decodeErrs++
+		if !p.c.decodeErrLogged {
+			p.c.decodeErrLogged = true
+			p.log.Error("undecodable ring-buffer record (counted in decode_errors; logged once)", "err", err, "len", len(raw))
+		}
+		return
 	}
-	if c, err := tr.Counters(); err == nil {
-		s.EventsKernel, s.RingbufDrops = c.Submitted, c.Dropped
-	} else {
-		p.log.Warn("reading kernel counters", "err", err)
+	p.seq++
+	if isConn {
+		conn.Seq = p.seq
+		p.c.conns++
+		p.out.conn(conn, now)
+		return
 	}
-	pc := pub.Counters()
-	s.EventsPublished, s.BatchesPublished, s.PublishErrors, s.EventsDropped, s.InFlight =
-		pc.EventsPublished, pc.BatchesPublished, pc.PublishErrors, pc.EventsDropped, pc.InFlight
-	return s
+	ev.Seq = p.seq
+	p.c.events++
+	if ev.SockId != 0 { // a reset sent for no socket has none
+		// The kernel side knows the owners of the sockets it saw opened;
+		// the table adds those of sockets older than the probe.
+		if p.table.FillOwner(ev) {
+			p.c.ownerFilled++
+		}
+		if ev.OwnerSource == eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN {
+			p.c.ownerUnknown++
+		}
+		if err := p.table.Apply(ev); err != nil {
+			p.c.tableErrs++
+			if !p.c.tableErrLogged {
+				p.c.tableErrLogged = true
+				p.log.Error("socket table refused an event (counted in table_errors; logged once)", "err", err)
+			}
+		}
+	}
+	p.out.event(ev, now)
 }
 
-// report logs the counters (as a warning once anything was lost) and
-// publishes them on the stats subject.
-func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher) {
-	s := p.stats(tr, pub)
-	level := slog.LevelInfo
-	if s.RingbufDrops > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 {
-		level = slog.LevelWarn
+// snapshot publishes the socket table's snapshot.
+func (p *Probe) snapshot(now time.Time) {
+	tcp, err := readTCPCounters("/proc/net/snmp")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.c.snapErrs++
+		p.log.Warn("reading /proc/net/snmp for the snapshot", "err", err)
 	}
-	p.log.Log(context.Background(), level, "probe stats",
-		"events_kernel", s.EventsKernel, "events_seen", s.EventsSeen, "events_published", s.EventsPublished,
-		"ringbuf_drops", s.RingbufDrops, "decode_errors", s.DecodeErrors, "publish_errors", s.PublishErrors,
-		"events_dropped", s.EventsDropped, "batches_in_flight", s.InFlight)
-	data, _ := json.Marshal(s)
-	// Stats go to the same stream (it captures netpulse.events.>); core
-	// publish is enough for a periodic health report.
-	if err := nc.Publish(natsutil.EventSubject(p.host, natsutil.KindStats), data); err != nil {
-		p.log.Warn("publishing stats", "err", err)
-	}
+	s := p.table.Snapshot(&p.snap, now, p.cfg.Snapshot.MaxGroups, p.cfg.Snapshot.MaxCloseWait)
+	p.c.snapshots++
+	s.TimeUnixNano = uint64(now.UnixNano())
+	s.Seq = p.c.snapshots
+	s.TcpOutSegs, s.TcpRetransSegs = tcp.OutSegs, tcp.RetransSegs
+	s.IntervalMs = uint32(p.cfg.Snapshot.Interval.Milliseconds())
+	p.out.snapshot(s, now)
 }

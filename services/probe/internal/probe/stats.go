@@ -1,0 +1,128 @@
+package probe
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/services/probe/internal/publish"
+	"github.com/netpulse/netpulse/services/probe/internal/socktable"
+	"github.com/netpulse/netpulse/services/probe/internal/tracer"
+)
+
+// Stats is the JSON document the probe publishes on
+// netpulse.events.<host>.stats every stats.interval. Counters are totals
+// since the probe started.
+type Stats struct {
+	Host            string    `json:"host"`
+	ProbeID         string    `json:"probe_id"`
+	Time            time.Time `json:"time"`
+	UptimeSeconds   float64   `json:"uptime_seconds"`
+	EventsKernel    uint64    `json:"events_kernel"`    // records the BPF programs submitted
+	EventsSeen      uint64    `json:"events_seen"`      // records read from the ring buffer
+	EventsPublished uint64    `json:"events_published"` // records in batches JetStream acknowledged
+	RingbufDrops    uint64    `json:"ringbuf_drops"`    // records lost: ring buffer full
+	DecodeErrors    uint64    `json:"decode_errors"`    // records that did not decode
+	PublishErrors   uint64    `json:"publish_errors"`   // failed publish attempts (retried)
+	EventsDropped   uint64    `json:"events_dropped"`   // records given up at shutdown
+	// Per record type (state_change, retransmit, ..., connection): what the
+	// kernel submitted and what it lost to a full ring buffer.
+	KernelByType map[string]uint64 `json:"kernel_by_type"`
+	DropsByType  map[string]uint64 `json:"drops_by_type,omitempty"`
+	Connections  uint64            `json:"connections"` // finished-connection records read
+	// Events with a socket whose owning process nobody knew (neither the
+	// kernel side nor the socket table): pid/comm are the interrupted task.
+	OwnerUnknown      uint64  `json:"owner_unknown"`
+	OwnerUnknownShare float64 `json:"owner_unknown_share"` // of the events with a socket
+	OwnerFilled       uint64  `json:"owner_filled"`        // owners the socket table supplied
+	// Kernel LRU maps: fill and evictions (an eviction loses that socket's
+	// state time, owner and connection record).
+	Maps []tracer.MapUsage `json:"maps,omitempty"`
+	// The probe's socket table (source of the snapshots).
+	Table              socktable.Stats `json:"socket_table"`
+	TableErrors        uint64          `json:"socket_table_errors"`
+	Snapshots          uint64          `json:"snapshots"`
+	Seed               SeedStats       `json:"seed"`
+	SkippedTracepoints []string        `json:"skipped_tracepoints,omitempty"`
+	BatchesPublished   uint64          `json:"batches_published"` // NATS messages acknowledged
+	InFlight           int             `json:"batches_in_flight"` // published, not yet acknowledged
+	UnknownKind        uint64          `json:"events_unknown_kind"`
+	RSSBytes           uint64          `json:"rss_bytes"`
+}
+
+// stats returns the current counters.
+func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
+	s := Stats{Host: p.host, ProbeID: p.probeID, Time: time.Now().UTC(), UptimeSeconds: time.Since(p.started).Seconds()}
+	if c, err := tr.Counters(); err == nil {
+		s.EventsKernel, s.RingbufDrops = c.Submitted, c.Dropped
+		s.KernelByType = map[string]uint64{}
+		for r := 1; r < tracer.NumRecordTypes; r++ {
+			name := tracer.RecordType(r).String()
+			s.KernelByType[name] = c.SubmittedByType[r]
+			if c.DroppedByType[r] > 0 {
+				if s.DropsByType == nil {
+					s.DropsByType = map[string]uint64{}
+				}
+				s.DropsByType[name] = c.DroppedByType[r]
+			}
+		}
+	} else {
+		p.log.Warn("reading kernel counters", "err", err)
+	}
+	if m, err := tr.MapUsage(); err == nil {
+		s.Maps = m
+	} else {
+		p.log.Warn("reading kernel map usage", "err", err)
+	}
+	pc := pub.Counters()
+	s.EventsPublished, s.BatchesPublished, s.PublishErrors, s.EventsDropped, s.InFlight =
+		pc.EventsPublished, pc.BatchesPublished, pc.PublishErrors, pc.EventsDropped, pc.InFlight
+	s.RSSBytes = rssBytes()
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.c
+	s.EventsSeen, s.DecodeErrors, s.Connections = c.seen, c.decodeErrs, c.conns
+	s.OwnerUnknown, s.OwnerFilled = c.ownerUnknown, c.ownerFilled
+	if c.events > 0 {
+		s.OwnerUnknownShare = float64(c.ownerUnknown) / float64(c.events)
+	}
+	if p.table != nil {
+		s.Table = p.table.Stats()
+	}
+	s.TableErrors, s.Snapshots, s.Seed, s.SkippedTracepoints = c.tableErrs, c.snapshots, c.seed, c.skippedTracepoints
+	if p.out != nil {
+		s.UnknownKind = p.out.unknownKind
+	}
+	return s
+}
+
+// report logs the counters (as a warning once anything was lost) and
+// publishes them on the stats subject.
+func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher) {
+	s := p.stats(tr, pub)
+	level := slog.LevelInfo
+	var evictions uint64
+	for _, m := range s.Maps {
+		evictions += m.Evictions
+	}
+	if s.RingbufDrops > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 || evictions > 0 || s.Table.Evictions > 0 {
+		level = slog.LevelWarn
+	}
+	p.log.Log(context.Background(), level, "probe stats",
+		"events_kernel", s.EventsKernel, "events_seen", s.EventsSeen, "events_published", s.EventsPublished,
+		"ringbuf_drops", s.RingbufDrops, "decode_errors", s.DecodeErrors, "publish_errors", s.PublishErrors,
+		"events_dropped", s.EventsDropped, "batches_in_flight", s.InFlight, "connections", s.Connections,
+		"owner_unknown", s.OwnerUnknown, "kernel_map_evictions", evictions, "sockets", s.Table.Sockets,
+		"socket_table_evictions", s.Table.Evictions, "snapshots", s.Snapshots, "rss_mib", s.RSSBytes>>20)
+	data, _ := json.Marshal(s)
+	// Stats go to the same stream (it captures netpulse.events.>); core
+	// publish is enough for a periodic health report.
+	if err := nc.Publish(natsutil.EventSubject(p.host, natsutil.KindStats), data); err != nil {
+		p.log.Warn("publishing stats", "err", err)
+	}
+}
