@@ -3,6 +3,7 @@ package sockdiag
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,10 +40,10 @@ func TestDumpAndOwners(t *testing.T) {
 		newLoopback(t, "tcp4", "127.0.0.1:0", 3, 2),
 		newLoopback(t, "tcp6", "[::1]:0", 3, 2),
 	}
-	ports := map[uint16]bool{}
+	ports := map[netip.AddrPort]bool{} // the listeners: every test socket has one of them at an end
 	expected := map[[2]netip.AddrPort]want{}
 	for _, lb := range sets {
-		ports[lb.port()] = true
+		ports[lb.ln.Addr().(*net.TCPAddr).AddrPort()] = true
 		for k, v := range lb.expected() {
 			expected[k] = v
 		}
@@ -164,10 +165,12 @@ func TestDumpReusesMemory(t *testing.T) {
 	}
 }
 
-func onPorts(socks []Socket, ports map[uint16]bool) map[[2]netip.AddrPort]Socket {
+func onPorts(socks []Socket, ports map[netip.AddrPort]bool) map[[2]netip.AddrPort]Socket {
 	m := map[[2]netip.AddrPort]Socket{}
 	for _, s := range socks {
-		if ports[s.Src.Port()] || ports[s.Dst.Port()] {
+		// By address and port: another test's socket of the other family
+		// may use the same port number.
+		if ports[s.Src] || ports[s.Dst] {
 			m[[2]netip.AddrPort{s.Src, s.Dst}] = s
 		}
 	}
@@ -216,7 +219,7 @@ var ssStates = map[string]uint8{
 // ssSockets runs `ss -tanpeH` and parses the sockets on ports, e.g.
 //
 //	ESTAB 0 0 127.0.0.1:40000 127.0.0.1:51234 users:(("x",pid=7,fd=3)) ino:123 sk:1f <->
-func ssSockets(t *testing.T, ports map[uint16]bool) map[[2]netip.AddrPort]seen {
+func ssSockets(t *testing.T, ports map[netip.AddrPort]bool) map[[2]netip.AddrPort]seen {
 	t.Helper()
 	out, err := exec.Command("ss", "-tanpeH").Output()
 	if err != nil {
@@ -229,7 +232,7 @@ func ssSockets(t *testing.T, ports map[uint16]bool) map[[2]netip.AddrPort]seen {
 			continue
 		}
 		local, remote := ssAddr(t, f[3]), ssAddr(t, f[4])
-		if !ports[local.Port()] && !ports[remote.Port()] {
+		if !ports[local] && !ports[remote] {
 			continue
 		}
 		state, ok := ssStates[f[0]]
