@@ -253,6 +253,16 @@ func (d *Detector) state(k key, server bool) *keyState {
 	return st
 }
 
+// snapshotSockID identifies a listed socket. A socket older than the probe
+// that has had no event since has no sock_id yet, only its kernel cookie:
+// the top bit keeps those apart from sock_ids.
+func snapshotSockID(ss *eventpb.SnapshotSocket) uint64 {
+	if ss.SockId != 0 {
+		return ss.SockId
+	}
+	return ss.Cookie | 1<<63
+}
+
 // apply makes snapshot sn the view of the host, keeping what events said
 // after it was taken.
 func (d *Detector) apply(sn *eventpb.Snapshot) {
@@ -281,17 +291,18 @@ func (d *Detector) apply(sn *eventpb.Snapshot) {
 	for _, ss := range sn.CloseWait {
 		k, server := d.keyOf(ss.Pid, ss.Comm, ss.OwnerSource, ss.Side, ss.Sport, ss.Dport)
 		listed[k]++ // the groups count it either way
-		if at, ok := d.closed[ss.SockId]; ok && at >= T {
+		id := snapshotSockID(ss)
+		if at, ok := d.closed[id]; ok && at >= T {
 			continue // left CLOSE_WAIT after the snapshot; its event came first
 		}
 		st := d.state(k, server)
-		if _, ok := socks[ss.SockId]; !ok && len(socks) >= d.cfg.MaxSockets {
+		if _, ok := socks[id]; !ok && len(socks) >= d.cfg.MaxSockets {
 			d.stats.SocketsCut++
 			st.unlisted++
 			continue
 		}
-		socks[ss.SockId] = sock{
-			id: ss.SockId, key: k, st: st, since: T - int64(ss.AgeUs)*1e3, seen: T, estimated: ss.AgeEstimated, server: server,
+		socks[id] = sock{
+			id: id, key: k, st: st, since: T - int64(ss.AgeUs)*1e3, seen: T, estimated: ss.AgeEstimated, server: server,
 			local: addrPort(ss.Saddr, ss.Sport), peer: addrPort(ss.Daddr, ss.Dport), recvQ: ss.RecvQueue,
 		}
 	}

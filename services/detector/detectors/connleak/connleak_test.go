@@ -313,3 +313,21 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// Sockets older than the probe that had no event yet are listed by cookie
+// only (sock_id 0): each still counts once.
+func TestSnapshotSocketsWithoutSockID(t *testing.T) {
+	d := newDetector(t, func(c *Config) { c.MinSockets, c.MinAge = 3, 0 })
+	var socks []*eventpb.SnapshotSocket
+	for i := 1; i <= 3; i++ {
+		s := api(i).SnapshotSocket(time.Minute, true)
+		s.SockId, s.Cookie = 0, uint64(100+i)
+		socks = append(socks, s)
+	}
+	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindSnapshot,
+		Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{TimeUnixNano: dtest.Ns(dtest.At(10 * time.Second)), CloseWait: socks}}})
+	conds := d.Evaluate(dtest.At(11 * time.Second))
+	if len(conds) != 1 || conds[0].Details["count"] != "3" {
+		t.Fatalf("conditions %+v, want one with count 3", conds)
+	}
+}
