@@ -83,7 +83,7 @@ cat >&2 <<MSG
   Watch the raw event stream and probe health:
     bin/nats --server nats://127.0.0.1:$nats_port stream info NETPULSE_EVENTS
     bin/nats --server nats://127.0.0.1:$nats_port sub 'netpulse.events.*.stats'
-  Alerts (detectors arrive in a later release):
+  Alerts:
     bin/nats --server nats://127.0.0.1:$nats_port sub 'netpulse.alerts.>'
   First SQL query:
     $ch_client --port $ch_port --query "SELECT new_state, count() FROM netpulse.tcp_events WHERE time > now() - 300 GROUP BY new_state ORDER BY count() DESC"
