@@ -81,6 +81,7 @@ END {
 	printf "  end to end: %.0f kernel events, %.0f published, %.0f in JetStream => lost %.0f; ringbuf drops %.0f, decode errors %.0f, dropped at shutdown %.0f\n",
 		v(o, "events_kernel"), v(o, "events_published"), v(o, "events_in_stream"), v(o, "lost"), v(o, "ringbuf_drops"), v(o, "decode_errors"), v(o, "events_dropped")
 	printf "  (tcpstates itself reported %.0f events lost)\n", v(o, "tcpstates_lost")
+	printf "  probe CPU (with the embedded NATS): %.1f%% of a core per 100k events/s; owner unknown: %.3f%% of events\n", v(o, "cpu%_per_100k_events/s"), v(o, "owner_unknown%")
 
 	printf "\nSink throughput: JetStream backlog (file storage) -> ClickHouse 18.16, sink as its own process\n"
 	printf "  (events/s: consumer created -> last ack; the last, partial batch waits flush_interval = 1 s,\n"

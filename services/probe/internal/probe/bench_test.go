@@ -56,11 +56,14 @@ func BenchmarkOverhead(b *testing.B) {
 		start func(round int) (stop func())
 		conns uint64
 		secs  float64
+		cpu   float64 // seconds of this process's CPU time
 	}
 	var tot Stats     // the probe's final counters, summed over its runs
 	var stored uint64 // events found in the stream, summed over the probe's runs
 	var tcpstatesLost uint64
 	var note string // the probe's counters of the round, for the log
+	// CPU time of this process (probe + embedded NATS; the load runs in a
+	// process of its own) per mode, to price the probe per event.
 	modes := []*mode{
 		{name: "none", start: func(int) func() { return func() {} }},
 		{name: "probe", start: func(round int) func() {
@@ -75,6 +78,8 @@ func BenchmarkOverhead(b *testing.B) {
 				tot.RingbufDrops += s.RingbufDrops
 				tot.DecodeErrors += s.DecodeErrors
 				tot.EventsDropped += s.EventsDropped
+				tot.OwnerUnknown += s.OwnerUnknown
+				tot.OwnerFilled += s.OwnerFilled
 				stored += n
 			}
 		}},
@@ -94,9 +99,11 @@ func BenchmarkOverhead(b *testing.B) {
 		round++
 		line := fmt.Sprintf("round %d conn/s:", round)
 		for _, m := range modes {
+			cpu0 := processCPU()
 			stop := m.start(round)
 			n, secs := connectLoad(b, *benchRound)
 			stop()
+			m.cpu += processCPU() - cpu0
 			m.conns += n
 			m.secs += secs
 			line += fmt.Sprintf(" %s %.0f", m.name, float64(n)/secs)
@@ -122,6 +129,13 @@ func BenchmarkOverhead(b *testing.B) {
 	b.ReportMetric(float64(tot.RingbufDrops), "ringbuf_drops")
 	b.ReportMetric(float64(tot.DecodeErrors), "decode_errors")
 	b.ReportMetric(float64(tot.EventsDropped), "events_dropped")
+	// Owner-unknown events of the load (every socket is the load process's own).
+	b.ReportMetric(100*float64(tot.OwnerUnknown)/max(float64(tot.EventsKernel), 1), "owner_unknown%")
+	// CPU seconds the probe (with the embedded NATS) used per second of
+	// 100k events/s, net of what this process uses with no probe.
+	probeEventsPerSec := float64(tot.EventsKernel) / modes[1].secs
+	netCPU := (modes[1].cpu/modes[1].secs - modes[0].cpu/modes[0].secs)
+	b.ReportMetric(100*netCPU/(probeEventsPerSec/100000), "cpu%_per_100k_events/s")
 	if len(modes) == 3 {
 		b.ReportMetric(float64(tcpstatesLost), "tcpstates_lost")
 	}
@@ -436,4 +450,13 @@ func connectRate(t testing.TB, d time.Duration) (uint64, float64) {
 	secs := time.Since(start).Seconds()
 	ln.Close()
 	return total.Load(), secs
+}
+
+// processCPU is this process's user+system CPU time in seconds.
+func processCPU() float64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
