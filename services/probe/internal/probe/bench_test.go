@@ -221,14 +221,21 @@ func (pr *probeRun) stop(b *testing.B) (Stats, uint64) {
 	if err := json.Unmarshal(m.Data, &s); err != nil {
 		b.Fatalf("final stats %q: %v", m.Data, err)
 	}
-	n, err := countStored(pr.js, natsutil.EventSubject(pr.host, natsutil.KindState))
+	var n uint64
+	for _, kind := range natsutil.DataKinds {
+		var k uint64
+		if k, err = countStored(pr.js, natsutil.EventSubject(pr.host, kind)); err != nil {
+			break
+		}
+		n += k
+	}
 	if err != nil {
 		b.Fatalf("counting the events in the stream: %v", err)
 	}
 	return s, n
 }
 
-// countStored decodes every batch stored on subject and counts its events.
+// countStored decodes every batch stored on subject and counts its records.
 func countStored(js jetstream.JetStream, subject string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -257,7 +264,10 @@ func countStored(js jetstream.JetStream, subject string) (uint64, error) {
 			if err := batch.UnmarshalVT(m.Data()); err != nil {
 				return 0, fmt.Errorf("batch %d: %w", got, err)
 			}
-			events += uint64(len(batch.Events))
+			events += uint64(len(batch.Events) + len(batch.Connections))
+			if batch.Snapshot != nil {
+				events++
+			}
 			n++
 		}
 		if err := mb.Error(); err != nil {
