@@ -58,6 +58,12 @@ bench "probe overhead: $ROUNDS rounds of $ROUND per mode" -bench '^BenchmarkOver
 bench "sink throughput: batch.max_rows $MAX_ROWS" -bench '^BenchmarkSinkThroughput$' -benchtime 1x \
 	./services/sink/internal/sink/ -args -bench.max_rows="$MAX_ROWS"
 
+log "probe memory with ~100k live sockets"
+make build >/dev/null
+[[ -x bin/nats-server ]] || (cd lib && go build -o ../bin/nats-server github.com/nats-io/nats-server/v2)
+rss_line=$(bash deploy/bench-rss.sh) || die "probe memory benchmark failed"
+echo "$rss_line" | tee -a "$raw"
+
 # Summary. A result line is: name iterations (value unit)...; m["name unit"]
 # holds the value, names without the -GOMAXPROCS suffix.
 awk -v target=$SINK_TARGET -v rounds="$ROUNDS" -v round="$ROUND" '
@@ -83,6 +89,7 @@ END {
 	printf "  (tcpstates itself reported %.0f events lost)\n", v(o, "tcpstates_lost")
 	printf "  probe CPU (with the embedded NATS): %.1f%% of a core per 100k events/s; owner unknown: %.3f%% of events\n", v(o, "cpu%_per_100k_events/s"), v(o, "owner_unknown%")
 
+	printf "  %s\n", rss
 	printf "\nSink throughput: JetStream backlog (file storage) -> ClickHouse 18.16, sink as its own process\n"
 	printf "  (events/s: consumer created -> last ack; the last, partial batch waits flush_interval = 1 s,\n"
 	printf "   the next column stops at the ack before it; the last adds the process start)\n"
@@ -102,4 +109,4 @@ END {
 		if (names[i] != "BenchmarkDecode" && names[i] != "BenchmarkEncoderAdd") continue
 		printf "  %-22s %10s %10s %10s %12s\n", names[i], v(names[i], "ns/op"), v(names[i], "MB/s"), v(names[i], "B/op"), v(names[i], "allocs/op")
 	}
-}' host="$(hostname), $(nproc) cores, kernel $(uname -r), $(go env GOVERSION)" "$raw"
+}' rss="$rss_line" host="$(hostname), $(nproc) cores, kernel $(uname -r), $(go env GOVERSION)" "$raw"
