@@ -16,19 +16,7 @@ var kinds = []string{natsutil.KindState, natsutil.KindSnapshot}
 
 func newDetector(t testing.TB, edit func(*Config)) *Detector {
 	t.Helper()
-	p, ok := detect.Default.Lookup(Name)
-	if !ok {
-		t.Fatalf("%s is not registered", Name)
-	}
-	cfg := p.Config().(*Config)
-	if edit != nil {
-		edit(cfg)
-	}
-	d, err := p.New(cfg, dtest.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.(*Detector)
+	return dtest.New[Config, *Detector](t, Name, edit)
 }
 
 // api is the leaking server's i-th accepted socket.

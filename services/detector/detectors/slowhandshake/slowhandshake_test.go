@@ -16,19 +16,7 @@ var kinds = []string{natsutil.KindState, natsutil.KindRetransmit}
 
 func newDetector(t testing.TB, edit func(*Config)) *Detector {
 	t.Helper()
-	p, ok := detect.Default.Lookup(Name)
-	if !ok {
-		t.Fatalf("%s is not registered", Name)
-	}
-	cfg := p.Config().(*Config)
-	if edit != nil {
-		edit(cfg)
-	}
-	d, err := p.New(cfg, dtest.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d.(*Detector)
+	return dtest.New[Config, *Detector](t, Name, edit)
 }
 
 func run(t *testing.T, tr dtest.Traffic, edit func(*Config), every time.Duration) []dtest.Result {

@@ -7,6 +7,7 @@ package dtest
 import (
 	"net/netip"
 	"slices"
+	"testing"
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
@@ -191,4 +192,23 @@ func Count(steps []Step) int {
 		}
 	}
 	return n
+}
+
+// New makes detector name's instance for Host from its registered
+// defaults, changed by edit (nil: none).
+func New[C any, D detect.Detector](t testing.TB, name string, edit func(*C)) D {
+	t.Helper()
+	p, ok := detect.Default.Lookup(name)
+	if !ok {
+		t.Fatalf("%s is not registered", name)
+	}
+	cfg := p.Config().(*C)
+	if edit != nil {
+		edit(cfg)
+	}
+	d, err := p.New(cfg, Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(D)
 }
