@@ -98,14 +98,6 @@ func (d Decoder) DecodeRecord(raw []byte, ev *eventpb.Event, conn *eventpb.Conne
 	}
 }
 
-// Decode fills out from an event record; a connection record is an error.
-//
-// Deprecated: use DecodeRecord, which also decodes connection records.
-func (d Decoder) Decode(raw []byte, out *eventpb.Event) error {
-	_, err := d.DecodeRecord(raw, out, nil)
-	return err
-}
-
 func (d Decoder) decodeEvent(raw []byte, typ RecordType, out *eventpb.Event) error {
 	if len(raw) != eventSize {
 		return fmt.Errorf("decode: %s record is %d bytes, want %d", typ, len(raw), eventSize)

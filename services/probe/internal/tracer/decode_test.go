@@ -149,14 +149,14 @@ func TestDecodeReusesOut(t *testing.T) {
 	v6 := readSamples(t, filepath.Join("testdata", "ipv6.hex"))[0].raw
 	v4 := readSamples(t, filepath.Join("testdata", "ipv4.hex"))[0].raw
 	var fresh, reused eventpb.Event
-	if err := goldenDecoder.Decode(v4, &fresh); err != nil {
+	if _, err := goldenDecoder.DecodeRecord(v4, &fresh, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := goldenDecoder.Decode(v6, &reused); err != nil {
+	if _, err := goldenDecoder.DecodeRecord(v6, &reused, nil); err != nil {
 		t.Fatal(err)
 	}
 	reused.Seq = 42
-	if err := goldenDecoder.Decode(v4, &reused); err != nil {
+	if _, err := goldenDecoder.DecodeRecord(v4, &reused, nil); err != nil {
 		t.Fatal(err)
 	}
 	if reused.Seq != 42 {
@@ -221,10 +221,10 @@ func TestDecodeConnReusesOut(t *testing.T) {
 func TestSockIDHidesAddress(t *testing.T) {
 	raw := readSamples(t, filepath.Join("testdata", "ipv4.hex"))[0].raw
 	var a, b eventpb.Event
-	if err := (Decoder{SockKey: 1}).Decode(raw, &a); err != nil {
+	if _, err := (Decoder{SockKey: 1}).DecodeRecord(raw, &a, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := (Decoder{SockKey: 2}).Decode(raw, &b); err != nil {
+	if _, err := (Decoder{SockKey: 2}).DecodeRecord(raw, &b, nil); err != nil {
 		t.Fatal(err)
 	}
 	if a.SockId == b.SockId {
@@ -272,13 +272,13 @@ func BenchmarkDecode(b *testing.B) {
 	raw := readSamples(b, filepath.Join("testdata", "ipv6.hex"))[1].raw
 	d := NewDecoder()
 	var out eventpb.Event
-	if err := d.Decode(raw, &out); err != nil {
+	if _, err := d.DecodeRecord(raw, &out, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.SetBytes(int64(len(raw)))
 	for b.Loop() {
-		if err := d.Decode(raw, &out); err != nil {
+		if _, err := d.DecodeRecord(raw, &out, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
