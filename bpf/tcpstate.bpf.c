@@ -346,6 +346,108 @@ static __always_inline __u32 sk_netns(const struct sock *sk)
 		}                                                                        \
 	} while (0)
 
+// tcp:tcp_retransmit_skb and tcp:tcp_send_reset on older kernels (Debian
+// 12's 6.1 checked): both events of one class, tcp_event_sk_skb, a full
+// socket's 4-tuple. Newer kernels give each its own record (6.18:
+// trace_event_raw_tcp_retransmit_skb adds err; trace_event_raw_tcp_send_reset
+// has sockaddrs taken from the segment, sk may be NULL). vmlinux.h (6.18)
+// lacks the class, so here is its layout as a CO-RE flavour: the ___6_1
+// suffix is ignored when matching kernel types and fields match by name.
+// The programs pick a layout with bpf_core_type_exists; the loader poisons
+// the other branch's relocations, which the verifier then never reaches.
+struct trace_event_raw_tcp_event_sk_skb___6_1 {
+	const void *skbaddr;
+	const void *skaddr;
+	int state;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+} __attribute__((preserve_access_index));
+
+// What handle_retransmit and handle_send_reset use of either layout. Read
+// into one struct first so that everything after the read, and so the
+// record, is the same code on every kernel.
+struct sk_skb_args {
+	__u64 skaddr;
+	__u64 skbaddr;
+	__s32 state;
+	__s32 err;      // tcp_retransmit_skb's err where it has one, else 0
+	__u16 sport;    // host order
+	__u16 dport;
+	__u16 family;
+	__u16 pad;
+	__u8 saddr[16]; // IPv4 in the first 4 bytes, rest zero
+	__u8 daddr[16];
+};
+
+// The fields that the 6.1 class and 6.18's tcp_retransmit_skb name alike.
+#define READ_SK_SKB(a, ctx)                                \
+	do {                                               \
+		(a)->skaddr = (__u64)(ctx)->skaddr;        \
+		(a)->skbaddr = (__u64)(ctx)->skbaddr;      \
+		(a)->state = (ctx)->state;                 \
+		(a)->sport = (ctx)->sport;                 \
+		(a)->dport = (ctx)->dport;                 \
+		(a)->family = (ctx)->family;               \
+		COPY_ADDRS(a, ctx, (a)->family);           \
+	} while (0)
+
+static __always_inline void read_retransmit(void *ctx, struct sk_skb_args *a)
+{
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
+		struct trace_event_raw_tcp_retransmit_skb *c = ctx;
+
+		READ_SK_SKB(a, c);
+		if (bpf_core_field_exists(c->err))
+			a->err = c->err;
+	} else {
+		struct trace_event_raw_tcp_event_sk_skb___6_1 *c = ctx;
+
+		READ_SK_SKB(a, c);
+	}
+}
+
+// saddr/daddr of the own layout are a struct sockaddr_in or sockaddr_in6,
+// the 4-tuple of the offending segment already turned round: saddr is this
+// host.
+static __always_inline void read_send_reset(void *ctx, struct sk_skb_args *a)
+{
+	struct trace_event_raw_tcp_send_reset *c = ctx;
+	struct trace_event_raw_tcp_event_sk_skb___6_1 *old = ctx;
+
+	if (!bpf_core_type_exists(struct trace_event_raw_tcp_send_reset)) {
+		READ_SK_SKB(a, old);
+		return;
+	}
+	a->skaddr = (__u64)c->skaddr;
+	a->skbaddr = (__u64)c->skbaddr;
+	a->state = c->state;
+	bpf_core_read(&a->family, sizeof(a->family), &c->saddr[0]);
+	if (a->family == AF_INET) {
+		struct sockaddr_in sa, da;
+
+		bpf_core_read(&sa, sizeof(sa), &c->saddr);
+		bpf_core_read(&da, sizeof(da), &c->daddr);
+		__builtin_memcpy(a->saddr, &sa.sin_addr, 4);
+		__builtin_memcpy(a->daddr, &da.sin_addr, 4);
+		a->sport = bpf_ntohs(sa.sin_port);
+		a->dport = bpf_ntohs(da.sin_port);
+	} else if (a->family == AF_INET6) {
+		struct sockaddr_in6 sa, da;
+
+		bpf_core_read(&sa, sizeof(sa), &c->saddr);
+		bpf_core_read(&da, sizeof(da), &c->daddr);
+		__builtin_memcpy(a->saddr, &sa.sin6_addr, 16);
+		__builtin_memcpy(a->daddr, &da.sin6_addr, 16);
+		a->sport = bpf_ntohs(sa.sin6_port);
+		a->dport = bpf_ntohs(da.sin6_port);
+	}
+}
+
 static __always_inline struct listen_owner *find_listener(__u32 netns, __u16 family, __u16 port)
 {
 	struct listen_key k = {.netns = netns, .family = family, .port = port};
@@ -618,30 +720,30 @@ static __always_inline bool retransmit_counted(int err)
 // -EBUSY were counted, others not). Without a baseline (a socket older
 // than the probe), the skb's GSO segment count, and err decides.
 SEC("tracepoint/tcp/tcp_retransmit_skb")
-int handle_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+int handle_retransmit(void *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u64 skaddr = (__u64)ctx->skaddr;
-	struct tcp_sock *tp = (void *)skaddr;
-	struct sk_buff *skb = (void *)ctx->skbaddr;
+	struct sk_skb_args a = {};
+	struct tcp_sock *tp;
 	struct tcp_skb_cb *cb;
 	struct sock_info *info;
 	struct event *e;
-	__u16 family = ctx->family;
 	__u32 segs, total;
 
-	if (family != AF_INET && family != AF_INET6)
+	read_retransmit(ctx, &a);
+	if (a.family != AF_INET && a.family != AF_INET6)
 		return 0;
+	tp = (void *)a.skaddr;
 	total = BPF_CORE_READ(tp, total_retrans);
-	info = bpf_map_lookup_elem(&socks, &skaddr);
+	info = bpf_map_lookup_elem(&socks, &a.skaddr);
 	if (info && info->has_base) {
 		segs = total - info->last_retrans;
 		info->last_retrans = total;
 	} else {
 		segs = 0;
-		if (!bpf_core_field_exists(ctx->err) || retransmit_counted(ctx->err)) {
+		if (retransmit_counted(a.err)) {
 			// tcp_skb_pcount(): a GSO packet is this many segments.
-			cb = (void *)skb + bpf_core_field_offset(struct sk_buff, cb);
+			cb = (void *)a.skbaddr + bpf_core_field_offset(struct sk_buff, cb);
 			segs = BPF_CORE_READ(cb, tcp_gso_segs);
 			if (segs == 0)
 				segs = 1;
@@ -659,14 +761,15 @@ int handle_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 	e = reserve(sizeof(*e), RECORD_RETRANSMIT);
 	if (!e)
 		return 0;
-	fill_event(e, RECORD_RETRANSMIT, now, skaddr, info);
-	e->cookie = sk_cookie((void *)skaddr);
+	fill_event(e, RECORD_RETRANSMIT, now, a.skaddr, info);
+	e->cookie = sk_cookie((void *)a.skaddr);
 	e->segments = segs;
-	e->family = family;
-	e->sport = ctx->sport;
-	e->dport = ctx->dport;
-	e->newstate = ctx->state;
-	COPY_ADDRS(e, ctx, family);
+	e->family = a.family;
+	e->sport = a.sport;
+	e->dport = a.dport;
+	e->newstate = a.state;
+	__builtin_memcpy(e->saddr, a.saddr, 16);
+	__builtin_memcpy(e->daddr, a.daddr, 16);
 	submit(e, RECORD_RETRANSMIT);
 	return 0;
 }
@@ -732,50 +835,33 @@ int handle_synack_retransmit(struct trace_event_raw_tcp_retransmit_synack *ctx)
 	return 0;
 }
 
-// sk may be NULL (no socket for the segment, e.g. a closed port) or not a
-// full socket; the tracepoint then took the 4-tuple from the offending
-// segment, already turned round: saddr is this host. saddr/daddr are a
-// struct sockaddr_in or sockaddr_in6 either way.
+// sk may be NULL (6.18: no socket for the segment, e.g. a closed port) or
+// not a full socket; then the addresses are the segment's (read_send_reset).
+// 6.1 reports only resets of full sockets.
 SEC("tracepoint/tcp/tcp_send_reset")
-int handle_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+int handle_send_reset(void *ctx)
 {
 	__u64 now = bpf_ktime_get_ns();
-	__u64 skaddr = (__u64)ctx->skaddr;
+	struct sk_skb_args a = {};
 	struct sock_info *info = 0;
 	struct event *e;
-	__u16 family;
 
-	bpf_core_read(&family, sizeof(family), &ctx->saddr[0]);
-	if (family != AF_INET && family != AF_INET6)
+	read_send_reset(ctx, &a);
+	if (a.family != AF_INET && a.family != AF_INET6)
 		return 0;
-	if (skaddr)
-		info = bpf_map_lookup_elem(&socks, &skaddr);
+	if (a.skaddr)
+		info = bpf_map_lookup_elem(&socks, &a.skaddr);
 	e = reserve(sizeof(*e), RECORD_RESET_SENT);
 	if (!e)
 		return 0;
-	fill_event(e, RECORD_RESET_SENT, now, skaddr, info);
-	e->cookie = sk_cookie((void *)skaddr);
-	e->family = family;
-	e->newstate = ctx->state;
-	if (family == AF_INET) {
-		struct sockaddr_in sa, da;
-
-		bpf_core_read(&sa, sizeof(sa), &ctx->saddr);
-		bpf_core_read(&da, sizeof(da), &ctx->daddr);
-		__builtin_memcpy(e->saddr, &sa.sin_addr, 4);
-		__builtin_memcpy(e->daddr, &da.sin_addr, 4);
-		e->sport = bpf_ntohs(sa.sin_port);
-		e->dport = bpf_ntohs(da.sin_port);
-	} else {
-		struct sockaddr_in6 sa, da;
-
-		bpf_core_read(&sa, sizeof(sa), &ctx->saddr);
-		bpf_core_read(&da, sizeof(da), &ctx->daddr);
-		__builtin_memcpy(e->saddr, &sa.sin6_addr, 16);
-		__builtin_memcpy(e->daddr, &da.sin6_addr, 16);
-		e->sport = bpf_ntohs(sa.sin6_port);
-		e->dport = bpf_ntohs(da.sin6_port);
-	}
+	fill_event(e, RECORD_RESET_SENT, now, a.skaddr, info);
+	e->cookie = sk_cookie((void *)a.skaddr);
+	e->family = a.family;
+	e->newstate = a.state;
+	e->sport = a.sport;
+	e->dport = a.dport;
+	__builtin_memcpy(e->saddr, a.saddr, 16);
+	__builtin_memcpy(e->daddr, a.daddr, 16);
 	submit(e, RECORD_RESET_SENT);
 	return 0;
 }

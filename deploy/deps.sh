@@ -20,3 +20,6 @@ fi
 # ClickHouse through its own script: it keeps the packaged system service
 # from starting (netpulse runs its own server, on loopback, per run or test).
 bash "$here/clickhouse/install.sh"
+# Debian 12's 6.1 kernel BTF: the probe's CO-RE relocations are checked
+# against it (tracer TestCORECompat), whatever kernel runs the tests.
+bash "$here/btf/fetch-6.1.sh"
