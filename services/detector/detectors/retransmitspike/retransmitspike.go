@@ -102,6 +102,7 @@ type hostCounters struct {
 	at, prevAt      int64
 	out, retrans    uint64 // at at
 	dOut, dRetrans  uint64 // since prevAt
+	events, dEvents uint64 // retransmitted segments of events: observed at at, since prevAt
 	interval        int64
 	have, haveDelta bool
 }
@@ -113,8 +114,11 @@ type Detector struct {
 	all     keyState
 	remotes *keys.Map[netip.Addr, keyState]
 	snap    hostCounters
-	learn   baseline.Cadence
-	stats   Stats
+	// eventSegs counts the retransmitted segments of every event, to
+	// compare with the host counters over the same snapshot interval.
+	eventSegs uint64
+	learn     baseline.Cadence
+	stats     Stats
 }
 
 // Stats are the detector's counters.
@@ -156,8 +160,20 @@ func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.Stats())
 
 func (d *Detector) remote(a netip.Addr, t int64) *keyState {
 	st, added := d.remotes.GetOrAdd(a, t)
-	if added && st.ring.Width() == 0 {
+	if !added {
+		return st
+	}
+	if st.ring.Width() == 0 {
 		st.ring = d.newRing()
+	}
+	// A remote first seen after the host's baseline was learned had no
+	// retransmits and no finished connections all that time: its usual
+	// rate is 0. (One seen while the host is still learning learns its own,
+	// like the host.) Without this a long-lived connection that starts
+	// losing packets, whose ratio stays unknown until it closes, would have
+	// its loss learned as normal.
+	if d.all.base.Ready(d.cfg.BaselineWindows) {
+		st.base.Assume(0, d.cfg.BaselineWindows)
 	}
 	return st
 }
@@ -203,6 +219,7 @@ func (d *Detector) retransmit(ev *eventpb.Event) {
 	d.stats.Retransmits++
 	t := int64(ev.TimeUnixNano)
 	segs := max(ev.Segments, 1)
+	d.eventSegs += uint64(segs)
 	s := d.all.ring.Slot(t)
 	if s == nil {
 		d.stats.Late++
@@ -258,9 +275,10 @@ func (d *Detector) snapshot(sn *eventpb.Snapshot) {
 			c.haveDelta = false
 		} else {
 			c.dOut, c.dRetrans, c.prevAt, c.haveDelta = sn.TcpOutSegs-c.out, sn.TcpRetransSegs-c.retrans, c.at, true
+			c.dEvents = d.eventSegs - c.events
 		}
 	}
-	c.at, c.out, c.retrans, c.have = t, sn.TcpOutSegs, sn.TcpRetransSegs, true
+	c.at, c.out, c.retrans, c.events, c.have = t, sn.TcpOutSegs, sn.TcpRetransSegs, d.eventSegs, true
 	c.interval = int64(sn.IntervalMs) * 1e6
 }
 
@@ -274,6 +292,7 @@ type view struct {
 	kernelRate   float64 // host: retransmits per second from the counters
 	outRate      float64
 	haveCounters bool
+	otherNetns   bool // the events are mostly from other network namespaces
 }
 
 func (d *Detector) window(st *keyState, now int64, host bool) view {
@@ -296,7 +315,12 @@ func (d *Detector) window(st *keyState, now int64, host bool) view {
 		if c.haveDelta && c.at > c.prevAt && (c.interval == 0 || now-c.at <= 2*c.interval+int64(time.Second)) {
 			dt := float64(c.at-c.prevAt) / 1e9
 			v.kernelRate, v.outRate, v.haveCounters = float64(c.dRetrans)/dt, float64(c.dOut)/dt, true
-			if c.dOut >= minRatioSegments {
+			// The counters are those of the probe's network namespace; the
+			// events come from every namespace (containers). When the
+			// events show far more retransmits than the counters, the
+			// counters' ratio is not that of the traffic retransmitting.
+			v.otherNetns = c.dEvents > 2*c.dRetrans+10
+			if c.dOut >= minRatioSegments && !v.otherNetns {
 				v.ratio, v.known, v.source = float64(c.dRetrans)/float64(c.dOut), true, "snapshot counters"
 			}
 		}
@@ -458,6 +482,7 @@ func (d *Detector) condition(remote string, st *keyState, v view, now time.Time)
 		if v.haveCounters {
 			ev["kernel_retrans_per_s"] = round(v.kernelRate, 1)
 			ev["sent_segments_per_s"] = round(v.outRate, 1)
+			ev["counters_cover_events"] = !v.otherNetns
 		}
 		ev["top_remotes"] = d.topRemotes(n)
 	} else {

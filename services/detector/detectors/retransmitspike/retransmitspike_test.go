@@ -238,3 +238,65 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// retransmits feeds rate retransmits of one segment each over second sec.
+func retransmits(d *Detector, sk dtest.Sock, sec, rate int) {
+	b := &eventpb.Batch{}
+	for i := range rate {
+		e := sk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(rate)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
+		e.Segments = 1
+		b.Events = append(b.Events, e)
+	}
+	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+}
+
+// A long-lived connection to a remote never seen before starts losing
+// packets after the host's baseline was learned: its ratio is unknown (no
+// finished connection), its usual rate is 0, so it fires. The same remote
+// retransmitting since the detector started is learned instead (see
+// TestUnknownRatioNeedsBaseline): the test can fail.
+func TestNewRemoteAfterLearning(t *testing.T) {
+	d := newDetector(t, nil)
+	old := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
+	lossy := dtest.Sock{ID: 2, Pid: 300, Comm: "backup", Local: "10.0.0.10:40001", Peer: "10.1.0.7:873", Side: eventpb.Side_SIDE_CLIENT}
+	start := 0
+	for sec := range 300 {
+		retransmits(d, old, sec, 2) // a little, all along
+		if sec >= 120 {
+			retransmits(d, lossy, sec, 100)
+		}
+		for _, c := range d.Evaluate(dtest.At(time.Duration(sec+1) * time.Second)) {
+			if c.Labels["remote"] == "10.1.0.7" && start == 0 {
+				start = sec + 1
+				if c.Details["pid"] != "300" || c.Details["ratio"] != "unknown" || c.Value < 90 {
+					t.Errorf("alert details %v value %g: want pid 300, ratio unknown, about 100/s", c.Details, c.Value)
+				}
+			}
+		}
+	}
+	// The window (10 s) fills, then min_duration (10 s).
+	if start < 120 || start > 145 {
+		t.Errorf("new lossy remote fired at %ds, want within 25 s after 120s", start)
+	}
+}
+
+// Counters of the probe's own network namespace that show far fewer
+// retransmits than the events (which come from every namespace) do not
+// give the ratio: it is unknown, and the evidence says why.
+func TestCountersOfAnotherNamespace(t *testing.T) {
+	d := newDetector(t, nil)
+	sk := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
+	for i, c := range []struct{ out, re uint64 }{{1000, 10}, {1001000, 20}} {
+		if i == 1 {
+			for sec := range 15 {
+				retransmits(d, sk, sec, 200) // 3000 segments; the counters saw 10
+			}
+		}
+		d.Observe(detect.Input{Kind: natsutil.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
+			TimeUnixNano: dtest.Ns(dtest.At(time.Duration(i) * 15 * time.Second)), TcpOutSegs: c.out, TcpRetransSegs: c.re, IntervalMs: 15000}}})
+	}
+	v := d.window(&d.all, dtest.At(15*time.Second).UnixNano(), true)
+	if v.known || !v.otherNetns || !v.haveCounters {
+		t.Errorf("ratio known %v (%g), other netns %v: want unknown because the counters miss the events", v.known, v.ratio, v.otherNetns)
+	}
+}

@@ -32,6 +32,13 @@ func (e *EWMA) Add(x, alpha float64, warmup int) {
 	e.Value += alpha * (x - e.Value)
 }
 
+// Assume makes the baseline x, learned over warmup windows: for a key known
+// to have been at x while its surroundings were watched (a remote address
+// that showed nothing while its host was learned has a baseline of 0).
+func (e *EWMA) Assume(x float64, warmup int) {
+	e.Value, e.N, e.warm = x, warmup, nil
+}
+
 // Ready reports whether at least min windows were learned.
 func (e EWMA) Ready(min int) bool { return e.N >= min }
 
