@@ -110,7 +110,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 			continue
 		}
 		if idx != nilIdx {
-			e := &t.entries[idx]
+			e := t.at(idx)
 			if e.cookie == 0 {
 				e.cookie = s.Cookie
 			}
@@ -127,7 +127,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 		}
 
 		idx = t.insert()
-		e := &t.entries[idx]
+		e := t.at(idx)
 		e.cookie = s.Cookie
 		e.family, e.saddr, e.daddr, e.sport, e.dport = fam, sa, da, sport, dport
 		e.state = s.State
@@ -199,8 +199,8 @@ func (t *Table) listenerSet(sockets []sockdiag.Socket) listenerSet {
 			ls[netip.AddrPortFrom(s.Src.Addr().Unmap(), s.Src.Port())] = struct{}{}
 		}
 	}
-	for idx := t.head; idx != nilIdx; idx = t.entries[idx].next {
-		if e := &t.entries[idx]; e.state == uint8(eventpb.TcpState_TCP_STATE_LISTEN) {
+	for idx := t.head; idx != nilIdx; idx = t.at(idx).next {
+		if e := t.at(idx); e.state == uint8(eventpb.TcpState_TCP_STATE_LISTEN) {
 			ls[netip.AddrPortFrom(addr(e.family, &e.saddr).Unmap(), e.sport)] = struct{}{}
 		}
 	}
@@ -238,8 +238,8 @@ func tupleKey(fam uint8, sa *[16]byte, sport uint16, da *[16]byte, dport uint16,
 
 func (t *Table) indexBound() boundIndex {
 	bi := boundIndex{byCookie: map[uint64]int32{}, byTuple: map[tupleStateKey]int32{}}
-	for idx := t.head; idx != nilIdx; idx = t.entries[idx].next {
-		e := &t.entries[idx]
+	for idx := t.head; idx != nilIdx; idx = t.at(idx).next {
+		e := t.at(idx)
 		if e.flags&flagUnbound != 0 {
 			continue
 		}
@@ -256,12 +256,12 @@ func (t *Table) indexBound() boundIndex {
 // entry is still that socket (Seed may have evicted and reused it).
 func (bi boundIndex) find(t *Table, cookie uint64, k tupleStateKey) int32 {
 	if idx, ok := bi.byCookie[cookie]; ok {
-		if e := &t.entries[idx]; e.flags&flagUnbound == 0 && e.state != 0 && e.cookie == cookie {
+		if e := t.at(idx); e.flags&flagUnbound == 0 && e.state != 0 && e.cookie == cookie {
 			return idx
 		}
 	}
 	if idx, ok := bi.byTuple[k]; ok {
-		if e := &t.entries[idx]; e.flags&flagUnbound == 0 && e.state != 0 &&
+		if e := t.at(idx); e.flags&flagUnbound == 0 && e.state != 0 &&
 			tupleKey(e.family, &e.saddr, e.sport, &e.daddr, e.dport, e.state) == k {
 			return idx
 		}
@@ -292,7 +292,7 @@ func (t *Table) findSeeded(ev *eventpb.Event, fam uint8) int32 {
 	if !ok {
 		return nilIdx
 	}
-	e := &t.entries[idx]
+	e := t.at(idx)
 	if e.flags&flagUnbound == 0 || e.family != fam || e.saddr != sa || e.daddr != da ||
 		e.sport != uint16(ev.Sport) || e.dport != uint16(ev.Dport) {
 		return nilIdx
@@ -311,7 +311,7 @@ func (t *Table) findSeeded(ev *eventpb.Event, fam uint8) int32 {
 // bind makes seeded entry idx the socket sock_id id.
 func (t *Table) bind(idx int32, id uint64) {
 	t.unindexSeeded(idx)
-	e := &t.entries[idx]
+	e := t.at(idx)
 	e.flags &^= flagUnbound
 	e.sockID = id
 	t.byID[id] = idx
@@ -320,7 +320,7 @@ func (t *Table) bind(idx int32, id uint64) {
 
 // unindexSeeded drops an unbound entry from the seed indexes.
 func (t *Table) unindexSeeded(idx int32) {
-	e := &t.entries[idx]
+	e := t.at(idx)
 	if j, ok := t.byCookie[e.cookie]; ok && j == idx {
 		delete(t.byCookie, e.cookie)
 	}
@@ -340,11 +340,11 @@ func (t *Table) unindexSeeded(idx int32) {
 // same socket as entry idx (made by events before the seed was applied),
 // keeping what only the seed knew.
 func (t *Table) dropDuplicate(idx int32, ev *eventpb.Event) {
-	dup := t.findSeeded(ev, t.entries[idx].family)
+	dup := t.findSeeded(ev, t.at(idx).family)
 	if dup == nilIdx || dup == idx {
 		return
 	}
-	d, e := &t.entries[dup], &t.entries[idx]
+	d, e := t.at(dup), t.at(idx)
 	if rank(eventpb.OwnerSource(d.owner)) > rank(eventpb.OwnerSource(e.owner)) {
 		t.setOwner(e, d.pid, t.comms.str(d.comm), d.cgroupID, eventpb.OwnerSource(d.owner))
 	}
@@ -398,8 +398,8 @@ type Listener struct {
 // Listeners appends the seeded LISTEN sockets still in the table whose
 // owner is known, for the probe to seed its BPF listener-owner map.
 func (t *Table) Listeners(dst []Listener) []Listener {
-	for idx := t.head; idx != nilIdx; idx = t.entries[idx].next {
-		e := &t.entries[idx]
+	for idx := t.head; idx != nilIdx; idx = t.at(idx).next {
+		e := t.at(idx)
 		if e.flags&flagSeeded == 0 || e.state != uint8(eventpb.TcpState_TCP_STATE_LISTEN) || e.owner == 0 {
 			continue
 		}

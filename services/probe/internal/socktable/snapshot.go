@@ -54,8 +54,8 @@ func (t *Table) Snapshot(dst *eventpb.Snapshot, now time.Time, maxGroups, maxClo
 	}
 	clear(sc.counts)
 	sc.closeWait = sc.closeWait[:0]
-	for idx := t.head; idx != nilIdx; idx = t.entries[idx].next {
-		e := &t.entries[idx]
+	for idx := t.head; idx != nilIdx; idx = t.at(idx).next {
+		e := t.at(idx)
 		k := groupKey{cgroupID: e.cgroupID, pid: e.pid, comm: e.comm, state: e.state, side: e.side}
 		if e.side != uint8(eventpb.Side_SIDE_CLIENT) {
 			k.port = e.sport
@@ -90,7 +90,7 @@ func (t *Table) Snapshot(dst *eventpb.Snapshot, now time.Time, maxGroups, maxClo
 	dst.CloseWait = reuse(dst.CloseWait, keep)
 	nowNs := now.UnixNano()
 	for i, idx := range sc.closeWait[:keep] {
-		t.fillSocket(dst.CloseWait[i], &t.entries[idx], nowNs)
+		t.fillSocket(dst.CloseWait[i], t.at(idx), nowNs)
 	}
 	dst.CloseWaitTotal = uint32(len(sc.closeWait))
 	dst.CloseWaitCut = uint32(len(sc.closeWait) - keep)
@@ -149,7 +149,7 @@ func (t *Table) compareGroups(a, b groupCount) int {
 
 // compareAge puts the sockets that entered their state first first.
 func (t *Table) compareAge(a, b int32) int {
-	x, y := &t.entries[a], &t.entries[b]
+	x, y := t.at(a), t.at(b)
 	if c := cmp.Compare(x.since, y.since); c != 0 {
 		return c
 	}

@@ -90,13 +90,12 @@ type Stats struct {
 
 // Table is the socket table. The zero value is not usable; call New.
 type Table struct {
-	max     int
-	entries []entry
-	free    []int32
-	live    int
-	head    int32 // most recently updated
-	tail    int32 // least recently updated: evicted first
-	byID    map[uint64]int32
+	max   int
+	slots slab
+	live  int
+	head  int32 // most recently updated
+	tail  int32 // least recently updated: evicted first
+	byID  map[uint64]int32
 	// Seeded entries not yet bound to a sock_id, by cookie and by a hash
 	// of their addresses; both emptied as events arrive.
 	byCookie map[uint64]int32
@@ -120,6 +119,7 @@ func New(maxSockets int) *Table {
 	maxSockets = max(maxSockets, 1)
 	return &Table{
 		max:      maxSockets,
+		slots:    newSlab(),
 		head:     nilIdx,
 		tail:     nilIdx,
 		byID:     make(map[uint64]int32),
@@ -144,6 +144,8 @@ func (t *Table) Stats() Stats {
 
 // Len is the number of sockets in the table.
 func (t *Table) Len() int { return t.live }
+
+func (t *Table) at(idx int32) *entry { return t.slots.at(idx) }
 
 // ErrBadEvent wraps every reason Apply rejects an event for.
 var ErrBadEvent = errors.New("socktable: bad event")
@@ -178,7 +180,7 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 			return nil // closed before we knew it: nothing to forget
 		default:
 			idx = t.insert()
-			e := &t.entries[idx]
+			e := t.at(idx)
 			e.sockID = ev.SockId
 			if len(t.byCookie) > 0 && at <= t.seedEnd {
 				e.flags |= flagMayDup
@@ -186,13 +188,13 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 			t.byID[ev.SockId] = idx
 		}
 	}
-	t.update(&t.entries[idx], ev, fam)
-	if t.entries[idx].flags&flagMayDup != 0 {
+	t.update(t.at(idx), ev, fam)
+	if t.at(idx).flags&flagMayDup != 0 {
 		t.dropDuplicate(idx, ev)
 		// After an event with a cookie or from after the dump, a
 		// duplicate would have been found by now.
 		if ev.Cookie != 0 || at > t.seedEnd || len(t.byCookie) == 0 {
-			t.entries[idx].flags &^= flagMayDup
+			t.at(idx).flags &^= flagMayDup
 		}
 	}
 	if closing {
@@ -338,7 +340,7 @@ func (t *Table) FillOwner(ev *eventpb.Event) bool {
 			return false
 		}
 	}
-	e := &t.entries[idx]
+	e := t.at(idx)
 	src := eventpb.OwnerSource(e.owner)
 	if src == eventpb.OwnerSource_OWNER_SOURCE_TASK {
 		src = eventpb.OwnerSource_OWNER_SOURCE_SOCKET
@@ -394,7 +396,7 @@ func (t *Table) GetSeeded(cookie uint64) (Entry, bool) {
 }
 
 func (t *Table) entryView(idx int32) Entry {
-	e := &t.entries[idx]
+	e := t.at(idx)
 	return Entry{
 		SockID: e.sockID, Cookie: e.cookie, Family: eventpb.Family(e.family), State: eventpb.TcpState(e.state),
 		StateSince: e.since, AgeEstimated: e.flags&flagEstimated != 0,
@@ -427,15 +429,9 @@ func (t *Table) insert() int32 {
 		t.stats.Evictions++
 		t.remove(t.tail)
 	}
-	var idx int32
-	if n := len(t.free); n > 0 {
-		idx = t.free[n-1]
-		t.free = t.free[:n-1]
-	} else {
-		idx = int32(len(t.entries))
-		t.entries = append(t.entries, entry{})
-	}
-	t.entries[idx] = entry{prev: nilIdx, next: nilIdx}
+	idx := t.slots.alloc()
+	e := t.at(idx)
+	e.prev, e.next = nilIdx, nilIdx
 	t.live++
 	t.pushFront(idx)
 	return idx
@@ -443,7 +439,7 @@ func (t *Table) insert() int32 {
 
 // remove forgets entry idx.
 func (t *Table) remove(idx int32) {
-	e := &t.entries[idx]
+	e := t.at(idx)
 	if e.flags&flagUnbound != 0 {
 		t.unindexSeeded(idx)
 	} else {
@@ -451,16 +447,15 @@ func (t *Table) remove(idx int32) {
 	}
 	t.comms.unref(e.comm)
 	t.unlink(idx)
-	*e = entry{}
-	t.free = append(t.free, idx)
+	t.slots.release(idx)
 	t.live--
 }
 
 func (t *Table) pushFront(idx int32) {
-	e := &t.entries[idx]
+	e := t.at(idx)
 	e.prev, e.next = nilIdx, t.head
 	if t.head != nilIdx {
-		t.entries[t.head].prev = idx
+		t.at(t.head).prev = idx
 	}
 	t.head = idx
 	if t.tail == nilIdx {
@@ -469,14 +464,14 @@ func (t *Table) pushFront(idx int32) {
 }
 
 func (t *Table) unlink(idx int32) {
-	e := &t.entries[idx]
+	e := t.at(idx)
 	if e.prev != nilIdx {
-		t.entries[e.prev].next = e.next
+		t.at(e.prev).next = e.next
 	} else {
 		t.head = e.next
 	}
 	if e.next != nilIdx {
-		t.entries[e.next].prev = e.prev
+		t.at(e.next).prev = e.prev
 	} else {
 		t.tail = e.prev
 	}

@@ -196,8 +196,8 @@ func TestEvictionLeastRecentlyUpdated(t *testing.T) {
 	for i := range 100 {
 		mustApply(t, tb, ev(uint64(10+i), t0+int64(4+i)*ms, stClose, stSynSent))
 	}
-	if len(tb.entries) != 3 || tb.Len() != 3 {
-		t.Errorf("%d slots, %d sockets for a bound of 3", len(tb.entries), tb.Len())
+	if tb.slots.slots() != 3 || tb.Len() != 3 {
+		t.Errorf("%d slots, %d sockets for a bound of 3", tb.slots.slots(), tb.Len())
 	}
 }
 
