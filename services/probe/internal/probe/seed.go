@@ -6,6 +6,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
+	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
 )
 
@@ -43,7 +44,7 @@ func (p *Probe) seed(ctx context.Context, tr *tracer.Tracer) {
 		return
 	}
 	defer d.Close()
-	sockets, err := d.Dump(nil)
+	sockets, err := d.DumpStates(nil, socktable.SeedStates)
 	if err != nil {
 		fail("sock_diag dump", err)
 		return

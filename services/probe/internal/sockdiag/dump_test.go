@@ -295,3 +295,58 @@ func mustUint(t *testing.T, s string, base int) uint64 {
 	}
 	return v
 }
+
+// TestDumpStatesFilters checks that the kernel leaves out the sockets of
+// the states a DumpStates call does not ask for, and only those.
+func TestDumpStatesFilters(t *testing.T) {
+	priv.RequireRoot(t)
+	lb := newLoopback(t, "tcp4", "127.0.0.1:0", 2, 2)
+	ports := map[netip.AddrPort]bool{lb.ln.Addr().(*net.TCPAddr).AddrPort(): true}
+	expected := lb.expected()
+	d, err := NewDumper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	// Wait for the FINs, as in TestDumpAndOwners.
+	var socks []Socket
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if socks, err = d.Dump(socks[:0]); err != nil {
+			t.Fatal(err)
+		}
+		if diff := stateDiff(expected, onPorts(socks, ports)); diff == "" {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("sockets did not reach their states: %s", diff)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, tc := range []struct {
+		name   string
+		states StateSet
+	}{
+		{"without CLOSE_WAIT and FIN_WAIT2", AllStates.Without(StateCloseWait, StateFinWait2)},
+		{"LISTEN only", AllStates &^ AllStates.Without(StateListen)},
+		{"none", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if socks, err = d.DumpStates(socks[:0], tc.states); err != nil {
+				t.Fatal(err)
+			}
+			got := onPorts(socks, ports)
+			want := 0
+			for k, w := range expected {
+				_, ok := got[k]
+				if tc.states.Has(w.state) {
+					want++
+				}
+				if ok != tc.states.Has(w.state) {
+					t.Errorf("%v in state %d: dumped %v, want %v", k, w.state, ok, !ok)
+				}
+			}
+			if len(got) != want {
+				t.Errorf("%d sockets on the test port, want %d", len(got), want)
+			}
+		})
+	}
+}

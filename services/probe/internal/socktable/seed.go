@@ -19,6 +19,11 @@ type SeedResult struct {
 	Closed  int // closed after the dump, before Seed
 }
 
+// SeedStates are the states Seed tracks; dump only these. TIME_WAIT and
+// request sockets never raise a closing event, so they would stay until
+// evicted; a busy host has tens of thousands of them.
+const SeedStates = sockdiag.AllStates &^ (1<<sockdiag.StateTimeWait | 1<<sockdiag.StateNewSynRecv | 1<<sockdiag.StateClose)
+
 // BeginSeed tells the table a dump is about to start, for a Seed after
 // the first: from now to Seed, it remembers the sockets that close, since
 // the dump may still list them. New tables do this from the start.
@@ -88,8 +93,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 	for i := range sockets {
 		s := &sockets[i]
 		fam := diagFamily(s.Family)
-		if fam == 0 || s.Cookie == 0 || s.State == sockdiag.StateTimeWait ||
-			s.State == sockdiag.StateNewSynRecv || s.State == sockdiag.StateClose {
+		if fam == 0 || s.Cookie == 0 || !SeedStates.Has(s.State) {
 			res.Skipped++
 			continue
 		}
