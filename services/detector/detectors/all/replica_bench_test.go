@@ -1,0 +1,278 @@
+package all
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/services/detector/detect"
+	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
+	"github.com/netpulse/netpulse/services/detector/internal/clock"
+	"github.com/netpulse/netpulse/services/detector/internal/detector"
+)
+
+var (
+	replicaHosts = flag.Int("bench.hosts", 64, "BenchmarkReplica: hosts whose traffic one replica handles")
+	replicaConns = flag.Float64("bench.conns", 300, "BenchmarkReplica: connections per second on each host (2/3 accepted, 1/3 opened)")
+)
+
+// BenchmarkReplica: what one real replica (the framework, its consumer
+// group on an embedded JetStream, the real detector with its defaults)
+// handles, per detector. A fleet of -bench.hosts healthy hosts
+// (dtest.Healthy at -bench.conns connections/s each, only the detector's
+// kinds) publishes probe-encoded batches, one per kind at most every 200 ms
+// (the probe's flush interval), while the replica consumes them. One op is
+// one second of the whole fleet's traffic: -benchtime 20x is 20 s of it.
+//
+// The replica's clock is a fake one that moves one second each time the
+// replica has handled every batch of that second: each host is evaluated
+// once per second of its traffic, as in production, however fast the
+// backlog goes.
+//
+// Figures: events/s from the first publish to the last batch handled;
+// events/cpu_s per CPU second of the whole process (user+sys), which also
+// runs the NATS server and the publisher: conservative for the replica
+// alone; x_realtime is how many times faster than real time the fleet's
+// traffic went through (>1: one replica keeps up with that fleet). A healthy
+// fleet raises no alert: the benchmark fails if one fires.
+func BenchmarkReplica(b *testing.B) {
+	for _, name := range detect.Default.Names() {
+		b.Run(name, func(b *testing.B) { benchReplica(b, name) })
+	}
+}
+
+// flushInterval is the probe's default batch.flush_interval: a batch holds
+// at most this long of one kind's records.
+const flushInterval = 200 * time.Millisecond
+
+// fleetMsg is one batch of one host's second of traffic, without its header.
+type fleetMsg struct {
+	kind   int // index into the plugin's kinds
+	body   []byte
+	events int
+}
+
+func benchReplica(b *testing.B, name string) {
+	p, _ := detect.Default.Lookup(name)
+	hosts, seconds := *replicaHosts, b.N
+	start := time.Now().Truncate(time.Second)
+
+	// One host's traffic, published under every host's name: each host has
+	// its own detector instance, so identical content costs the same.
+	tr := dtest.Healthy(11, time.Duration(seconds)*time.Second)
+	tr.Start = start
+	tr.ServerConns, tr.ClientConns = *replicaConns*2/3, *replicaConns/3
+	steps := tr.Stream().Steps(start, start.Add(time.Duration(seconds)*time.Second), time.Second, flushInterval, p.Kinds)
+	perStep := make([][]fleetMsg, len(steps))
+	// through[k]: batches of the whole fleet up to and including step k.
+	through := make([]uint64, len(steps))
+	var msgs uint64
+	events := 0
+	for k, st := range steps {
+		for _, in := range st.Inputs {
+			body, err := (&eventpb.Batch{Events: in.Batch.Events, Connections: in.Batch.Connections, Snapshot: in.Batch.Snapshot}).MarshalVT()
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := len(in.Batch.Events) + len(in.Batch.Connections)
+			if in.Batch.Snapshot != nil {
+				n++
+			}
+			perStep[k] = append(perStep[k], fleetMsg{kind: slices.Index(p.Kinds, in.Kind), body: body, events: n})
+			events += n * hosts
+		}
+		msgs += uint64(len(st.Inputs) * hosts)
+		through[k] = msgs
+	}
+
+	ns := natstest.Start(b)
+	fake := clock.NewFake(start)
+	cfg, err := detector.DefaultConfigFor(detect.Default)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.NATS = cfg.NATS.WithURL(ns.ClientURL())
+	cfg.Detectors = []string{name}
+	cfg.Group.Replica = "bench"
+	if err := cfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
+	d, err := detector.New(cfg, detect.Default, slog.New(slog.DiscardHandler), detector.WithClock(fake))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			b.Errorf("Run: %v", err)
+		}
+	}()
+	c := d.Counters(name)
+	poll(b, ctx, "the replica to own every partition and start its workers", func() bool {
+		return c.Partitions.Load() == int64(cfg.Group.Partitions) && fake.Tickers() >= cfg.Group.Partitions
+	})
+
+	nc, _ := natstest.Connect(b, ns)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024))
+	if err != nil {
+		b.Fatal(err)
+	}
+	handled := func() uint64 {
+		return c.Messages.Load() + c.Duplicates.Load() + c.Stale.Load() + c.DeadLettered.Load()
+	}
+
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	pubErr := make(chan error, 1)
+	go func() { pubErr <- publishFleet(ctx, js, p.Kinds, hosts, perStep) }()
+	// Move the replica's clock a second each time that second is handled.
+	for k := 1; k < len(steps); k++ {
+		poll(b, ctx, fmt.Sprintf("second %d of %d handled (%d of %d batches)", k, seconds, handled(), through[k]), func() bool {
+			return handled() >= through[k] || failed(b, pubErr)
+		})
+		fake.Advance(time.Second)
+	}
+	poll(b, ctx, "every batch handled", func() bool { return handled() >= msgs || failed(b, pubErr) })
+	b.StopTimer()
+	cpu := cpuTime(b) - cpu0
+	if err := <-pubErr; err != nil {
+		b.Fatal(err)
+	}
+
+	// One more evaluation of every host after the last batch, then count.
+	evals := c.Evaluations.Load()
+	fake.Advance(time.Second)
+	poll(b, ctx, "a last evaluation of every host", func() bool { return c.Evaluations.Load() >= evals+uint64(hosts) })
+	alerts := c.Fired.Load() + c.Reminders.Load() + c.Resolved.Load()
+	switch {
+	case c.Events.Load() != uint64(events) || c.Messages.Load() != msgs:
+		b.Fatalf("observed %d events in %d batches, published %d in %d (stale %d, duplicates %d, dead-lettered %d)",
+			c.Events.Load(), c.Messages.Load(), events, msgs, c.Stale.Load(), c.Duplicates.Load(), c.DeadLettered.Load())
+	case c.Hosts.Load() != int64(hosts):
+		b.Fatalf("replica holds %d hosts, want %d", c.Hosts.Load(), hosts)
+	case c.Panics.Load() != 0:
+		b.Fatalf("%d panics", c.Panics.Load())
+	case alerts != 0:
+		b.Fatalf("a healthy fleet raised %d alerts (fired %d)", alerts, c.Fired.Load())
+	}
+
+	sec := b.Elapsed().Seconds()
+	b.ReportMetric(float64(events)/sec, "events/s")
+	b.ReportMetric(float64(events)/cpu.Seconds(), "events/cpu_s")
+	b.ReportMetric(cpu.Seconds()/sec, "cpus")
+	b.ReportMetric(float64(seconds)/sec, "x_realtime")
+	b.ReportMetric(float64(msgs)/sec, "batches/s")
+	b.ReportMetric(float64(events)/float64(msgs), "events/batch")
+	b.ReportMetric(float64(c.Evaluations.Load())/float64(hosts*(seconds+1)), "evals/host_s")
+	b.ReportMetric(float64(hosts), "hosts")
+	b.ReportMetric(float64(alerts), "alerts")
+	b.ReportMetric(0, "ns/op") // per second of fleet traffic: x_realtime says it better
+}
+
+// publishFleet publishes every host's batches of each second in time order
+// and the hosts interleaved, each with the probe's header (schema version,
+// host, probe id, batch_seq) and message ID, then waits for the acks.
+func publishFleet(ctx context.Context, js jetstream.JetStream, kinds []string, hosts int, perStep [][]fleetMsg) error {
+	names := make([]string, hosts)
+	seqs := make([][]uint64, hosts)
+	for h := range names {
+		names[h] = "host-" + strconv.Itoa(h)
+		seqs[h] = make([]uint64, len(kinds))
+	}
+	for _, step := range perStep {
+		for _, m := range step {
+			for h, host := range names {
+				seqs[h][m.kind]++
+				seq := seqs[h][m.kind]
+				// A batch's fields may come in any order: the header
+				// marshalled on its own, then the records, decode as one.
+				head, err := (&eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: host, BatchSeq: seq}).MarshalVT()
+				if err != nil {
+					return err
+				}
+				msg := nats.NewMsg(natsutil.EventSubject(host, kinds[m.kind]))
+				msg.Data = append(append(make([]byte, 0, len(head)+len(m.body)), head...), m.body...)
+				msg.Header.Set(jetstream.MsgIDHeader, host+"-"+kinds[m.kind]+"-"+strconv.FormatUint(seq, 10))
+				for {
+					_, err := js.PublishMsgAsync(msg)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+						return fmt.Errorf("publish %s: %w", msg.Subject, err)
+					}
+					// The server is behind: let it catch up, then retry.
+					select {
+					case <-js.PublishAsyncComplete():
+					case <-ctx.Done():
+						return ctx.Err()
+					}
+				}
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if n := js.PublishAsyncPending(); n != 0 {
+		return fmt.Errorf("%d publishes still pending", n)
+	}
+	return nil
+}
+
+// failed reports whether the publisher ended with an error (and fails b).
+func failed(b *testing.B, pubErr chan error) bool {
+	select {
+	case err := <-pubErr:
+		if err != nil {
+			b.Fatal(err)
+		}
+		pubErr <- nil // it ended well: leave that for the final check
+	default:
+	}
+	return false
+}
+
+// poll waits for cond, checking every millisecond (the clock above must
+// follow the replica closely), until ctx ends.
+func poll(b *testing.B, ctx context.Context, what string, cond func() bool) {
+	b.Helper()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			b.Fatalf("timed out waiting for %s", what)
+		case <-t.C:
+		}
+	}
+}
+
+// cpuTime is the user+sys CPU time of the whole process so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
