@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"runtime/debug"
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/service"
@@ -14,6 +15,11 @@ import (
 func main() {
 	cfg := probe.DefaultConfig()
 	service.Main("probe", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
+		if cfg.MemoryLimit > 0 {
+			// Process-wide, so here rather than in Run, which tests call
+			// in their own process.
+			debug.SetMemoryLimit(cfg.MemoryLimit)
+		}
 		p, err := probe.New(cfg, log)
 		if err != nil {
 			return err

@@ -45,6 +45,13 @@ func (b Batch) Release() {
 	}
 }
 
+// spareBuffers is how many released buffers an Encoder keeps for reuse.
+// Acks come back within milliseconds, so a few spares serve a steady
+// stream; after a burst that had publish.max_in_flight batches out at once
+// (64 x 260 KiB), the others go back to the GC instead of staying resident
+// for good.
+const spareBuffers = 4
+
 // Encoder accumulates records until the batch is full by size or count.
 type Encoder struct {
 	host, probeID string
@@ -69,7 +76,7 @@ func NewEncoder(host, probeID, kind string, maxBytes, maxEvents int) *Encoder {
 		subject:  natsutil.EventSubject(host, kind),
 		idPrefix: probeID + "-" + kind + "-",
 		maxBytes: maxBytes, maxEvents: maxEvents,
-		free: make(chan []byte, 64),
+		free: make(chan []byte, spareBuffers),
 	}
 }
 

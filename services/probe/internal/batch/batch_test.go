@@ -168,3 +168,20 @@ func ExampleEncoder() {
 	fmt.Println(got.Host, got.BatchSeq, len(got.Events), got.Events[0].NewState)
 	// Output: web-1 1 1 TCP_STATE_ESTABLISHED
 }
+
+// TestEncoderKeepsFewSpares checks that after a burst of batches released
+// at once, the Encoder keeps only spareBuffers of them.
+func TestEncoderKeepsFewSpares(t *testing.T) {
+	e := NewEncoder("h", "p", "state", 4096, 1)
+	var taken []Batch
+	for i := range 3 * spareBuffers {
+		e.Add(sampleEvent(i), time.Unix(1, 0))
+		taken = append(taken, e.Take())
+	}
+	for _, b := range taken {
+		b.Release()
+	}
+	if len(e.free) != spareBuffers {
+		t.Fatalf("%d spare buffers kept after releasing %d, want %d", len(e.free), len(taken), spareBuffers)
+	}
+}

@@ -17,6 +17,11 @@ type Config struct {
 	Host string `koanf:"host"`
 	// HostReplacement replaces characters a NATS subject token cannot hold.
 	HostReplacement string `koanf:"host_replacement"`
+	// MemoryLimit is the Go runtime's soft memory limit in bytes
+	// (runtime/debug.SetMemoryLimit, set by main); 0 sets none. Without
+	// one the heap grows to twice what is live before a collection, and
+	// what a burst freed stays resident for minutes.
+	MemoryLimit int64 `koanf:"memory_limit"`
 
 	NATS     config.NATS    `koanf:"nats"`
 	Stream   config.Stream  `koanf:"stream"`
@@ -77,16 +82,32 @@ type StatsConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		HostReplacement: "_",
+		MemoryLimit:     48 << 20,
 		NATS:            config.DefaultNATS(),
 		Stream:          config.DefaultStream(),
 		Log:             config.DefaultLog(),
-		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
+		Tracer:          TracerConfig{RingBufferBytes: 8 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
 		Batch:           BatchConfig{MaxBytes: 256 << 10, MaxEvents: 8192, FlushInterval: 200 * time.Millisecond},
 		Publish:         publish.DefaultConfig(),
 		Stats:           StatsConfig{Interval: 10 * time.Second},
 		Sockets:         SocketsConfig{MaxEntries: 262144, Seed: true},
 		Snapshot:        SnapshotConfig{Interval: 15 * time.Second, MaxGroups: 1000, MaxCloseWait: 1000},
 	}
+}
+
+// tableBytesPerSocket bounds what one socket costs in the probe's table
+// (a 96-byte entry and its share of the indexes, measured at about 120 by
+// socktable's BenchmarkMemory); runtimeBaseBytes is the rest of the probe's
+// heap (batches, decoder, NATS client). memory_limit must hold both for a
+// full table, or the GC would run without end.
+const (
+	tableBytesPerSocket = 160
+	runtimeBaseBytes    = 8 << 20
+)
+
+// minMemoryLimit is the smallest memory_limit for a table of maxSockets.
+func minMemoryLimit(maxSockets int) int64 {
+	return int64(maxSockets)*tableBytesPerSocket + runtimeBaseBytes
 }
 
 // Validate checks every value and names the key at fault.
@@ -120,6 +141,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("snapshot.max_groups: must be 1..100000, got %d", c.Snapshot.MaxGroups)
 	case c.Snapshot.MaxCloseWait < 0 || c.Snapshot.MaxCloseWait > 100000:
 		return fmt.Errorf("snapshot.max_close_wait: must be 0..100000, got %d", c.Snapshot.MaxCloseWait)
+	case c.MemoryLimit < 0:
+		return fmt.Errorf("memory_limit: must be 0 (none) or positive, got %d", c.MemoryLimit)
+	case c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit(c.Sockets.MaxEntries):
+		return fmt.Errorf("memory_limit: %d bytes is less than a full socket table needs, %d (sockets.max_entries %d x %d bytes + %d MiB): raise it, or 0 for no limit",
+			c.MemoryLimit, minMemoryLimit(c.Sockets.MaxEntries), c.Sockets.MaxEntries, tableBytesPerSocket, runtimeBaseBytes>>20)
 	}
 	return nil
 }

@@ -30,6 +30,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"in flight", func(c *Config) { c.Publish.MaxInFlight = 0 }, "publish.max_in_flight"},
 		{"stream", func(c *Config) { c.Stream.Storage = "disk" }, "stream.storage"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+		{"negative memory limit", func(c *Config) { c.MemoryLimit = -1 }, "memory_limit"},
+		{"memory limit below a full table", func(c *Config) { c.Sockets.MaxEntries = 1 << 20 }, "memory_limit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
