@@ -35,7 +35,7 @@ import (
 //     tracepoint tracefs lists must relocate, and only those.
 //
 // Loading checks offsets and types, not what the 6.1 branches do with
-// them: TestSKSKBLayout6_1 runs them on this kernel's retransmits.
+// them: TestRetransmitResetLayout6_1 runs them on this kernel's retransmits.
 func TestCORECompat(t *testing.T) {
 	priv.RequireRoot(t)
 	if err := rlimit.RemoveMemlock(); err != nil {
