@@ -375,7 +375,8 @@ struct sk_skb_args {
 	__u64 skaddr;
 	__u64 skbaddr;
 	__s32 state;
-	__s32 err;      // tcp_retransmit_skb's err where it has one, else 0
+	__s32 err;      // tcp_retransmit_skb's err where it has one; else 0,
+	                // and the kernel reports only retransmits it sent
 	__u16 sport;    // host order
 	__u16 dport;
 	__u16 family;

@@ -25,7 +25,7 @@ newest() {
 }
 pkg=$(newest)
 if [ -z "$pkg" ]; then
-  apt-get update -q >/dev/null
+  apt-get update -q >/dev/null || true # not root: the message below says what is missing
   pkg=$(newest)
 fi
 if [ -z "$pkg" ]; then

@@ -1,6 +1,8 @@
 package tracer
 
 import (
+	"bytes"
+	"debug/elf"
 	"errors"
 	"os"
 	"path/filepath"
@@ -25,10 +27,12 @@ import (
 // Kernels checked:
 //   - Debian 12's 6.1 (linux-image-6.1.0-*-amd64-unsigned, newest in apt;
 //     6.1.0-56 / 6.1.192 when written), from .cache/btf/debian-6.1.btf,
-//     which deploy/btf/fetch-6.1.sh makes (deploy/deps.sh runs it);
-//     NETPULSE_BTF names another file (a vmlinux ELF or raw BTF). Missing
-//     there: sock:sock_send_length and sock_recv_length (added in 6.3; the
-//     probe then learns owners from connect/listen/close/accept only).
+//     which deploy/btf/fetch-6.1.sh makes (deploy/deps.sh runs it, so CI
+//     has it; missing, the test skips, or fails under
+//     NETPULSE_REQUIRE_PRIVILEGED=1). NETPULSE_BTF replaces it with another
+//     6.1 build's vmlinux (ELF) or raw BTF. Expected missing there, and only
+//     those: sock:sock_send_length and sock_recv_length (added in 6.3; the
+//     probe then learns owners from connect/listen/close/accept alone).
 //     tcp_retransmit_skb and tcp_send_reset are the shared tcp_event_sk_skb
 //     class there: the ___6_1 flavour in tcpstate.bpf.c reads it.
 //   - the running kernel (/sys/kernel/btf/vmlinux): every hook whose
@@ -126,11 +130,34 @@ func loadDebian61BTF(t *testing.T) *btf.Spec {
 			t.Logf("BTF of %s", strings.SplitN(string(info), "\n", 2)[0])
 		}
 	}
-	kt, err := btf.LoadSpec(path)
+	kt, err := loadBTF(path)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	return kt
+}
+
+// loadBTF reads raw BTF, or the .BTF section of an ELF file such as a
+// vmlinux: kernel images are stripped, which btf.LoadSpec refuses.
+func loadBTF(path string) (*btf.Spec, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		var ferr *elf.FormatError
+		if errors.As(err, &ferr) {
+			return btf.LoadSpec(path) // not ELF: raw BTF
+		}
+		return nil, err
+	}
+	defer f.Close()
+	sec := f.Section(".BTF")
+	if sec == nil {
+		return nil, errors.New("ELF file without a .BTF section")
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, err
+	}
+	return btf.LoadSpecFromReader(bytes.NewReader(data))
 }
 
 // repoRoot is the directory holding go.work, above the working directory.
