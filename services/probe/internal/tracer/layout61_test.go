@@ -1,11 +1,13 @@
 package tracer
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -343,5 +345,63 @@ func checkLayout6_1(t *testing.T, native, old *testRing, f flow) {
 				t.Errorf("RETRANSMIT record with 0 segments")
 			}
 		}
+	}
+}
+
+// TestConnectionWithout6_3Hooks opens the tracer as on 6.1, where
+// sock:sock_send_length and sock_recv_length do not exist (their hooks
+// point at a group no kernel has): Open must skip exactly those, and every
+// check of TestTracerLoopback must still hold, owners included.
+func TestConnectionWithout6_3Hooks(t *testing.T) {
+	priv.RequireRoot(t)
+	saved := hooks
+	t.Cleanup(func() { hooks = saved })
+	hooks = slices.Clone(saved)
+	var want []string
+	for i, h := range hooks {
+		if h.name == "sock_send_length" || h.name == "sock_recv_length" {
+			hooks[i].group = "netpulse_absent"
+			want = append(want, hooks[i].group+":"+h.name)
+		}
+	}
+	if len(want) != 2 {
+		t.Fatalf("hooks has %d of sock_send_length/sock_recv_length, want 2", len(want))
+	}
+
+	tr, err := Open(Config{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	var got []string
+	for _, s := range tr.Skipped() {
+		got = append(got, s.Tracepoint)
+		if !errors.Is(s.Err, os.ErrNotExist) {
+			t.Errorf("%s: %v, want a missing tracepoint", s.Tracepoint, s.Err)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("skipped %v, want %v", got, want)
+	}
+
+	col := &collector{dec: NewDecoder(), notify: make(chan struct{}, 1)}
+	ctx, stop := context.WithCancel(context.Background())
+	readDone := make(chan error, 1)
+	go func() { readDone <- tr.Read(ctx, col.add) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-readDone; err != nil {
+			t.Errorf("Read: %v", err)
+		}
+	})
+	self := currentProc(t)
+	for _, tc := range []struct {
+		network string
+		addr    netip.Addr
+	}{{"tcp4", loopbackIPv4}, {"tcp6", loopbackIPv6}} {
+		conn := runConnection(t, tc.network, tc.addr, true)
+		wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn.check(t, col, wctx, self)
+		cancel()
 	}
 }
