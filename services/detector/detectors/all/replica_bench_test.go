@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -105,7 +107,11 @@ func benchReplica(b *testing.B, name string) {
 		through[k] = msgs
 	}
 
-	ns := natstest.Start(b)
+	// Goroutines inherit profiler labels from the one that starts them:
+	// with -cpuprofile, `go tool pprof -tags` splits the process's CPU into
+	// part=nats-server, publisher and replica.
+	var ns *server.Server
+	inPart("nats-server", func() { ns = natstest.Start(b) })
 	fake := clock.NewFake(start)
 	cfg.NATS = cfg.NATS.WithURL(ns.ClientURL())
 	cfg.Detectors = []string{name}
@@ -121,7 +127,7 @@ func benchReplica(b *testing.B, name string) {
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
+	go inPart("replica", func() { done <- d.Run(runCtx) })
 	defer func() {
 		stop()
 		if err := <-done; err != nil {
@@ -133,7 +139,8 @@ func benchReplica(b *testing.B, name string) {
 		return c.Partitions.Load() == int64(cfg.Group.Partitions) && fake.Tickers() >= cfg.Group.Partitions
 	})
 
-	nc, _ := natstest.Connect(b, ns)
+	var nc *nats.Conn
+	inPart("publisher", func() { nc, _ = natstest.Connect(b, ns) })
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024))
 	if err != nil {
 		b.Fatal(err)
@@ -145,7 +152,7 @@ func benchReplica(b *testing.B, name string) {
 	cpu0 := cpuTime(b)
 	b.ResetTimer()
 	pubErr := make(chan error, 1)
-	go func() { pubErr <- publishFleet(ctx, js, p.Kinds, hosts, perStep) }()
+	go inPart("publisher", func() { pubErr <- publishFleet(ctx, js, p.Kinds, hosts, perStep) })
 	// Move the replica's clock a step each time that step's batches are handled.
 	for k := 1; k < len(steps); k++ {
 		poll(b, ctx, fmt.Sprintf("step %d of %d handled (%d of %d batches)", k, len(steps)-1, handled(), through[k]), func() bool {
@@ -271,6 +278,11 @@ func poll(b *testing.B, ctx context.Context, what string, cond func() bool) {
 		case <-t.C:
 		}
 	}
+}
+
+// inPart runs fn with the profiler label part=name.
+func inPart(name string, fn func()) {
+	pprof.Do(context.Background(), pprof.Labels("part", name), func(context.Context) { fn() })
 }
 
 // cpuTime is the user+sys CPU time of the whole process so far.
