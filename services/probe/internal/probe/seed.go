@@ -2,6 +2,7 @@ package probe
 
 import (
 	"context"
+	"runtime/debug"
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
@@ -9,6 +10,10 @@ import (
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
 )
+
+// bigSeed is the dump size from which seed hands the memory it used back
+// to the OS (a forced GC: a few ms per 100k sockets, once).
+const bigSeed = 10000
 
 // SeedStats says what the start-up read of the existing sockets found.
 type SeedStats struct {
@@ -44,7 +49,8 @@ func (p *Probe) seed(ctx context.Context, tr *tracer.Tracer) {
 		return
 	}
 	defer d.Close()
-	sockets, err := d.DumpStates(nil, socktable.SeedStates)
+	n := sockdiag.CountHint()
+	sockets, err := d.DumpStates(make([]sockdiag.Socket, 0, n+n/8+64), socktable.SeedStates)
 	if err != nil {
 		fail("sock_diag dump", err)
 		return
@@ -81,6 +87,12 @@ func (p *Probe) seed(ctx context.Context, tr *tracer.Tracer) {
 	st = SeedStats{
 		Done: true, Sockets: len(sockets), Added: res.Added, Merged: res.Merged, Skipped: res.Skipped,
 		Owners: ost.Sockets, Listeners: seeded, Seconds: time.Since(start).Seconds(),
+	}
+	if len(sockets) >= bigSeed {
+		// The dump and the owner map, no longer used, are the largest heap
+		// the probe ever has: hand it back to the OS now rather than keep
+		// it resident until the heap grows back.
+		debug.FreeOSMemory()
 	}
 	p.mu.Lock()
 	p.c.seed = st
