@@ -9,7 +9,7 @@
 # For each it prints the resident memory (VmRSS) and its peak (VmHWM) from
 # /proc/<pid>/status once its table holds every socket. Prints one summary
 # line; exits non-zero, with the probe's log, if a probe died or never got
-# there.
+# there. PROBE=<binary> measures another build (default bin/netpulse-probe).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -43,7 +43,7 @@ status_kib() { sed -n "s/^$2:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$1/status"; 
 
 bin/nats-server -js -sd "$work/js" -a 127.0.0.1 -p "$port" >"$work/nats.log" 2>&1 & pids+=($!)
 start_probe() { # log file; sets probe
-	bin/netpulse-probe --nats.url="nats://127.0.0.1:$port" --host=bench-rss --stats.interval=1s \
+	"${PROBE:-bin/netpulse-probe}" --nats.url="nats://127.0.0.1:$port" --host=bench-rss --stats.interval=1s \
 		--tracer.socket_map_entries=262144 >"$1" 2>&1 &
 	probe=$!
 	pids+=($probe)
