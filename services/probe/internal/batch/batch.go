@@ -45,14 +45,26 @@ func (b Batch) Release() {
 	}
 }
 
-// spareBuffers is how many released buffers an Encoder keeps for reuse.
-// Acks come back within milliseconds, so a few spares serve a steady
-// stream; after a burst that had publish.max_in_flight batches out at once
-// (64 x 260 KiB), the others go back to the GC instead of staying resident
-// for good.
-const spareBuffers = 4
+// DefaultSpares is how many released buffers a Buffers pool keeps by
+// default. Acks come back within milliseconds, so a few spares serve a
+// steady stream; after a burst that had publish.max_in_flight batches out
+// at once (64 x 260 KiB), the others go back to the GC instead of staying
+// resident for good.
+const DefaultSpares = 4
 
-// Encoder accumulates records until the batch is full by size or count.
+// Buffers is a pool of released batch buffers. Encoders sharing one keep
+// spares only for the kinds busy at the moment, not a set per kind. Safe
+// for concurrent use.
+type Buffers struct {
+	free chan []byte
+}
+
+// NewBuffers makes a pool keeping at most spares buffers.
+func NewBuffers(spares int) *Buffers {
+	return &Buffers{free: make(chan []byte, max(spares, 0))}
+}
+
+// Encoder accumulates records// Encoder accumulates records until the batch is full by size or count.
 type Encoder struct {
 	host, probeID string
 	subject       string
@@ -64,19 +76,23 @@ type Encoder struct {
 	events  int
 	seq     uint64
 	started time.Time
-	free    chan []byte
+	bufs    *Buffers
 }
 
 // NewEncoder makes an Encoder for events of kind from host whose batches
 // stay under maxBytes (one record may overshoot it) and hold at most
-// maxEvents records.
-func NewEncoder(host, probeID, kind string, maxBytes, maxEvents int) *Encoder {
+// maxEvents records. Its buffers come from and go back to bufs; nil gives
+// it a pool of its own.
+func NewEncoder(host, probeID, kind string, maxBytes, maxEvents int, bufs *Buffers) *Encoder {
+	if bufs == nil {
+		bufs = NewBuffers(DefaultSpares)
+	}
 	return &Encoder{
 		host: host, probeID: probeID,
 		subject:  natsutil.EventSubject(host, kind),
 		idPrefix: probeID + "-" + kind + "-",
 		maxBytes: maxBytes, maxEvents: maxEvents,
-		free: make(chan []byte, spareBuffers),
+		bufs: bufs,
 	}
 }
 
@@ -142,14 +158,14 @@ func (e *Encoder) Take() Batch {
 // may be called from any goroutine.
 func (e *Encoder) Recycle(buf []byte) {
 	select {
-	case e.free <- buf[:0]:
+	case e.bufs.free <- buf[:0]:
 	default: // enough spares already
 	}
 }
 
 func (e *Encoder) start(now time.Time) {
 	select {
-	case e.buf = <-e.free:
+	case e.buf = <-e.bufs.free:
 	default:
 		e.buf = make([]byte, 0, e.maxBytes+4096)
 	}

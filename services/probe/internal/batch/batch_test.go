@@ -46,7 +46,7 @@ func TestEncoderRoundTrip(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEncoder("host-a", "probe-1", "state", tt.maxBytes, tt.maxEvents)
+			e := NewEncoder("host-a", "probe-1", "state", tt.maxBytes, tt.maxEvents, nil)
 			fullAt := -1
 			for i := 0; i < tt.add; i++ {
 				if e.Add(sampleEvent(i), time.Unix(0, 0)) && fullAt < 0 {
@@ -86,7 +86,7 @@ func TestEncoderRoundTrip(t *testing.T) {
 }
 
 func TestEncoderSequenceAndAge(t *testing.T) {
-	e := NewEncoder("h", "p", "state", 1<<16, 100)
+	e := NewEncoder("h", "p", "state", 1<<16, 100, nil)
 	t0 := time.Unix(100, 0)
 	if e.Age(t0) != 0 {
 		t.Fatal("empty encoder has an age")
@@ -101,8 +101,8 @@ func TestEncoderSequenceAndAge(t *testing.T) {
 			t.Fatalf("batch seq %d, want %d", b.Seq, want)
 		}
 		b.Release()
-		if want > 1 && len(e.free) != 1 {
-			t.Fatalf("released buffer not kept for reuse (%d spare)", len(e.free))
+		if want > 1 && len(e.bufs.free) != 1 {
+			t.Fatalf("released buffer not kept for reuse (%d spare)", len(e.bufs.free))
 		}
 		if e.Len() != 0 {
 			t.Fatal("Take left events behind")
@@ -119,7 +119,7 @@ func TestEncoderConnectionsAndSnapshot(t *testing.T) {
 		Sport: 443, Dport: 50000, Side: eventpb.Side_SIDE_SERVER, BytesSent: 1 << 20, BytesReceived: 300,
 		SrttUs: 80, LastState: eventpb.TcpState_TCP_STATE_LAST_ACK,
 	}
-	e := NewEncoder("h", "p", "conn", 1<<16, 100)
+	e := NewEncoder("h", "p", "conn", 1<<16, 100, nil)
 	e.AddConn(conn, time.Unix(0, 0))
 	e.AddConn(conn, time.Unix(0, 0))
 	b := e.Take()
@@ -134,7 +134,7 @@ func TestEncoderConnectionsAndSnapshot(t *testing.T) {
 	snap := &eventpb.Snapshot{Seq: 3, SocketsTotal: 2, Seeded: true, Groups: []*eventpb.SocketGroup{
 		{State: eventpb.TcpState_TCP_STATE_CLOSE_WAIT, Pid: 1, Comm: "leaky", LocalPort: 8080, Count: 2},
 	}}
-	s := NewEncoder("h", "p", "snapshot", 1<<16, 100)
+	s := NewEncoder("h", "p", "snapshot", 1<<16, 100, nil)
 	s.AddSnapshot(snap, time.Unix(0, 0))
 	sb := s.Take()
 	got.ResetVT()
@@ -147,7 +147,7 @@ func TestEncoderConnectionsAndSnapshot(t *testing.T) {
 }
 
 func BenchmarkEncoderAdd(b *testing.B) {
-	e := NewEncoder("host-a", "probe-1", "state", 256<<10, 1<<20)
+	e := NewEncoder("host-a", "probe-1", "state", 256<<10, 1<<20, nil)
 	ev := sampleEvent(1)
 	now := time.Now()
 	b.ReportAllocs()
@@ -160,7 +160,7 @@ func BenchmarkEncoderAdd(b *testing.B) {
 }
 
 func ExampleEncoder() {
-	e := NewEncoder("web-1", "3f2a", "state", 256<<10, 4096)
+	e := NewEncoder("web-1", "3f2a", "state", 256<<10, 4096, nil)
 	e.Add(sampleEvent(0), time.Now())
 	b := e.Take()
 	var got eventpb.Batch
@@ -170,18 +170,45 @@ func ExampleEncoder() {
 }
 
 // TestEncoderKeepsFewSpares checks that after a burst of batches released
-// at once, the Encoder keeps only spareBuffers of them.
+// at once, the Encoder keeps only DefaultSpares of them.
 func TestEncoderKeepsFewSpares(t *testing.T) {
-	e := NewEncoder("h", "p", "state", 4096, 1)
+	e := NewEncoder("h", "p", "state", 4096, 1, nil)
 	var taken []Batch
-	for i := range 3 * spareBuffers {
+	for i := range 3 * DefaultSpares {
 		e.Add(sampleEvent(i), time.Unix(1, 0))
 		taken = append(taken, e.Take())
 	}
 	for _, b := range taken {
 		b.Release()
 	}
-	if len(e.free) != spareBuffers {
-		t.Fatalf("%d spare buffers kept after releasing %d, want %d", len(e.free), len(taken), spareBuffers)
+	if len(e.bufs.free) != DefaultSpares {
+		t.Fatalf("%d spare buffers kept after releasing %d, want %d", len(e.bufs.free), len(taken), DefaultSpares)
+	}
+}
+
+// TestEncodersShareBuffers checks that a buffer one Encoder released is
+// reused by another of the same pool, and that the pool stays bounded.
+func TestEncodersShareBuffers(t *testing.T) {
+	bufs := NewBuffers(2)
+	a := NewEncoder("h", "p", "state", 4096, 1, bufs)
+	c := NewEncoder("h", "p", "conn", 4096, 1, bufs)
+	a.Add(sampleEvent(1), time.Unix(1, 0))
+	ba := a.Take()
+	ba.Release()
+	c.AddConn(&eventpb.Connection{SockId: 7}, time.Unix(1, 0))
+	bc := c.Take()
+	if &bc.Data[:1][0] != &ba.Data[:1][0] {
+		t.Fatal("the conn encoder did not reuse the buffer the state encoder released")
+	}
+	var taken []Batch
+	for i := range 5 {
+		a.Add(sampleEvent(i), time.Unix(1, 0))
+		taken = append(taken, a.Take())
+	}
+	for _, b := range append(taken, bc) {
+		b.Release()
+	}
+	if len(bufs.free) != 2 {
+		t.Fatalf("%d spare buffers in a pool of 2", len(bufs.free))
 	}
 }

@@ -23,8 +23,11 @@ type outputs struct {
 
 func newOutputs(host, probeID string, cfg BatchConfig, pub *publish.Publisher, stop context.Context) *outputs {
 	o := &outputs{pub: pub, stop: stop, encs: map[string]*batch.Encoder{}}
+	// One pool for every kind: spares for the two or so busy at a time,
+	// not a set per kind (each buffer is batch.max_bytes).
+	bufs := batch.NewBuffers(2 * batch.DefaultSpares)
 	for _, kind := range natsutil.DataKinds {
-		o.encs[kind] = batch.NewEncoder(host, probeID, kind, cfg.MaxBytes, cfg.MaxEvents)
+		o.encs[kind] = batch.NewEncoder(host, probeID, kind, cfg.MaxBytes, cfg.MaxEvents, bufs)
 	}
 	return o
 }
