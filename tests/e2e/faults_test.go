@@ -27,8 +27,11 @@ var fastDetectors = []string{
 	"--detector.slow_handshake.window=6s",
 	"--detector.retransmit_spike.window=2s",
 	"--detector.retransmit_spike.min_duration=2s",
+	"--detector.retransmit_spike.baseline_windows=2",
 	"--detector.conn_failure.window=6s",
 	"--group.member_ttl=2s",
+	"--stats.interval=1s", // evaluations show in the log: how far learning got
+	"--evaluate_interval=500ms",
 }
 
 func (p *pipeline) startDetector(ctx context.Context, args ...string) *proc {

@@ -81,22 +81,28 @@ func (p *proc) scan(r io.Reader) {
 // waitLog waits for a log line containing substr.
 func (p *proc) waitLog(ctx context.Context, substr string) {
 	p.t.Helper()
+	p.waitLine(ctx, substr, func(line string) bool { return strings.Contains(line, substr) })
+}
+
+// waitLine waits for a log line for which match is true.
+func (p *proc) waitLine(ctx context.Context, what string, match func(string) bool) {
+	p.t.Helper()
 	for seen := 0; ; {
 		p.mu.Lock()
-		for ; seen < len(p.lines); seen++ {
-			if strings.Contains(p.lines[seen], substr) {
-				p.mu.Unlock()
+		lines, wake := p.lines[seen:], p.wake
+		p.mu.Unlock()
+		for _, line := range lines {
+			if match(line) {
 				return
 			}
 		}
-		wake := p.wake
-		p.mu.Unlock()
+		seen += len(lines)
 		select {
 		case <-wake:
 		case <-p.done:
-			p.t.Fatalf("%s exited before logging %q:\n%s", p.name, substr, p.log())
+			p.t.Fatalf("%s exited before logging %q:\n%s", p.name, what, p.log())
 		case <-ctx.Done():
-			p.t.Fatalf("%s did not log %q: %v\n%s", p.name, substr, ctx.Err(), p.log())
+			p.t.Fatalf("%s did not log %q: %v\n%s", p.name, what, ctx.Err(), p.log())
 		}
 	}
 }

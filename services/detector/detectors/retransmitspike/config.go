@@ -19,7 +19,8 @@ type Config struct {
 	// median rate of the first BaselineWindows healthy windows, then an
 	// EWMA (weight BaselineAlpha) of each healthy window's rate, clamped to
 	// the limit. Defaults 3, 0.1, 6. Until the baseline is learned only a
-	// known ratio can fire.
+	// known ratio can fire. A remote first seen after the host was watched
+	// for BaselineWindows windows starts from a learned baseline of 0.
 	BaselineFactor  float64 `koanf:"baseline_factor"`
 	BaselineAlpha   float64 `koanf:"baseline_alpha"`
 	BaselineWindows int     `koanf:"baseline_windows"`

@@ -117,8 +117,10 @@ type Detector struct {
 	// eventSegs counts the retransmitted segments of every event, to
 	// compare with the host counters over the same snapshot interval.
 	eventSegs uint64
-	learn     baseline.Cadence
-	stats     Stats
+	// watchedSince is the first evaluation: the host is watched from then.
+	watchedSince int64
+	learn        baseline.Cadence
+	stats        Stats
 }
 
 // Stats are the detector's counters.
@@ -166,13 +168,13 @@ func (d *Detector) remote(a netip.Addr, t int64) *keyState {
 	if st.ring.Width() == 0 {
 		st.ring = d.newRing()
 	}
-	// A remote first seen after the host's baseline was learned had no
-	// retransmits and no finished connections all that time: its usual
-	// rate is 0. (One seen while the host is still learning learns its own,
-	// like the host.) Without this a long-lived connection that starts
-	// losing packets, whose ratio stays unknown until it closes, would have
-	// its loss learned as normal.
-	if d.all.base.Ready(d.cfg.BaselineWindows) {
+	// A remote first seen after the host was watched for the learning
+	// period (baseline_windows windows) had no retransmits and no finished
+	// connections all that time: its usual rate is 0. (One seen earlier
+	// learns its own, like the host.) Without this a long-lived connection
+	// that starts losing packets, whose ratio stays unknown until it
+	// closes, would have its loss learned as normal.
+	if d.watchedSince != 0 && t-d.watchedSince >= int64(d.cfg.BaselineWindows)*int64(d.cfg.Window) {
 		st.base.Assume(0, d.cfg.BaselineWindows)
 	}
 	return st
@@ -386,6 +388,9 @@ func (d *Detector) judge(st *keyState, v view, now int64, learn bool) bool {
 // address with a spike.
 func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 	n := now.UnixNano()
+	if d.watchedSince == 0 {
+		d.watchedSince = n
+	}
 	learn := d.learn.Due(n)
 	var out []detect.Condition
 	hostView := d.window(&d.all, n, true)
