@@ -86,7 +86,7 @@ func DefaultConfig() Config {
 		NATS:            config.DefaultNATS(),
 		Stream:          config.DefaultStream(),
 		Log:             config.DefaultLog(),
-		Tracer:          TracerConfig{RingBufferBytes: 8 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
+		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
 		Batch:           BatchConfig{MaxBytes: 256 << 10, MaxEvents: 8192, FlushInterval: 200 * time.Millisecond},
 		Publish:         publish.DefaultConfig(),
 		Stats:           StatsConfig{Interval: 10 * time.Second},
