@@ -269,40 +269,50 @@ func TestSlowHandshakeAlert(t *testing.T) {
 	}
 }
 
-// A healthy mixed load (short connections, a bulk transfer, a server that
-// closes properly) raises nothing about the test's own endpoints or
-// process.
+// A healthy mixed load (short IPv4 and IPv6 connections to servers that
+// close properly, bulk transfers over a veth link) raises nothing at all on
+// the host: the end-to-end tests run on their own (see the Makefile), so
+// every alert would be a false one.
 func TestHealthyLoadRaisesNothing(t *testing.T) {
 	p := newPipeline(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
+	link := netfault.NewLink(t)
+	bulkPort := discardServer(t, link)
 	al := p.watchAlerts()
 	_, det, _ := p.startAll(ctx)
 	stats := p.statsWatcher(t)
-	port := connect(t, "tcp4", "127.0.0.1:0", 3000, 4)
-	port6 := connect(t, "tcp6", "[::1]:0", 1000, 2)
+
+	sendCtx, stopSend := context.WithCancel(ctx)
+	defer stopSend()
+	sent := make(chan error, 2)
+	for range 2 {
+		c, err := net.Dial("tcp4", net.JoinHostPort(link.PeerAddr, strconv.Itoa(bulkPort)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() { sent <- sendUntil(sendCtx, c) }()
+	}
+	connect(t, "tcp4", "127.0.0.1:0", 3000, 4)
+	connect(t, "tcp6", "[::1]:0", 1000, 2)
 	// Let every detector evaluate windows that hold the load: the longest
-	// test window is 6 s, evaluated every second.
+	// test window is 6 s, evaluated every 500 ms.
 	deadline := time.Now().Add(10 * time.Second)
 	sctx, scancel := context.WithDeadline(ctx, deadline)
 	last := stats(sctx)
 	scancel()
+	stopSend()
+	for range 2 {
+		if err := <-sent; err != nil {
+			t.Errorf("bulk transfer: %v", err)
+		}
+	}
 	if last["events_published"].(float64) < 3000*10 {
 		t.Fatalf("probe published %v events for 4000 connections", last["events_published"])
 	}
-	mine := func(a alert.Alert) bool {
-		for _, v := range a.Labels {
-			if v == strconv.Itoa(os.Getpid()) || strings.HasSuffix(v, ":"+strconv.Itoa(port)) || strings.HasSuffix(v, ":"+strconv.Itoa(port6)) ||
-				v == strconv.Itoa(port) || v == strconv.Itoa(port6) {
-				return true
-			}
-		}
-		return false
-	}
 	for _, a := range al.seen() {
-		if mine(a) {
-			t.Errorf("healthy load raised %s %s: %v", a.Detector, a.Status, a.Labels)
-		}
+		t.Errorf("healthy load raised %s %s: %s %v", a.Detector, a.Status, a.Annotations.Summary, a.Labels)
 	}
 	if !strings.Contains(det.log(), "detector stats") {
 		t.Logf("detector log:\n%s", det.log())
