@@ -12,6 +12,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,9 +28,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/alert"
+	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/netfault"
@@ -178,6 +181,7 @@ func round(b *testing.B, ctx context.Context, alerts *latencyAlerts, host string
 	case <-ctx.Done():
 	}
 	pid := strconv.Itoa(os.Getpid())
+	roundStart := time.Now()
 	type expect struct {
 		detector string
 		what     string
@@ -211,7 +215,11 @@ func round(b *testing.B, ctx context.Context, alerts *latencyAlerts, host string
 		})
 		if !ok {
 			all = false
-			missing("round %d: no %s alert for %s pid %s: %s", r, w.detector, w.what, pid, alerts.of(w.detector))
+			why := alerts.of(w.detector)
+			if w.detector == "slow_handshake" {
+				why = handshakesInStream(ctx, alerts.url, host, slow, roundStart) + "; " + why
+			}
+			missing("round %d: no %s alert for %s pid %s: %s", r, w.detector, w.what, pid, why)
 			continue
 		}
 		if lat == nil {
@@ -365,6 +373,7 @@ func leakSocketsHere(b *testing.B) (port string, closed time.Time) {
 
 // latencyAlerts keeps every alert with the time it arrived here.
 type latencyAlerts struct {
+	url  string
 	mu   sync.Mutex
 	all  []timedAlert
 	wake chan struct{}
@@ -383,7 +392,7 @@ func watchLatencyAlerts(b *testing.B, url string, detectors []string) *latencyAl
 		b.Fatal(err)
 	}
 	b.Cleanup(nc.Close)
-	w := &latencyAlerts{wake: make(chan struct{})}
+	w := &latencyAlerts{url: url, wake: make(chan struct{})}
 	for _, d := range detectors {
 		if _, err := nc.Subscribe(natsutil.AlertsPrefix+"."+d+".>", func(m *nats.Msg) {
 			at := time.Now()
@@ -442,6 +451,66 @@ func (w *latencyAlerts) of(detector string) string {
 		}
 	}
 	return fmt.Sprintf("%d alerts so far: %s", len(got), strings.Join(got, "; "))
+}
+
+// handshakesInStream says what the probe published about the client
+// handshakes to remote since start: whether a missing slow_handshake alert
+// lacks its events or the detector missed them.
+func handshakesInStream(ctx context.Context, url, host, remote string, start time.Time) string {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil {
+		return err.Error()
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err.Error()
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	subject := natsutil.EventSubject(host, natsutil.KindState)
+	cons, err := js.OrderedConsumer(ctx, natsutil.EventsStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
+	if err != nil {
+		return err.Error()
+	}
+	var established, timed, slow int
+	var batch eventpb.Batch
+	for {
+		mb, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return err.Error()
+		}
+		n := 0
+		for m := range mb.Messages() {
+			n++
+			batch.ResetVT()
+			if err := batch.UnmarshalVT(m.Data()); err != nil {
+				return err.Error()
+			}
+			for _, ev := range batch.Events {
+				if ev.Dport != uint32(ap.Port()) || ev.OldState != eventpb.TcpState_TCP_STATE_SYN_SENT || ev.NewState != eventpb.TcpState_TCP_STATE_ESTABLISHED {
+					continue
+				}
+				established++
+				if ev.HandshakeUs > 0 {
+					timed++
+				}
+				if ev.HandshakeUs >= 500000 {
+					slow++
+				}
+			}
+		}
+		if n == 0 || ctx.Err() != nil {
+			break
+		}
+	}
+	return fmt.Sprintf("the stream holds %d SYN_SENT->ESTABLISHED events to port %d since the round began, %d with handshake_us, %d of them ≥ 500 ms",
+		established, ap.Port(), timed, slow)
 }
 
 // probeStats follows the probe's stats reports.
