@@ -54,9 +54,13 @@ type GroupConfig struct {
 	// host name and a random suffix.
 	Replica string `koanf:"replica"`
 	// MemberTTL: a replica silent this long is dropped and its partitions move.
-	MemberTTL     time.Duration `koanf:"member_ttl"`
-	AckWait       time.Duration `koanf:"ack_wait"`
-	MaxAckPending int           `koanf:"max_ack_pending"`
+	MemberTTL time.Duration `koanf:"member_ttl"`
+	AckWait   time.Duration `koanf:"ack_wait"`
+	// MaxAckPending bounds the batches delivered and not yet handled, per
+	// kind: with the probe's batches of up to 256 KiB, 64 are 16 MiB, well
+	// under a NATS server's 64 MiB max_pending per connection, so a backlog
+	// never gets a kind's connection cut as a slow consumer.
+	MaxAckPending int `koanf:"max_ack_pending"`
 	// MaxBufferedBytes bounds each group's work-queue stream (0: no bound).
 	MaxBufferedBytes int64 `koanf:"max_buffered_bytes"`
 }
@@ -99,7 +103,7 @@ func DefaultConfigFor(reg *detect.Registry) (Config, error) {
 		IdleTimeout:      15 * time.Minute,
 		Group: GroupConfig{
 			Prefix: "netpulse-detector", Partitions: 16, MemberTTL: 3 * time.Second,
-			AckWait: 3 * time.Second, MaxAckPending: 1000, MaxBufferedBytes: 1 << 30,
+			AckWait: 3 * time.Second, MaxAckPending: 64, MaxBufferedBytes: 1 << 30,
 		},
 		Stats:    StatsConfig{Interval: 10 * time.Second},
 		Detector: tree,

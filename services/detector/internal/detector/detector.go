@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,7 +37,8 @@ type Detector struct {
 	member   string
 	counters map[string]*runner.Counters
 	// conn is the live connection (tests close it to kill a replica).
-	conn atomic.Pointer[nats.Conn]
+	connMu sync.Mutex
+	conns  []*nats.Conn // the shared one and one per kind (tests cut them to crash a replica)
 }
 
 // Option changes how New builds a Detector.
@@ -81,6 +81,12 @@ func New(cfg Config, reg *detect.Registry, log *slog.Logger, opts ...Option) (*D
 	return d, nil
 }
 
+func (d *Detector) addConn(nc *nats.Conn) {
+	d.connMu.Lock()
+	d.conns = append(d.conns, nc)
+	d.connMu.Unlock()
+}
+
 // Member is this replica's name in the consumer groups.
 func (d *Detector) Member() string { return d.member }
 
@@ -105,7 +111,7 @@ func (d *Detector) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	d.conn.Store(nc)
+	d.addConn(nc)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
@@ -147,6 +153,27 @@ func (d *Detector) Run(ctx context.Context) error {
 	for i, s := range selected {
 		names[i] = s.Name
 		p, _ := d.reg.Lookup(s.Name)
+		// Each kind has a connection of its own: a kind whose batches pile
+		// up (a backlog, a slow detector) can at worst be cut off by the
+		// server as a slow consumer alone, never the other kinds with it.
+		knc, err := natsutil.Connect(d.cfg.NATS, "netpulse-detector "+d.member+" "+p.Name, d.log)
+		if err != nil {
+			return err
+		}
+		defer knc.Close()
+		d.addConn(knc)
+		kjs, err := jetstream.New(knc)
+		if err != nil {
+			return fmt.Errorf("jetstream: %w", err)
+		}
+		kReplicas, err := kjs.KeyValue(ctx, replicas.Bucket())
+		if err != nil {
+			return nilIfDone(ctx, fmt.Errorf("bucket %s: %w", replicas.Bucket(), err))
+		}
+		kAlerts, err := kjs.KeyValue(ctx, alerts.Bucket())
+		if err != nil {
+			return nilIfDone(ctx, fmt.Errorf("bucket %s: %w", alerts.Bucket(), err))
+		}
 		r := runner.New(runner.Settings{
 			Plugin: p, PluginConfig: s.Section.PluginConfig(p),
 			For: s.Section.For, RepeatInterval: s.Section.RepeatInterval, Severity: detect.Severity(s.Section.Severity),
@@ -155,7 +182,7 @@ func (d *Detector) Run(ctx context.Context) error {
 			EvaluateInterval: d.cfg.EvaluateInterval, Warmup: d.cfg.Warmup, IdleTimeout: d.cfg.IdleTimeout,
 			DeadLetterSubject: DeadLetterPrefix + ".detector." + p.Name,
 			StatsInterval:     d.cfg.Stats.Interval,
-		}, runner.Deps{JS: js, Replicas: replicas, Alerts: alerts, Clock: d.clock, Log: d.log, Counters: d.counters[s.Name]})
+		}, runner.Deps{JS: kjs, Replicas: kReplicas, Alerts: kAlerts, Clock: d.clock, Log: d.log, Counters: d.counters[s.Name]})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

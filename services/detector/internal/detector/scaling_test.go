@@ -96,7 +96,7 @@ func TestScalingAndTakeover(t *testing.T) {
 			waitFor(t, ctx, "r2 at work", func() bool { return ds["r2"].Counters("marker").Messages.Load() > 0 })
 			rec.kill("r2")
 			killed = time.Now()
-			ds["r2"].conn.Load().Close() // a crash: no leave, no drain
+			ds["r2"].crash()
 		}
 		<-time.After(interval) // the probes' pace
 	}

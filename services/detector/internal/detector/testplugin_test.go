@@ -201,3 +201,13 @@ func publish(t testing.TB, ctx context.Context, js jetstream.JetStream, subject 
 	}
 	return a.Sequence
 }
+
+// crash cuts every connection of d: no leave, no drain, like a killed
+// process.
+func (d *Detector) crash() {
+	d.connMu.Lock()
+	defer d.connMu.Unlock()
+	for _, nc := range d.conns {
+		nc.Close()
+	}
+}
