@@ -29,7 +29,9 @@ type DumpStats struct {
 type Dumper struct {
 	fd  int // -1 when closed; reopened by the next Dump
 	buf []byte
-	req [nlmsgHdrLen + diagReqLen]byte
+	// chunk holds one read's sockets for DumpFunc.
+	chunk []Socket
+	req   [nlmsgHdrLen + diagReqLen]byte
 	// states of the dump being read
 	states StateSet
 	p      parser
@@ -80,6 +82,21 @@ func (d *Dumper) Dump(dst []Socket) ([]Socket, error) {
 // filters them (idiag_states), so the others cost neither reading nor
 // memory: a busy host holds tens of thousands of TIME_WAIT sockets.
 func (d *Dumper) DumpStates(dst []Socket, states StateSet) ([]Socket, error) {
+	return d.dump(dst, states, nil)
+}
+
+// DumpFunc is DumpStates that hands each socket to fn instead of keeping
+// it: a periodic resync of 100k sockets then holds one read's worth (about
+// 200 sockets) instead of the whole dump. fn must not keep s. It allocates
+// nothing once the Dumper has grown.
+func (d *Dumper) DumpFunc(states StateSet, fn func(s *Socket)) error {
+	var err error
+	d.chunk, err = d.dump(d.chunk[:0], states, fn)
+	d.chunk = d.chunk[:0]
+	return err
+}
+
+func (d *Dumper) dump(dst []Socket, states StateSet, fn func(*Socket)) ([]Socket, error) {
 	d.states = states
 	if d.fd < 0 {
 		if err := d.open(); err != nil {
@@ -88,7 +105,7 @@ func (d *Dumper) DumpStates(dst []Socket, states StateSet) ([]Socket, error) {
 	}
 	for _, family := range [...]uint8{unix.AF_INET, unix.AF_INET6} {
 		var err error
-		if dst, err = d.dumpFamily(family, dst); err != nil {
+		if dst, err = d.dumpFamily(family, dst, fn); err != nil {
 			// The kernel may still hold the rest of this dump, and a
 			// socket with a dump running refuses a new one (EBUSY).
 			_ = d.Close()
@@ -99,16 +116,18 @@ func (d *Dumper) DumpStates(dst []Socket, states StateSet) ([]Socket, error) {
 	return dst, nil
 }
 
-func (d *Dumper) dumpFamily(family uint8, dst []Socket) ([]Socket, error) {
+// dumpFamily appends the sockets of family to dst, or, with fn, hands each
+// read's sockets to fn and truncates dst back.
+func (d *Dumper) dumpFamily(family uint8, dst []Socket, fn func(*Socket)) ([]Socket, error) {
 	d.p.seq++
 	d.buildRequest(family)
 	// An unconnected netlink socket writes to the kernel.
 	if _, err := unix.Write(d.fd, d.req[:]); err != nil {
 		return dst, fmt.Errorf("sockdiag: send dump request: %w", err)
 	}
-	before := len(dst)
+	before, handed := len(dst), 0
 	defer func() {
-		d.stats.Sockets += uint64(len(dst) - before)
+		d.stats.Sockets += uint64(len(dst) - before + handed)
 		d.stats.Skipped, d.stats.Stale = d.p.skipped, d.p.stale
 	}()
 	for {
@@ -127,6 +146,13 @@ func (d *Dumper) dumpFamily(family uint8, dst []Socket) ([]Socket, error) {
 		}
 		var done bool
 		dst, done, err = d.p.parse(d.buf[:n], dst)
+		if fn != nil {
+			for i := before; i < len(dst); i++ {
+				fn(&dst[i])
+			}
+			handed += len(dst) - before
+			dst = dst[:before]
+		}
 		if err != nil || done {
 			return dst, err
 		}

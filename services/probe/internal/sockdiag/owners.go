@@ -65,6 +65,8 @@ type OwnerScanner struct {
 	// inodes of the process being scanned: a process holding one socket
 	// twice (dup) counts once in Procs.
 	mine map[uint64]struct{}
+	// want, during ScanInodes: the inodes to find, nil for all.
+	want map[uint64]struct{}
 }
 
 // Owners scans every process with a fresh OwnerScanner.
@@ -126,6 +128,9 @@ func (s *OwnerScanner) Scan(dst map[uint64]Owner) (OwnerStats, error) {
 			}
 			s.scanProcess(procFd, pid, dst, &st, cgroupOK)
 		}
+		if s.want != nil && len(dst) == len(s.want) {
+			break // all found
+		}
 	}
 	st.Sockets = len(dst)
 	for _, o := range dst {
@@ -137,6 +142,21 @@ func (s *OwnerScanner) Scan(dst map[uint64]Owner) (OwnerStats, error) {
 		}
 	}
 	return st, nil
+}
+
+// ScanInodes is Scan for the given socket inodes only: dst holds no more
+// entries than want, however many sockets the host has. It stops once all
+// are found; /proc lists processes by ascending pid, so the owner found
+// first is the lowest pid, as with Scan (Procs may then count fewer
+// holders).
+func (s *OwnerScanner) ScanInodes(dst map[uint64]Owner, want map[uint64]struct{}) (OwnerStats, error) {
+	if len(want) == 0 {
+		clear(dst)
+		return OwnerStats{}, nil
+	}
+	s.want = want
+	defer func() { s.want = nil }()
+	return s.Scan(dst)
 }
 
 func (s *OwnerScanner) init() {
@@ -190,6 +210,11 @@ func (s *OwnerScanner) scanProcess(procFd int, pid uint32, dst map[uint64]Owner,
 			inode, ok := socketInode(s.link[:l])
 			if !ok {
 				continue
+			}
+			if s.want != nil {
+				if _, ok := s.want[inode]; !ok {
+					continue
+				}
 			}
 			if _, dup := s.mine[inode]; dup {
 				continue

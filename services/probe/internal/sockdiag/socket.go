@@ -1,8 +1,9 @@
 // Package sockdiag reads the kernel's current TCP socket table (what
 // `ss -tanp -e -i` shows): every socket with its state, addresses, cookie
 // and tcp_info through NETLINK_SOCK_DIAG, and the process owning each socket
-// from /proc. The probe uses it once at start to learn the sockets that
-// existed before its tracepoints were attached.
+// from /proc. The probe uses it at start to learn the sockets that existed
+// before its tracepoints were attached, then periodically to find what its
+// events missed.
 package sockdiag
 
 import "net/netip"

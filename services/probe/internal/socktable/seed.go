@@ -31,8 +31,8 @@ func (t *Table) BeginSeed() {
 	t.recording = true
 }
 
-// AbandonSeed tells the table no Seed will follow (the dump failed), so it
-// stops remembering closed sockets.
+// AbandonSeed tells the table no Seed (or Resync) will follow (the dump
+// failed), so it stops remembering closed sockets.
 func (t *Table) AbandonSeed() {
 	t.recording = false
 	t.closedCookies = make(map[uint64]struct{})
@@ -115,6 +115,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 		}
 		if idx != nilIdx {
 			e := t.at(idx)
+			e.flags |= flagInDump
 			if e.cookie == 0 {
 				e.cookie = s.Cookie
 			}
@@ -137,7 +138,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 		e.state = s.State
 		e.since = seedSince(s, nowNs)
 		e.rqueue = s.RQueue
-		e.flags = flagSeeded | flagUnbound | flagEstimated
+		e.flags = flagSeeded | flagUnbound | flagEstimated | flagInDump
 		e.side = uint8(eventpb.Side_SIDE_CLIENT)
 		if s.State == sockdiag.StateListen || listeners.has(s.Src) {
 			e.side = uint8(eventpb.Side_SIDE_SERVER)
@@ -356,6 +357,7 @@ func (t *Table) dropDuplicate(idx int32, ev *eventpb.Event) {
 		e.cookie = d.cookie
 	}
 	e.rqueue = d.rqueue
+	e.flags |= d.flags & flagInDump
 	t.remove(dup)
 	t.stats.Duplicates++
 }
@@ -363,7 +365,11 @@ func (t *Table) dropDuplicate(idx int32, ev *eventpb.Event) {
 // tupleHash mixes a socket's addresses (SplitMix64 finaliser rounds) with
 // a random seed: remote ports and addresses are chosen by others.
 func (t *Table) tupleHash(fam uint8, sa *[16]byte, sport uint16, da *[16]byte, dport uint16) uint64 {
-	h := mix(t.hashSeed ^ (uint64(fam)<<32 | uint64(sport)<<16 | uint64(dport)))
+	return tupleHashSeed(t.hashSeed, fam, sa, sport, da, dport)
+}
+
+func tupleHashSeed(seed uint64, fam uint8, sa *[16]byte, sport uint16, da *[16]byte, dport uint16) uint64 {
+	h := mix(seed ^ (uint64(fam)<<32 | uint64(sport)<<16 | uint64(dport)))
 	h = mix(h ^ binary.LittleEndian.Uint64(sa[:8]))
 	h = mix(h ^ binary.LittleEndian.Uint64(sa[8:]))
 	h = mix(h ^ binary.LittleEndian.Uint64(da[:8]))

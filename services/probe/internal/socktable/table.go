@@ -26,6 +26,10 @@ const (
 	// flagMayDup: made by events from before the dump, so a seeded entry
 	// may be the same socket (see dropDuplicate).
 	flagMayDup
+	// flagInDump: a sock_diag dump of the probe's network namespace listed
+	// the socket, so Resync may remove it once a dump no longer does. The
+	// events come from every namespace; the dumps see only the probe's.
+	flagInDump
 )
 
 // seedSlack is how long after Seed's now events may still be from before
@@ -55,6 +59,9 @@ type entry struct {
 	side       uint8 // eventpb.Side
 	owner      uint8 // eventpb.OwnerSource of pid/comm/cgroupID
 	flags      uint8
+	// epoch is the table's epoch at the last event: an entry whose epoch
+	// is the current one had an event since BeginResync (wraps harmlessly).
+	epoch uint16
 }
 
 // Stats are the table's counters. Sockets is a level, the rest count
@@ -84,6 +91,10 @@ type Stats struct {
 	CloseRecordsLost uint64
 	// BadEvents: events Apply rejected.
 	BadEvents uint64
+	// Resync: what reconciliations with the kernel changed (see Resync).
+	ResyncRemoved uint64
+	ResyncAdded   uint64
+	ResyncFixed   uint64
 	// Comms: distinct process names held.
 	Comms int
 }
@@ -109,7 +120,9 @@ type Table struct {
 	recording     bool
 	closedCookies map[uint64]struct{}
 	closedTuples  map[uint64]struct{}
+	epoch         uint16 // see entry.epoch
 	stats         Stats
+	resync        resyncScratch
 
 	snap snapshotScratch
 }
@@ -189,6 +202,7 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 		}
 	}
 	t.update(t.at(idx), ev, fam)
+	t.at(idx).epoch = t.epoch
 	if t.at(idx).flags&flagMayDup != 0 {
 		t.dropDuplicate(idx, ev)
 		// After an event with a cookie or from after the dump, a
