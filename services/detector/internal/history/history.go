@@ -75,6 +75,10 @@ func (r Reader) SeqAt(ctx context.Context, t time.Time) (uint64, error) {
 	return c.CachedInfo().Delivered.Stream + 1, nil
 }
 
+// replayFetchBytes bounds one replay fetch; more than the largest message
+// the server accepts (1 MiB by default).
+const replayFetchBytes = 8 << 20
+
 // Replay calls fn for each message on subjects stored at or after since and
 // with a sequence below before, in stream order, until ctx ends.
 func (r Reader) Replay(ctx context.Context, subjects []string, since time.Time, before uint64, fn func(Msg)) error {
@@ -87,7 +91,10 @@ func (r Reader) Replay(ctx context.Context, subjects []string, since time.Time, 
 		return nil
 	}
 	for {
-		batch, err := c.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+		// By bytes, not messages: 256 probe batches of 256 KiB would be the
+		// whole 64 MiB a NATS server lets pile up for one connection, which
+		// then gets cut off as a slow consumer.
+		batch, err := c.FetchBytes(replayFetchBytes, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return fmt.Errorf("replay fetch: %w", err)
 		}
