@@ -22,6 +22,8 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"ring buffer", func(c *Config) { c.Tracer.RingBufferBytes = 12345 }, "tracer.ring_buffer_bytes"},
 		{"listener map", func(c *Config) { c.Tracer.ListenerMapEntries = -1 }, "tracer.listener_map_entries"},
 		{"socket table", func(c *Config) { c.Sockets.MaxEntries = 10 }, "sockets.max_entries"},
+		{"resync interval", func(c *Config) { c.Sockets.ResyncInterval = 10 * time.Millisecond }, "sockets.resync_interval"},
+		{"negative resync interval", func(c *Config) { c.Sockets.ResyncInterval = -time.Second }, "sockets.resync_interval"},
 		{"snapshot interval", func(c *Config) { c.Snapshot.Interval = time.Millisecond }, "snapshot.interval"},
 		{"snapshot groups", func(c *Config) { c.Snapshot.MaxGroups = 0 }, "snapshot.max_groups"},
 		{"snapshot close_wait", func(c *Config) { c.Snapshot.MaxCloseWait = -1 }, "snapshot.max_close_wait"},

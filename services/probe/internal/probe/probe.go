@@ -42,6 +42,10 @@ type Probe struct {
 	seq   uint64 // last Event/Connection seq
 	snap  eventpb.Snapshot
 	c     counters
+	// resyncReady: the start-up seed is over (or off), resyncs may run.
+	resyncReady bool
+
+	rs resyncer
 }
 
 // counters are the probe's own totals (the kernel's are read from the
@@ -54,6 +58,7 @@ type counters struct {
 	snapshots, snapErrs uint64
 	tableErrs           uint64
 	seed                SeedStats
+	resync              resyncCounters
 	skippedTracepoints  []string
 	decodeErrLogged     bool
 	tableErrLogged      bool
@@ -140,7 +145,19 @@ func (p *Probe) Run(ctx context.Context) error {
 		p.mu.Unlock()
 	})
 	every(p.cfg.Stats.Interval, func(time.Time) { p.report(nc, tr, pub) })
-	every(p.cfg.Snapshot.Interval, func(now time.Time) { p.snapshot(now) })
+	resync := p.cfg.Sockets.ResyncInterval > 0
+	defer p.rs.close()
+	every(p.cfg.Snapshot.Interval, func(now time.Time) {
+		if resync {
+			// Leak alerts read the CLOSE_WAIT sockets: reconcile them first.
+			p.resync(socktable.CloseWaitStates, false)
+			now = time.Now()
+		}
+		p.snapshot(now)
+	})
+	if resync {
+		every(p.cfg.Sockets.ResyncInterval, func(time.Time) { p.resync(socktable.SeedStates, true) })
+	}
 	if p.cfg.Sockets.Seed {
 		// After attaching, so that no socket falls between the dump and the
 		// events; concurrently with reading, so the ring buffer keeps
@@ -149,10 +166,14 @@ func (p *Probe) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			p.seed(bg, tr)
+			p.mu.Lock()
+			p.resyncReady = true
+			p.mu.Unlock()
 		}()
 	} else {
 		p.mu.Lock()
 		p.table.AbandonSeed()
+		p.resyncReady = true
 		p.mu.Unlock()
 	}
 

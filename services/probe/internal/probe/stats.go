@@ -43,15 +43,33 @@ type Stats struct {
 	// state time, owner and connection record).
 	Maps []tracer.MapUsage `json:"maps,omitempty"`
 	// The probe's socket table (source of the snapshots).
-	Table              socktable.Stats `json:"socket_table"`
-	TableErrors        uint64          `json:"socket_table_errors"`
-	Snapshots          uint64          `json:"snapshots"`
-	Seed               SeedStats       `json:"seed"`
-	SkippedTracepoints []string        `json:"skipped_tracepoints,omitempty"`
-	BatchesPublished   uint64          `json:"batches_published"` // NATS messages acknowledged
-	InFlight           int             `json:"batches_in_flight"` // published, not yet acknowledged
-	UnknownKind        uint64          `json:"events_unknown_kind"`
-	RSSBytes           uint64          `json:"rss_bytes"`
+	Table       socktable.Stats `json:"socket_table"`
+	TableErrors uint64          `json:"socket_table_errors"`
+	Snapshots   uint64          `json:"snapshots"`
+	Seed        SeedStats       `json:"seed"`
+	// Reconciliations of the table with the kernel (sockets.resync_interval,
+	// and CLOSE_WAIT before each snapshot): entries removed because the
+	// kernel no longer had them, sockets added that events missed, states
+	// corrected; failed runs; how long the last run and the last full run
+	// took; what the last full run could not judge (entries the dump lacks
+	// that were never in a dump and whose owner is in another network
+	// namespace or unknown: kept) and deferred (closed during the dump, or
+	// a connect in flight: looked at again next time).
+	ResyncRuns            uint64   `json:"resync_runs"`
+	ResyncFullRuns        uint64   `json:"resync_full_runs"`
+	ResyncRemoved         uint64   `json:"resync_removed"`
+	ResyncAdded           uint64   `json:"resync_added"`
+	ResyncFixed           uint64   `json:"resync_fixed"`
+	ResyncErrors          uint64   `json:"resync_errors"`
+	ResyncLastSeconds     float64  `json:"resync_last_seconds"`
+	ResyncLastFullSeconds float64  `json:"resync_last_full_seconds"`
+	ResyncUnverified      int      `json:"resync_unverified"`
+	ResyncDeferred        int      `json:"resync_deferred"`
+	SkippedTracepoints    []string `json:"skipped_tracepoints,omitempty"`
+	BatchesPublished      uint64   `json:"batches_published"` // NATS messages acknowledged
+	InFlight              int      `json:"batches_in_flight"` // published, not yet acknowledged
+	UnknownKind           uint64   `json:"events_unknown_kind"`
+	RSSBytes              uint64   `json:"rss_bytes"`
 }
 
 // stats returns the current counters.
@@ -95,6 +113,10 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 		s.Table = p.table.Stats()
 	}
 	s.TableErrors, s.Snapshots, s.Seed, s.SkippedTracepoints = c.tableErrs, c.snapshots, c.seed, c.skippedTracepoints
+	s.ResyncRuns, s.ResyncFullRuns, s.ResyncErrors = c.resync.runs, c.resync.fullRuns, c.resync.errs
+	s.ResyncRemoved, s.ResyncAdded, s.ResyncFixed = s.Table.ResyncRemoved, s.Table.ResyncAdded, s.Table.ResyncFixed
+	s.ResyncLastSeconds, s.ResyncLastFullSeconds = c.resync.lastSeconds, c.resync.lastFullSeconds
+	s.ResyncUnverified, s.ResyncDeferred = c.resync.unverified, c.resync.deferred
 	if p.out != nil {
 		s.UnknownKind = p.out.unknownKind
 	}
@@ -110,7 +132,7 @@ func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher)
 	for _, m := range s.Maps {
 		evictions += m.Evictions
 	}
-	if s.RingbufDrops > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 || evictions > 0 || s.Table.Evictions > 0 {
+	if s.RingbufDrops > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 || evictions > 0 || s.Table.Evictions > 0 || s.ResyncErrors > 0 {
 		level = slog.LevelWarn
 	}
 	p.log.Log(context.Background(), level, "probe stats",
@@ -118,7 +140,9 @@ func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher)
 		"ringbuf_drops", s.RingbufDrops, "decode_errors", s.DecodeErrors, "publish_errors", s.PublishErrors,
 		"events_dropped", s.EventsDropped, "batches_in_flight", s.InFlight, "connections", s.Connections,
 		"owner_unknown", s.OwnerUnknown, "kernel_map_evictions", evictions, "sockets", s.Table.Sockets,
-		"socket_table_evictions", s.Table.Evictions, "snapshots", s.Snapshots, "rss_mib", s.RSSBytes>>20)
+		"socket_table_evictions", s.Table.Evictions, "snapshots", s.Snapshots,
+		"resync_removed", s.ResyncRemoved, "resync_added", s.ResyncAdded, "resync_fixed", s.ResyncFixed,
+		"resync_errors", s.ResyncErrors, "resync_last_ms", int64(s.ResyncLastSeconds*1000), "rss_mib", s.RSSBytes>>20)
 	data, _ := json.Marshal(s)
 	// Stats go to the same stream (it captures netpulse.events.>); core
 	// publish is enough for a periodic health report.

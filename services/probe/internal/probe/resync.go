@@ -1,0 +1,189 @@
+package probe
+
+import (
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
+	"github.com/netpulse/netpulse/services/probe/internal/socktable"
+)
+
+// maxNetnsChecks bounds the owner namespace checks of one resync (one
+// readlink per distinct pid); the candidates beyond are kept, counted as
+// unverified.
+const maxNetnsChecks = 4096
+
+// resyncer holds what reconciling the table with the kernel reuses from
+// run to run. Its mutex serialises the runs (the full one and the one
+// before each snapshot share the dumper).
+type resyncer struct {
+	mu        sync.Mutex
+	dumper    *sockdiag.Dumper
+	dump      *socktable.Dump
+	scanner   sockdiag.OwnerScanner
+	owners    map[uint64]sockdiag.Owner
+	want      map[uint64]struct{}
+	cands     []socktable.Candidate
+	gone      []socktable.Candidate
+	netnsOK   map[uint32]bool
+	selfNet   string
+	errLogged map[string]bool
+}
+
+// resyncCounters are the resync figures of the stats document.
+type resyncCounters struct {
+	runs, fullRuns, errs uint64
+	lastSeconds          float64 // the last run, either kind
+	lastFullSeconds      float64
+	unverified           int // entries the last full run could not judge, kept
+	deferred             int
+}
+
+func (r *resyncer) close() {
+	if r.dumper != nil {
+		_ = r.dumper.Close()
+	}
+}
+
+// resync reconciles the table with the kernel's sockets in states (see
+// socktable.Resync); full says it is the periodic one over every tracked
+// state. A failure is counted and logged once per kind; the table is then
+// left as it was.
+func (p *Probe) resync(states sockdiag.StateSet, full bool) {
+	r := &p.rs
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	start := time.Now()
+	p.mu.Lock()
+	if !p.resyncReady {
+		p.mu.Unlock()
+		return // the start-up seed is still running
+	}
+	if r.dump == nil {
+		r.dump = p.table.NewDump()
+	}
+	p.table.BeginResync()
+	p.mu.Unlock()
+
+	if r.dumper == nil {
+		d, err := sockdiag.NewDumper()
+		if err != nil {
+			p.resyncFailed("sock_diag", err)
+			return
+		}
+		r.dumper = d
+	}
+	r.dump.Reset(states)
+	if err := r.dumper.DumpFunc(states, r.dump.Add); err != nil {
+		p.resyncFailed("sock_diag dump", err)
+		return
+	}
+
+	p.mu.Lock()
+	res := p.table.Resync(r.dump, time.Now())
+	if r.want == nil {
+		r.want, r.owners, r.netnsOK = map[uint64]struct{}{}, map[uint64]sockdiag.Owner{}, map[uint32]bool{}
+	}
+	clear(r.want)
+	for _, a := range res.Added {
+		if a.Inode != 0 {
+			r.want[a.Inode] = struct{}{}
+		}
+	}
+	r.cands = append(r.cands[:0], res.Unverified...)
+	unverified, deferred := res.UnverifiedNoOwner, res.Deferred
+	p.mu.Unlock()
+
+	// Without the lock: the /proc scan and the namespace checks read files.
+	if len(r.want) > 0 {
+		if _, err := r.scanner.ScanInodes(r.owners, r.want); err != nil {
+			p.resyncFailed("/proc scan", err)
+		} else {
+			p.mu.Lock()
+			p.table.SetScanOwners(r.owners)
+			p.mu.Unlock()
+		}
+		clear(r.owners)
+	}
+	if len(r.cands) > 0 {
+		var kept int
+		r.gone, kept = r.inOwnNetns(r.cands, r.gone[:0])
+		unverified += kept
+		p.mu.Lock()
+		p.table.RemoveGone(r.gone)
+		p.mu.Unlock()
+	}
+	if full && r.dump.Len() >= bigSeed {
+		r.dump.Release() // 7 MiB per 100k sockets: not kept between runs
+	}
+
+	secs := time.Since(start).Seconds()
+	p.mu.Lock()
+	c := &p.c.resync
+	c.runs++
+	c.lastSeconds = secs
+	if full {
+		c.fullRuns++
+		c.lastFullSeconds = secs
+		c.unverified, c.deferred = unverified, deferred
+	}
+	p.mu.Unlock()
+}
+
+// resyncFailed counts a failed resync, logs it once per kind of failure
+// and stops the table's recording of closed sockets.
+func (p *Probe) resyncFailed(what string, err error) {
+	r := &p.rs
+	if r.dumper != nil && what != "/proc scan" {
+		_ = r.dumper.Close() // reopened by the next run
+		r.dumper = nil
+	}
+	p.mu.Lock()
+	p.c.resync.errs++
+	if what != "/proc scan" {
+		p.table.AbandonSeed()
+	}
+	p.mu.Unlock()
+	if r.errLogged == nil {
+		r.errLogged = map[string]bool{}
+	}
+	if !r.errLogged[what] {
+		r.errLogged[what] = true
+		p.log.Error("socket table resync failed; the table stays as it is (counted in resync_errors; logged once per step)", "step", what, "err", err)
+	}
+}
+
+// inOwnNetns appends to gone the candidates whose owning process lives in
+// the probe's network namespace: the dump would have listed their socket,
+// so it is gone. The others (another namespace, the process gone, more
+// than maxNetnsChecks pids) are kept; kept counts them.
+func (r *resyncer) inOwnNetns(cands, gone []socktable.Candidate) (_ []socktable.Candidate, kept int) {
+	if r.selfNet == "" {
+		self, err := os.Readlink("/proc/self/ns/net")
+		if err != nil {
+			return gone, len(cands)
+		}
+		r.selfNet = self
+	}
+	clear(r.netnsOK)
+	for _, c := range cands {
+		ok, seen := r.netnsOK[c.PID]
+		if !seen {
+			if len(r.netnsOK) >= maxNetnsChecks {
+				kept++
+				continue
+			}
+			ns, err := os.Readlink("/proc/" + strconv.FormatUint(uint64(c.PID), 10) + "/ns/net")
+			ok = err == nil && ns == r.selfNet
+			r.netnsOK[c.PID] = ok
+		}
+		if ok {
+			gone = append(gone, c)
+		} else {
+			kept++
+		}
+	}
+	return gone, kept
+}
