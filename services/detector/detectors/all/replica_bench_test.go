@@ -1,6 +1,7 @@
 package all
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -9,6 +10,8 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +27,7 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
 	"github.com/netpulse/netpulse/services/detector/internal/detector"
+	"github.com/netpulse/netpulse/services/detector/internal/runner"
 )
 
 var (
@@ -120,7 +124,9 @@ func benchReplica(b *testing.B, name string) {
 	if err := cfg.Validate(); err != nil {
 		b.Fatal(err)
 	}
-	d, err := detector.New(cfg, detect.Default, slog.New(slog.DiscardHandler), detector.WithClock(fake))
+	// The replica's warnings go into the failure message, if there is one.
+	logs := &lockedBuffer{}
+	d, err := detector.New(cfg, detect.Default, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), detector.WithClock(fake))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,7 +144,7 @@ func benchReplica(b *testing.B, name string) {
 	c := d.Counters(name)
 	poll(b, ctx, "the replica to own every partition and start its workers", func() bool {
 		return c.Partitions.Load() == int64(cfg.Group.Partitions) && fake.Tickers() >= cfg.Group.Partitions
-	})
+	}, nil)
 
 	var nc *nats.Conn
 	inPart("publisher", func() { nc, _ = natstest.Connect(b, ns) })
@@ -146,8 +152,11 @@ func benchReplica(b *testing.B, name string) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// Batches handled once each. A redelivered one (its ack came after
+	// ack_wait, as happens when a backlog queues in the replica) counts as a
+	// duplicate, not here.
 	handled := func() uint64 {
-		return c.Messages.Load() + c.Duplicates.Load() + c.Stale.Load() + c.DeadLettered.Load()
+		return c.Messages.Load() + c.Stale.Load() + c.DeadLettered.Load()
 	}
 
 	cpu0 := cpuTime(b)
@@ -156,12 +165,15 @@ func benchReplica(b *testing.B, name string) {
 	go inPart("publisher", func() { pubErr <- publishFleet(ctx, js, p.Kinds, hosts, perStep) })
 	// Move the replica's clock a step each time that step's batches are handled.
 	for k := 1; k < len(steps); k++ {
-		poll(b, ctx, fmt.Sprintf("step %d of %d handled (%d of %d batches)", k, len(steps)-1, handled(), through[k]), func() bool {
+		// A step is a second of traffic or less: a minute means stuck.
+		stepCtx, cancel := context.WithTimeout(ctx, time.Minute)
+		poll(b, stepCtx, fmt.Sprintf("step %d of %d handled (%d of %d batches)", k, len(steps)-1, handled(), through[k]), func() bool {
 			return handled() >= through[k] || failed(b, pubErr)
-		})
+		}, func() string { return stuck(ns, js, c) + "\nreplica warnings:\n" + logs.String() })
+		cancel()
 		fake.Advance(every)
 	}
-	poll(b, ctx, "every batch handled", func() bool { return handled() >= msgs || failed(b, pubErr) })
+	poll(b, ctx, "every batch handled", func() bool { return handled() >= msgs || failed(b, pubErr) }, func() string { return stuck(ns, js, c) + "\nreplica warnings:\n" + logs.String() })
 	b.StopTimer()
 	cpu := cpuTime(b) - cpu0
 	if err := <-pubErr; err != nil {
@@ -171,7 +183,7 @@ func benchReplica(b *testing.B, name string) {
 	// One more evaluation of every host after the last batch, then count.
 	evals := c.Evaluations.Load()
 	fake.Advance(every)
-	poll(b, ctx, "a last evaluation of every host", func() bool { return c.Evaluations.Load() >= evals+uint64(hosts) })
+	poll(b, ctx, "a last evaluation of every host", func() bool { return c.Evaluations.Load() >= evals+uint64(hosts) }, nil)
 	alerts := c.Fired.Load() + c.Reminders.Load() + c.Resolved.Load()
 	switch {
 	case c.Events.Load() != uint64(events) || c.Messages.Load() != msgs:
@@ -197,6 +209,8 @@ func benchReplica(b *testing.B, name string) {
 	b.ReportMetric(float64(c.Evaluations.Load())/float64(hosts*len(steps)), "eval_ratio")
 	b.ReportMetric(float64(hosts), "hosts")
 	b.ReportMetric(float64(alerts), "alerts")
+	b.ReportMetric(float64(c.Duplicates.Load()), "redelivered")
+	b.ReportMetric(float64(ns.NumSlowConsumersClients()), "slow_consumers")
 	b.ReportMetric(0, "ns/op") // per second of fleet traffic: x_realtime says it better
 }
 
@@ -268,17 +282,67 @@ func failed(b *testing.B, pubErr chan error) bool {
 
 // poll waits for cond, checking every millisecond (the clock above must
 // follow the replica closely), until ctx ends.
-func poll(b *testing.B, ctx context.Context, what string, cond func() bool) {
+func poll(b *testing.B, ctx context.Context, what string, cond func() bool, state func() string) {
 	b.Helper()
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
 	for !cond() {
 		select {
 		case <-ctx.Done():
+			if state != nil {
+				b.Fatalf("timed out waiting for %s; %s", what, state())
+			}
 			b.Fatalf("timed out waiting for %s", what)
 		case <-t.C:
 		}
 	}
+}
+
+// stuck says where the batches are when the replica stops making progress:
+// the server's slow-consumer disconnects, the publisher's unacknowledged
+// publishes, the replica's counters, and every stream with its consumers.
+func stuck(ns *server.Server, js jetstream.JetStream, c *runner.Counters) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "server: %d slow consumer clients disconnected; publishes pending %d; replica: messages %d, duplicates %d, stale %d, dead-lettered %d, hosts %d, partitions %d, takeovers %d",
+		ns.NumSlowConsumersClients(), js.PublishAsyncPending(), c.Messages.Load(), c.Duplicates.Load(), c.Stale.Load(), c.DeadLettered.Load(),
+		c.Hosts.Load(), c.Partitions.Load(), c.Takeovers.Load())
+	streams := js.ListStreams(ctx)
+	for si := range streams.Info() {
+		fmt.Fprintf(&sb, "\n  stream %s: %d msgs, seq %d..%d", si.Config.Name, si.State.Msgs, si.State.FirstSeq, si.State.LastSeq)
+		st, err := js.Stream(ctx, si.Config.Name)
+		if err != nil {
+			continue
+		}
+		consumers := st.ListConsumers(ctx)
+		for ci := range consumers.Info() {
+			fmt.Fprintf(&sb, "\n    consumer %s: pending %d, ack pending %d, redelivered %d, waiting %d, delivered %d, ack floor %d",
+				ci.Name, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.NumWaiting, ci.Delivered.Stream, ci.AckFloor.Stream)
+		}
+	}
+	if err := streams.Err(); err != nil {
+		fmt.Fprintf(&sb, "\n  listing streams: %v", err)
+	}
+	return sb.String()
+}
+
+// lockedBuffer is a bytes.Buffer the replica's goroutines write to.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
 
 // inPart runs fn with the profiler label part=name.
