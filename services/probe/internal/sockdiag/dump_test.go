@@ -350,3 +350,32 @@ func TestDumpStatesFilters(t *testing.T) {
 		})
 	}
 }
+
+// TestDumpFuncMatchesDump checks that the streamed dump hands over the
+// same sockets as Dump, each once.
+func TestDumpFuncMatchesDump(t *testing.T) {
+	lb := newLoopback(t, "tcp4", "127.0.0.1:0", 300, 50)
+	ports := map[netip.AddrPort]bool{lb.ln.Addr().(*net.TCPAddr).AddrPort(): true}
+	d, err := NewDumper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var streamed []Socket
+	if err := d.DumpFunc(AllStates, func(s *Socket) { streamed = append(streamed, *s) }); err != nil {
+		t.Fatal(err)
+	}
+	whole, err := d.Dump(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := onPorts(streamed, ports), onPorts(whole, ports)
+	if len(a) != len(b) || len(a) < 1+2*300+4*50 {
+		t.Fatalf("streamed %d sockets on the test port, Dump %d, want both at least %d", len(a), len(b), 1+2*300+4*50)
+	}
+	for k, s := range b {
+		if a[k].Cookie != s.Cookie || a[k].State != s.State {
+			t.Errorf("%v: streamed %+v, dumped %+v", k, a[k], s)
+		}
+	}
+}

@@ -238,3 +238,28 @@ func bpfCurrentCgroupID(t *testing.T) uint64 {
 	lo, hi := run(false), run(true)
 	return uint64(hi)<<32 | uint64(lo)
 }
+
+// TestScanInodesOnlyWanted checks that a scan for chosen inodes keeps only
+// those, with the same owners a full scan gives them.
+func TestScanInodesOnlyWanted(t *testing.T) {
+	root := fakeProc(t, map[string]map[string]string{
+		"20":  {"3": "socket:[555]", "4": "socket:[556]"},
+		"300": {"3": "socket:[555]", "4": "socket:[777]", "5": "socket:[888]"},
+	})
+	s := OwnerScanner{ProcRoot: root, CgroupRoot: t.TempDir()}
+	owners := map[uint64]Owner{1: {PID: 1}}
+	if _, err := s.ScanInodes(owners, map[uint64]struct{}{555: {}, 777: {}, 999: {}}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]Owner{555: {PID: 20, Comm: "proc20", Procs: 2}, 777: {PID: 300, Comm: "proc300", Procs: 1}}
+	if fmt.Sprint(owners) != fmt.Sprint(want) {
+		t.Errorf("owners %v\nwant   %v", owners, want)
+	}
+	if _, err := s.ScanInodes(owners, nil); err != nil || len(owners) != 0 {
+		t.Errorf("nothing wanted: %v, %v", owners, err)
+	}
+	// The filter is not left behind.
+	if st, err := s.Scan(owners); err != nil || st.Sockets != 4 {
+		t.Errorf("full scan after: %+v %v", st, err)
+	}
+}
