@@ -216,3 +216,48 @@ func BenchmarkSnapshot(b *testing.B) {
 	b.ReportMetric(float64(len(dst.Groups)), "groups")
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/benchSockets, "ns/socket")
 }
+
+// BenchmarkResync reconciles a table of 100k live sockets with a dump of
+// the same sockets, a fifth in CLOSE_WAIT: the table-side cost of the
+// probe's periodic resync (the dump itself is sockdiag's BenchmarkDumpFunc).
+// "full" hands over every socket; "close-wait" the CLOSE_WAIT ones, as the
+// resync before each snapshot does. One op is BeginResync, Add of each
+// dumped socket and Resync.
+func BenchmarkResync(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		states sockdiag.StateSet
+	}{
+		{"full", SeedStates},
+		{"close-wait", CloseWaitStates},
+	} {
+		b.Run("sockets=100k/"+bc.name, func(b *testing.B) {
+			tb, _ := liveTable(benchSockets)
+			socks, _ := diagHost(benchSockets)
+			d := tb.NewDump()
+			run := func() ResyncResult {
+				tb.BeginResync()
+				d.Reset(bc.states)
+				for i := range socks {
+					d.Add(&socks[i])
+				}
+				return tb.Resync(d, time.Unix(0, t0+time.Hour.Nanoseconds()))
+			}
+			run() // learns the cookies and the CLOSE_WAIT states
+			if res := run(); res.Removed != 0 || len(res.Added) != 0 || res.Fixed != 0 || len(res.Unverified) != 0 {
+				b.Fatalf("consistent table: %+v", res)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			var res ResyncResult
+			for b.Loop() {
+				res = run()
+			}
+			if res.Removed != 0 || len(res.Added) != 0 || res.Fixed != 0 || tb.Len() != benchSockets {
+				b.Fatalf("consistent table: %+v", res)
+			}
+			b.ReportMetric(float64(res.Dumped), "dumped")
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/resync")
+		})
+	}
+}

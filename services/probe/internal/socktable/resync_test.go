@@ -1,0 +1,131 @@
+package socktable
+
+import (
+	"testing"
+	"time"
+
+	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
+)
+
+// dumpOf is a Dump of the given sockets, as DumpFunc would hand them over.
+func dumpOf(tb *Table, states sockdiag.StateSet, socks ...sockdiag.Socket) *Dump {
+	d := tb.NewDump()
+	d.Reset(states)
+	for i := range socks {
+		d.Add(&socks[i])
+	}
+	return d
+}
+
+// TestResync runs the three repairs on a table whose events were partly
+// lost, and checks what must be left alone.
+func TestResync(t *testing.T) {
+	tb := New(100)
+	tb.AbandonSeed()
+	mustApply(t, tb,
+		// 1: CLOSE_WAIT, confirmed by a first resync, its CLOSE lost later.
+		ev(1, t0, stEst, stCloseWait, addrs("10.0.0.1:80", "10.0.0.2:5001"), owner(ownTask, 10, "srv", 1), cookie(101)),
+		// 2: ESTABLISHED in the table, CLOSE_WAIT in the kernel (event lost).
+		ev(2, t0, stSynSent, stEst, addrs("10.0.0.1:40002", "10.0.0.3:443"), owner(ownTask, 10, "srv", 1)),
+		// 3: CLOSE_WAIT, never in a dump, absent: another namespace or gone.
+		ev(3, t0, stEst, stCloseWait, addrs("10.0.0.1:80", "10.0.0.2:5003"), owner(ownTask, 11, "other", 2)),
+		// 4: CLOSE_WAIT, confirmed, then closes during the next dump.
+		ev(4, t0, stEst, stCloseWait, addrs("10.0.0.1:80", "10.0.0.2:5004"), cookie(104)),
+		// 5: confirmed, then has an event during the next dump.
+		ev(5, t0, stEst, stCloseWait, addrs("10.0.0.1:80", "10.0.0.2:5005"), cookie(105)),
+		// The listener: the table's listeners tell an added socket's side.
+		ev(7, t0, stClose, stListen, addrs("0.0.0.0:80", "0.0.0.0:0"), owner(ownTask, 10, "srv", 1)))
+	cw := func(src, dst string, c uint64) sockdiag.Socket {
+		return diagSock(sockdiag.StateCloseWait, src, dst, c, c+1000)
+	}
+	first := []sockdiag.Socket{
+		cw("10.0.0.1:80", "10.0.0.2:5001", 101),
+		cw("10.0.0.1:80", "10.0.0.2:5004", 104),
+		cw("10.0.0.1:80", "10.0.0.2:5005", 105),
+	}
+	tb.BeginResync()
+	res := tb.Resync(dumpOf(tb, CloseWaitStates, first...), time.Unix(0, t0+ms))
+	if res.Removed != 0 || len(res.Added) != 0 || res.Fixed != 0 || res.UnverifiedNoOwner != 0 ||
+		len(res.Unverified) != 1 || res.Unverified[0].SockID != 3 || res.Unverified[0].PID != 11 {
+		t.Fatalf("consistent table: %+v", res)
+	}
+
+	// The second dump: 1 gone, 2 in CLOSE_WAIT, 4 closing while it ran,
+	// 5 still there, 6 new and missed by the events.
+	tb.BeginResync()
+	mustApply(t, tb,
+		ev(4, t0+2*ms, stCloseWait, stClose, addrs("10.0.0.1:80", "10.0.0.2:5004"), cookie(104)),
+		ev(5, t0+2*ms, stCloseWait, stLastAck, addrs("10.0.0.1:80", "10.0.0.2:5005"), cookie(105)))
+	second := []sockdiag.Socket{
+		cw("10.0.0.1:40002", "10.0.0.3:443", 102),
+		cw("10.0.0.1:80", "10.0.0.2:5004", 104), // listed before it closed
+		cw("10.0.0.1:80", "10.0.0.2:5005", 105), // listed before its event
+		cw("10.0.0.1:80", "10.0.0.2:5006", 106),
+	}
+	second[3].Info = sockdiag.TCPInfo{Len: 232, LastAckRecvMs: 4000, LastDataRecvMs: 9000}
+	now := time.Unix(0, t0+10*ms)
+	res = tb.Resync(dumpOf(tb, CloseWaitStates, second...), now)
+	if res.Removed != 1 || res.Fixed != 1 || len(res.Added) != 1 || res.Added[0] != (AddedSocket{Cookie: 106, Inode: 1106}) ||
+		res.Deferred != 1 || len(res.Unverified) != 1 {
+		t.Fatalf("second resync: %+v", res)
+	}
+	if _, ok := tb.Get(1); ok {
+		t.Error("socket 1, gone from the kernel, is still in the table")
+	}
+	if e := mustGet(t, tb, 2); e.State != stCloseWait || !e.AgeEstimated || e.Cookie != 102 {
+		t.Errorf("socket 2 not corrected: %+v", e)
+	}
+	if e := mustGet(t, tb, 5); e.State != stLastAck {
+		t.Errorf("socket 5 changed during the dump was overwritten: %+v", e)
+	}
+	if _, ok := tb.Get(3); !ok {
+		t.Error("socket 3 (maybe another namespace) removed without its owner checked")
+	}
+	added, ok := tb.GetSeeded(106)
+	if !ok || added.State != stCloseWait || added.Side != sideServer || added.StateSince != now.UnixNano()-4000*ms {
+		t.Fatalf("socket 6 not added as it should be: %+v %v", added, ok)
+	}
+	if n := tb.SetScanOwners(map[uint64]sockdiag.Owner{1106: {PID: 77, Comm: "leaky", CgroupID: 3}}); n != 1 {
+		t.Errorf("SetScanOwners set %d owners", n)
+	}
+	if e, _ := tb.GetSeeded(106); e.PID != 77 || e.Comm != "leaky" || e.OwnerSource != ownScan {
+		t.Errorf("owner of socket 6: %+v", e)
+	}
+	// The caller found 3's owner in the probe's namespace: gone.
+	if n := tb.RemoveGone(res.Unverified); n != 1 {
+		t.Errorf("RemoveGone removed %d", n)
+	}
+	st := tb.Stats()
+	if st.ResyncRemoved != 2 || st.ResyncAdded != 1 || st.ResyncFixed != 1 || tb.Len() != 4 {
+		t.Errorf("stats %+v, %d sockets", st, tb.Len())
+	}
+
+	// The added socket's next event binds it.
+	mustApply(t, tb, ev(6, t0+20*ms, stCloseWait, stLastAck, addrs("10.0.0.1:80", "10.0.0.2:5006"), cookie(106)))
+	if e := mustGet(t, tb, 6); e.PID != 77 || tb.Len() != 4 {
+		t.Errorf("socket 6 after its event: %+v (%d sockets)", e, tb.Len())
+	}
+}
+
+// TestResyncLeavesOtherStates checks that a CLOSE_WAIT-only dump does not
+// judge entries in other states, and that a connect whose local port is
+// unknown defers the socket the dump shows for it.
+func TestResyncLeavesOtherStates(t *testing.T) {
+	tb := New(100)
+	tb.AbandonSeed()
+	mustApply(t, tb, ev(1, t0, stSynSent, stEst, addrs("10.0.0.1:40001", "10.0.0.3:443"), owner(ownTask, 10, "c", 1), cookie(9)))
+	tb.BeginResync()
+	res := tb.Resync(dumpOf(tb, CloseWaitStates), time.Unix(0, t0))
+	if res.Removed != 0 || len(res.Unverified) != 0 || tb.Len() != 1 {
+		t.Errorf("ESTABLISHED entry judged by a CLOSE_WAIT dump: %+v", res)
+	}
+
+	tb.BeginResync()
+	mustApply(t, tb, ev(2, t0+ms, stClose, stSynSent, addrs("10.0.0.1:0", "10.0.0.4:8080"), owner(ownTask, 10, "c", 1)))
+	res = tb.Resync(dumpOf(tb, SeedStates,
+		diagSock(sockdiag.StateEstablished, "10.0.0.1:40001", "10.0.0.3:443", 9, 1),
+		diagSock(sockdiag.StateEstablished, "10.0.0.1:40002", "10.0.0.4:8080", 10, 2)), time.Unix(0, t0+2*ms))
+	if res.Removed != 0 || len(res.Added) != 0 || res.Deferred != 1 || tb.Len() != 2 {
+		t.Errorf("connect in flight: %+v, %d sockets", res, tb.Len())
+	}
+}
