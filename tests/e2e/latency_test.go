@@ -493,21 +493,32 @@ func handshakesInStream(ctx context.Context, url, host, remote string, start tim
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	subject := natsutil.EventSubject(host, natsutil.KindState)
-	cons, err := js.OrderedConsumer(ctx, natsutil.EventsStream, jetstream.OrderedConsumerConfig{
+	st, err := js.Stream(ctx, natsutil.EventsStream)
+	if err != nil {
+		return err.Error()
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject}, DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &start})
 	if err != nil {
 		return err.Error()
 	}
+	// Read up to what the stream held when this began (a busy server can
+	// take seconds to deliver: a short wait is no end).
 	var established, timed, slow int
 	var batch eventpb.Batch
-	for {
-		mb, err := cons.Fetch(256, jetstream.FetchMaxWait(2*time.Second))
+	for seq := uint64(0); seq < info.State.LastSeq; {
+		mb, err := cons.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return err.Error()
 		}
-		n := 0
 		for m := range mb.Messages() {
-			n++
+			if meta, err := m.Metadata(); err == nil {
+				seq = meta.Sequence.Stream
+			}
 			batch.ResetVT()
 			if err := batch.UnmarshalVT(m.Data()); err != nil {
 				return err.Error()
@@ -525,8 +536,8 @@ func handshakesInStream(ctx context.Context, url, host, remote string, start tim
 				}
 			}
 		}
-		if n == 0 || ctx.Err() != nil {
-			break
+		if ctx.Err() != nil {
+			return fmt.Sprintf("reading the stream: %v after %d SYN_SENT->ESTABLISHED events to port %d", ctx.Err(), established, ap.Port())
 		}
 	}
 	return fmt.Sprintf("the stream holds %d SYN_SENT->ESTABLISHED events to port %d since the round began, %d with handshake_us, %d of them ≥ 500 ms",
