@@ -497,7 +497,7 @@ func handshakesInStream(ctx context.Context, url, host, remote string, start tim
 	if err != nil {
 		return err.Error()
 	}
-	info, err := st.Info(ctx)
+	last, err := st.GetLastMsgForSubject(ctx, subject)
 	if err != nil {
 		return err.Error()
 	}
@@ -510,7 +510,7 @@ func handshakesInStream(ctx context.Context, url, host, remote string, start tim
 	// take seconds to deliver: a short wait is no end).
 	var established, timed, slow int
 	var batch eventpb.Batch
-	for seq := uint64(0); seq < info.State.LastSeq; {
+	for seq := uint64(0); seq < last.Sequence; {
 		mb, err := cons.Fetch(256, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			return err.Error()
