@@ -54,8 +54,11 @@ var (
 // events/cpu_s per CPU second of the whole process (user+sys), which also
 // runs the NATS server and the publisher: conservative for the replica
 // alone; x_realtime is how many times faster than real time the fleet's
-// traffic went through (>1: one replica keeps up with that fleet). A healthy
-// fleet raises no alert: the benchmark fails if one fires.
+// traffic went through (>1: one replica keeps up with that fleet);
+// redelivered counts batches the server sent again (acked after ack_wait)
+// and slow_consumers the connections it cut. A healthy fleet raises no
+// alert, and every batch is observed exactly once: the benchmark fails
+// otherwise (a stall of a minute fails with where the batches are).
 func BenchmarkReplica(b *testing.B) {
 	for _, name := range detect.Default.Names() {
 		b.Run(name, func(b *testing.B) { benchReplica(b, name) })
