@@ -1,19 +1,12 @@
 package probe
 
 import (
-	"os"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 )
-
-// maxNetnsChecks bounds the owner namespace checks of one resync (one
-// readlink per distinct pid); the candidates beyond are kept, counted as
-// unverified.
-const maxNetnsChecks = 4096
 
 // resyncer holds what reconciling the table with the kernel reuses from
 // run to run. Its mutex serialises the runs (the full one and the one
@@ -25,10 +18,6 @@ type resyncer struct {
 	scanner   sockdiag.OwnerScanner
 	owners    map[uint64]sockdiag.Owner
 	want      map[uint64]struct{}
-	cands     []socktable.Candidate
-	gone      []socktable.Candidate
-	netnsOK   map[uint32]bool
-	selfNet   string
 	errLogged map[string]bool
 }
 
@@ -84,7 +73,7 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 	p.mu.Lock()
 	res := p.table.Resync(r.dump, time.Now())
 	if r.want == nil {
-		r.want, r.owners, r.netnsOK = map[uint64]struct{}{}, map[uint64]sockdiag.Owner{}, map[uint32]bool{}
+		r.want, r.owners = map[uint64]struct{}{}, map[uint64]sockdiag.Owner{}
 	}
 	clear(r.want)
 	for _, a := range res.Added {
@@ -92,11 +81,10 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 			r.want[a.Inode] = struct{}{}
 		}
 	}
-	r.cands = append(r.cands[:0], res.Unverified...)
-	unverified, deferred := res.UnverifiedNoOwner, res.Deferred
+	unverified, deferred := res.Unverified, res.Deferred
 	p.mu.Unlock()
 
-	// Without the lock: the /proc scan and the namespace checks read files.
+	// Without the lock: the /proc scan reads every process's descriptors.
 	if len(r.want) > 0 {
 		if _, err := r.scanner.ScanInodes(r.owners, r.want); err != nil {
 			p.resyncFailed("/proc scan", err)
@@ -106,14 +94,6 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 			p.mu.Unlock()
 		}
 		clear(r.owners)
-	}
-	if len(r.cands) > 0 {
-		var kept int
-		r.gone, kept = r.inOwnNetns(r.cands, r.gone[:0])
-		unverified += kept
-		p.mu.Lock()
-		p.table.RemoveGone(r.gone)
-		p.mu.Unlock()
 	}
 	if full && r.dump.Len() >= bigSeed {
 		r.dump.Release() // 7 MiB per 100k sockets: not kept between runs
@@ -153,37 +133,4 @@ func (p *Probe) resyncFailed(what string, err error) {
 		r.errLogged[what] = true
 		p.log.Error("socket table resync failed; the table stays as it is (counted in resync_errors; logged once per step)", "step", what, "err", err)
 	}
-}
-
-// inOwnNetns appends to gone the candidates whose owning process lives in
-// the probe's network namespace: the dump would have listed their socket,
-// so it is gone. The others (another namespace, the process gone, more
-// than maxNetnsChecks pids) are kept; kept counts them.
-func (r *resyncer) inOwnNetns(cands, gone []socktable.Candidate) (_ []socktable.Candidate, kept int) {
-	if r.selfNet == "" {
-		self, err := os.Readlink("/proc/self/ns/net")
-		if err != nil {
-			return gone, len(cands)
-		}
-		r.selfNet = self
-	}
-	clear(r.netnsOK)
-	for _, c := range cands {
-		ok, seen := r.netnsOK[c.PID]
-		if !seen {
-			if len(r.netnsOK) >= maxNetnsChecks {
-				kept++
-				continue
-			}
-			ns, err := os.Readlink("/proc/" + strconv.FormatUint(uint64(c.PID), 10) + "/ns/net")
-			ok = err == nil && ns == r.selfNet
-			r.netnsOK[c.PID] = ok
-		}
-		if ok {
-			gone = append(gone, c)
-		} else {
-			kept++
-		}
-	}
-	return gone, kept
 }

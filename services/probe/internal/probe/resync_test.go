@@ -26,19 +26,28 @@ import (
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 )
 
+// nsAddr is the test namespace's own address (test addresses only ever
+// exist inside it).
+const nsAddr = "10.213.77.1"
+
 // testNetns makes a network namespace of the test's own, with loopback up,
 // so that what the resync dumps is only the test's sockets, whatever else
 // runs on this host.
 func testNetns(t *testing.T) string {
 	t.Helper()
 	priv.RequireRoot(t)
-	name := fmt.Sprintf("np-resync-%d", os.Getpid())
+	name := fmt.Sprintf("np-resync-%d-%s", os.Getpid(), t.Name())
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
 	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	// An address of the namespace's own besides loopback, which every
+	// namespace has.
+	if out, err := exec.Command("ip", "-n", name, "addr", "add", nsAddr+"/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("ip addr add: %v: %s", err, out)
 	}
 	return name
 }
@@ -66,14 +75,14 @@ func inNetns(t *testing.T, name string, fn func()) {
 	}
 }
 
-// closeWaitConns makes n connections to a new loopback listener whose
-// client closes, leaving the server sides in CLOSE_WAIT, all in namespace
-// ns, and returns them with d, or a new Dumper of ns when d is nil.
-func closeWaitConns(t *testing.T, ns string, n int, d *sockdiag.Dumper) (ln net.Listener, servers []*net.TCPConn, _ *sockdiag.Dumper) {
+// closeWaitConns makes n connections to a new listener on ip whose client
+// closes, leaving the server sides in CLOSE_WAIT, all in namespace ns, and
+// returns them with d, or a new Dumper of ns when d is nil.
+func closeWaitConns(t *testing.T, ns, ip string, n int, d *sockdiag.Dumper) (ln net.Listener, servers []*net.TCPConn, _ *sockdiag.Dumper) {
 	t.Helper()
 	var err error
 	inNetns(t, ns, func() {
-		if ln, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+		if ln, err = net.Listen("tcp4", ip+":0"); err != nil {
 			return
 		}
 		for range n {
@@ -172,11 +181,12 @@ func closeWaitEvent(t *testing.T, id uint64, s *net.TCPConn) *eventpb.Event {
 // TestResyncRemovesSocketsWhoseCloseWasLost: two CLOSE_WAIT sockets are in
 // the table from their events; the test closes them and never feeds the
 // CLOSE events, as when the ring buffer overflowed. The first was seen by
-// a resync while alive, the second never was (its owner's namespace
-// vouches for it). The resync before the next snapshot removes both.
+// a resync while alive, the second never was (its address is the
+// namespace's own). Two resyncs later (15 s apart in the probe) both are
+// gone.
 func TestResyncRemovesSocketsWhoseCloseWasLost(t *testing.T) {
 	ns := testNetns(t)
-	_, first, d := closeWaitConns(t, ns, 1, nil)
+	_, first, d := closeWaitConns(t, ns, nsAddr, 1, nil)
 	p := resyncProbe(d)
 	if err := p.table.Apply(closeWaitEvent(t, 1, first[0])); err != nil {
 		t.Fatal(err)
@@ -185,32 +195,51 @@ func TestResyncRemovesSocketsWhoseCloseWasLost(t *testing.T) {
 	if st := p.table.Stats(); st.ResyncRemoved != 0 || st.ResyncAdded != 0 || st.ResyncFixed != 0 || p.table.Len() != 1 {
 		t.Fatalf("after a resync of a table that missed nothing: %+v", st)
 	}
-	_, second, _ := closeWaitConns(t, ns, 1, d)
+	_, second, _ := closeWaitConns(t, ns, nsAddr, 1, d)
+	// A third on loopback, never seen by a dump either: it may be another
+	// namespace's socket, so it stays.
+	_, third, _ := closeWaitConns(t, ns, "127.0.0.1", 1, d)
+	if err := p.table.Apply(closeWaitEvent(t, 3, third[0])); err != nil {
+		t.Fatal(err)
+	}
 	if err := p.table.Apply(closeWaitEvent(t, 2, second[0])); err != nil {
 		t.Fatal(err)
 	}
 
 	first[0].Close()
 	second[0].Close()
+	third[0].Close()
 	waitDump(t, d, func(socks []sockdiag.Socket) bool { return countCloseWait(socks, 0) == 0 })
+	// One resync only notes them (an event may lag); the second acts.
+	p.resync(socktable.CloseWaitStates, false)
+	if _, ok := p.table.Get(1); !ok || p.table.Stats().ResyncRemoved != 0 {
+		t.Fatal("removed on one resync's word")
+	}
 	p.resync(socktable.CloseWaitStates, false)
 	for _, id := range []uint64{1, 2} {
 		if e, ok := p.table.Get(id); ok {
 			t.Errorf("socket %d, closed, still in the table: %+v", id, e)
 		}
 	}
-	if st := p.table.Stats(); st.ResyncRemoved != 2 || st.ResyncAdded != 0 || p.table.Len() != 0 || p.c.resync.errs != 0 {
+	if _, ok := p.table.Get(3); !ok {
+		t.Error("the loopback socket no dump listed was removed")
+	}
+	if st := p.table.Stats(); st.ResyncRemoved != 2 || st.ResyncAdded != 0 || p.table.Len() != 1 || p.c.resync.errs != 0 {
 		t.Errorf("after the closes: %+v, %d sockets left, %d errors", st, p.table.Len(), p.c.resync.errs)
 	}
 }
 
 // TestResyncAddsMissedCloseWait: CLOSE_WAIT sockets whose events never
-// reached the table appear after one resync, owned by the process ss -tanp
-// names.
+// reached the table appear after two resyncs, owned by the process
+// ss -tanp names.
 func TestResyncAddsMissedCloseWait(t *testing.T) {
 	ns := testNetns(t)
-	ln, _, d := closeWaitConns(t, ns, 5, nil)
+	ln, _, d := closeWaitConns(t, ns, "127.0.0.1", 5, nil)
 	p := resyncProbe(d)
+	p.resync(socktable.CloseWaitStates, false)
+	if p.table.Len() != 0 {
+		t.Fatal("added on one resync's word")
+	}
 	p.resync(socktable.CloseWaitStates, false)
 	if st := p.table.Stats(); st.ResyncAdded != 5 || p.table.Len() != 5 || p.c.resync.errs != 0 {
 		t.Fatalf("after a resync: %+v, %d sockets, %d errors", st, p.table.Len(), p.c.resync.errs)
@@ -282,6 +311,20 @@ func TestResyncConsistentUnderChurn(t *testing.T) {
 		}
 	}()
 
+	// The churn starts once the start-up seed is over: this is about the
+	// resync, not about seeding under churn.
+	var s Stats
+	for deadline := time.Now().Add(30 * time.Second); !s.Seed.Done; {
+		m, err := sub.NextMsg(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("stats: %v (last: %+v)", err, s)
+		}
+		if err := json.Unmarshal(m.Data, &s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := s
+
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -328,8 +371,7 @@ func TestResyncConsistentUnderChurn(t *testing.T) {
 		wg.Wait()
 	}()
 
-	var s Stats
-	for deadline := time.Now().Add(30 * time.Second); s.ResyncFullRuns < 5 || s.ResyncRuns < 10; {
+	for deadline := time.Now().Add(30 * time.Second); s.ResyncFullRuns < base.ResyncFullRuns+5 || s.ResyncRuns < base.ResyncRuns+10; {
 		m, err := sub.NextMsg(time.Until(deadline))
 		if err != nil {
 			t.Fatalf("stats: %v (last: %+v)", err, s)
@@ -346,9 +388,10 @@ func TestResyncConsistentUnderChurn(t *testing.T) {
 		t.Fatalf("events were lost (%d ring-buffer drops, %d map evictions, %d table evictions): the table cannot stay consistent",
 			s.RingbufDrops, evictions, s.Table.Evictions)
 	}
-	if !s.Seed.Done || s.ResyncErrors != 0 || s.ResyncRemoved != 0 || s.ResyncAdded != 0 || s.ResyncFixed != 0 || s.EventsSeen < 1000 {
-		t.Errorf("a table that missed nothing was changed: seed done %v, %d events, resyncs %d (%d full, last %.3fs): removed %d, added %d, fixed %d, errors %d",
-			s.Seed.Done, s.EventsSeen, s.ResyncRuns, s.ResyncFullRuns, s.ResyncLastFullSeconds, s.ResyncRemoved, s.ResyncAdded, s.ResyncFixed, s.ResyncErrors)
+	removed, added, fixed := s.ResyncRemoved-base.ResyncRemoved, s.ResyncAdded-base.ResyncAdded, s.ResyncFixed-base.ResyncFixed
+	if s.ResyncErrors != 0 || removed != 0 || added != 0 || fixed != 0 || s.EventsSeen-base.EventsSeen < 1000 {
+		t.Errorf("a table that missed nothing was changed: %d events, resyncs %d (%d full, last %.3fs): removed %d, added %d, fixed %d, errors %d",
+			s.EventsSeen-base.EventsSeen, s.ResyncRuns, s.ResyncFullRuns, s.ResyncLastFullSeconds, removed, added, fixed, s.ResyncErrors)
 	}
 	t.Logf("%d events, %d resyncs (%d full, last full %.1f ms), unverified %d, deferred %d",
 		s.EventsSeen, s.ResyncRuns, s.ResyncFullRuns, s.ResyncLastFullSeconds*1000, s.ResyncUnverified, s.ResyncDeferred)

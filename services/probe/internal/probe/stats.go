@@ -51,10 +51,11 @@ type Stats struct {
 	// and CLOSE_WAIT before each snapshot): entries removed because the
 	// kernel no longer had them, sockets added that events missed, states
 	// corrected; failed runs; how long the last run and the last full run
-	// took; what the last full run could not judge (entries the dump lacks
-	// that were never in a dump and whose owner is in another network
-	// namespace or unknown: kept) and deferred (closed during the dump, or
-	// a connect in flight: looked at again next time).
+	// took; what the last full run could not judge (entries two dumps
+	// lacked that no dump ever listed, on loopback or an address the
+	// probe's namespace does not use: maybe another namespace's, kept) and
+	// deferred (closed during the dump, or a connect in flight: looked at
+	// again next time). A change needs two runs in a row to agree.
 	ResyncRuns            uint64   `json:"resync_runs"`
 	ResyncFullRuns        uint64   `json:"resync_full_runs"`
 	ResyncRemoved         uint64   `json:"resync_removed"`

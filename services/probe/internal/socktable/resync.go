@@ -17,8 +17,14 @@ import (
 //	table.BeginResync()           // under the caller's lock
 //	dumper.DumpFunc(states, d.Add) // without it: events keep flowing
 //	res := table.Resync(d, now)    // under the lock
-//	owners for res.Added, netns of res.Unverified pids (without the lock)
-//	table.SetScanOwners(owners); table.RemoveGone(gone) // under the lock
+//	owners of res.Added from /proc      // without it
+//	table.SetScanOwners(owners)         // under the lock
+//
+// Namespaces: events come from every network namespace, a dump only from
+// the probe's. An entry a dump never listed is removed only when its local
+// address is one the probe's namespace uses (seen as a local address in a
+// dump) and not loopback, which every namespace has; the others are kept
+// and counted as Unverified.
 //
 // Identity: a table entry is the dumped socket with its cookie (events
 // carry the cookie once a dump assigned it); an entry without one (made by
@@ -30,6 +36,12 @@ import (
 // corrected (the dump may predate the event); a dumped socket that closed
 // since BeginResync (its CLOSE event was applied) is not added; a dumped
 // socket that any entry matches is not added, whatever that entry's state.
+// And events lag: the ring buffer holds what the kernel raised before the
+// dump ended but the probe has not read yet. So nothing is changed on one
+// dump's word: an entry is removed or corrected when two resyncs in a row
+// found it gone (or in the same other state) with no event in between, and
+// a socket is added when two resyncs in a row found it missing. Healing
+// takes two resyncs; a lagging event never causes a change.
 
 // resyncStates are the states Resync may add: SeedStates less SYN_SENT,
 // whose entries know no local port until their next event, so a connect in
@@ -62,7 +74,7 @@ type dumpedSocket struct {
 	sport, dport uint16
 	family       uint8 // eventpb.Family
 	state        uint8
-	matched      bool
+	match        int32 // the entry that is this socket, nilIdx when none yet
 }
 
 // NewDump returns an empty dump for this table.
@@ -93,7 +105,7 @@ func (d *Dump) Add(s *sockdiag.Socket) {
 		return
 	}
 	r := dumpedSocket{
-		cookie: s.Cookie, inode: uint32(s.Inode), rqueue: s.RQueue,
+		match: nilIdx, cookie: s.Cookie, inode: uint32(s.Inode), rqueue: s.RQueue,
 		sport: s.Src.Port(), dport: s.Dst.Port(), family: fam, state: s.State,
 	}
 	putAddr(&r.saddr, fam, s.Src.Addr())
@@ -140,7 +152,7 @@ func (d *Dump) find(e *entry, h uint64) int {
 		if e.cookie != 0 && !listen {
 			continue
 		}
-		if !r.matched { // SO_REUSEPORT listeners share addresses
+		if r.match == nilIdx { // SO_REUSEPORT listeners share addresses
 			return j
 		}
 		if first < 0 {
@@ -156,6 +168,12 @@ type ResyncResult struct {
 	Dumped  int // sockets of the dumped states the dump held
 	Removed int // entries the kernel no longer had
 	Fixed   int // entries whose state was corrected
+	// Duplicates: entries dropped because another entry is the same
+	// socket (a seeded entry its events did not find).
+	Duplicates int
+	// Pending: entries and sockets found wrong or missing for the first
+	// time: acted on if the next resync finds the same.
+	Pending int
 	// Added: sockets the kernel had and the table lacked, now entries
 	// keyed by cookie until an event names them; their owners come from
 	// SetScanOwners.
@@ -163,14 +181,11 @@ type ResyncResult struct {
 	// Deferred: dumped sockets not added because they closed during the
 	// dump or may be a connect whose events are in flight.
 	Deferred int
-	// Unverified: entries in the dumped states that the dump lacks, had no
-	// event since BeginResync and were never in a dump: closed with the
-	// CLOSE lost, or sockets of another network namespace (events come
-	// from all, the dump from the probe's). Those with an owner are listed
-	// for the caller to check the owner's namespace (RemoveGone).
-	Unverified []Candidate
-	// UnverifiedNoOwner: such entries without an owner, kept.
-	UnverifiedNoOwner int
+	// Unverified: entries in the dumped states that two dumps in a row
+	// lacked with no event in between, never listed by a dump, on a
+	// loopback address or one the probe's namespace does not use: closed
+	// with the CLOSE lost, or sockets of another network namespace. Kept.
+	Unverified int
 }
 
 // AddedSocket is a socket Resync added.
@@ -179,18 +194,17 @@ type AddedSocket struct {
 	Inode  uint64
 }
 
-// Candidate is an entry the dump lacks and that may be gone.
-type Candidate struct {
-	SockID uint64
-	PID    uint32
-	State  eventpb.TcpState
-}
-
 type resyncScratch struct {
-	added      []AddedSocket
-	cands      []Candidate
-	listeners  listenerSet
+	added     []AddedSocket
+	listeners listenerSet
+	// localAddrs: the probe's namespace's own addresses, as local
+	// addresses of dumped sockets (not loopback or wildcard); remade by
+	// each dump of every state.
+	localAddrs map[netip.Addr]struct{}
 	connecting map[uint64]struct{} // (family, daddr, dport) of connects whose local port is unknown
+	// missing: dumped sockets the table lacked at the last resync that
+	// covered their state, by cookie, with that state; next: being made.
+	missing, next map[uint64]uint8
 }
 
 // BeginResync starts a resync: from now on the table notes which entries
@@ -210,14 +224,24 @@ func (t *Table) BeginResync() {
 func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 	nowNs := now.UnixNano()
 	sc := &t.resync
-	sc.added, sc.cands = sc.added[:0], sc.cands[:0]
+	sc.added = sc.added[:0]
 	if sc.listeners == nil {
-		sc.listeners = listenerSet{}
-		sc.connecting = map[uint64]struct{}{}
+		sc.listeners, sc.connecting = listenerSet{}, map[uint64]struct{}{}
+		sc.missing, sc.next = map[uint64]uint8{}, map[uint64]uint8{}
+		sc.localAddrs = map[netip.Addr]struct{}{}
 	}
 	clear(sc.listeners)
 	clear(sc.connecting)
 	d.index()
+	if d.states&SeedStates == SeedStates {
+		clear(sc.localAddrs) // addresses come and go
+	}
+	for i := range d.socks {
+		a := addr(d.socks[i].family, &d.socks[i].saddr).Unmap()
+		if !a.IsLoopback() && !a.IsUnspecified() && len(sc.localAddrs) < maxLocalAddrs {
+			sc.localAddrs[a] = struct{}{}
+		}
+	}
 	res := ResyncResult{Dumped: len(d.socks)}
 
 	for idx := t.head; idx != nilIdx; {
@@ -232,28 +256,40 @@ func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 		}
 		j := d.find(e, t.tupleHash(e.family, &e.saddr, e.sport, &e.daddr, e.dport))
 		switch {
+		case j >= 0 && d.socks[j].match != nilIdx:
+			t.dropDuplicate2(&d.socks[j], idx, &res)
 		case j >= 0:
 			r := &d.socks[j]
-			r.matched = true
+			r.match = idx
 			e.flags |= flagInDump
 			if e.cookie == 0 {
 				e.cookie = r.cookie
 			}
 			e.rqueue = r.rqueue
-			if !touched && e.state != r.state {
+			switch {
+			case touched || e.state == r.state:
+				e.flags &^= flagSuspect
+			case e.flags&flagSuspect == 0:
+				e.flags |= flagSuspect
+				res.Pending++
+			default:
 				e.state, e.since = r.state, resyncSince(r, nowNs)
-				e.flags |= flagEstimated
+				e.flags = e.flags&^flagSuspect | flagEstimated
 				res.Fixed++
 			}
 		case touched || !d.states.Has(e.state):
 			// Changed during the dump, or a state the dump did not cover.
+		case e.flags&flagSuspect == 0:
+			e.flags |= flagSuspect
+			res.Pending++
 		case e.flags&flagInDump != 0:
 			t.remove(idx)
 			res.Removed++
-		case e.pid != 0 && e.flags&flagUnbound == 0:
-			sc.cands = append(sc.cands, Candidate{SockID: e.sockID, PID: e.pid, State: eventpb.TcpState(e.state)})
+		case hasAddr(sc.localAddrs, addr(e.family, &e.saddr).Unmap()):
+			t.remove(idx)
+			res.Removed++
 		default:
-			res.UnverifiedNoOwner++
+			res.Unverified++
 		}
 		idx = next
 	}
@@ -263,13 +299,28 @@ func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 		}
 	}
 
+	// What was missing at the last resync that covered it and was not
+	// found now stays on record.
+	clear(sc.next)
+	for c, st := range sc.missing {
+		if !d.states.Has(st) {
+			sc.next[c] = st
+		}
+	}
 	for i := range d.socks {
 		r := &d.socks[i]
-		if r.matched || !resyncStates.Has(r.state) {
+		if r.match != nilIdx || !resyncStates.Has(r.state) {
 			continue
 		}
 		if t.closedSincePending(r.cookie, r.tuple) || hasKey(sc.connecting, connectKey(t.hashSeed, r.family, &r.daddr, r.dport)) {
 			res.Deferred++
+			continue
+		}
+		if _, ok := sc.missing[r.cookie]; !ok {
+			if len(sc.next) < t.max {
+				sc.next[r.cookie] = r.state
+				res.Pending++
+			}
 			continue
 		}
 		if idx, ok := t.byCookie[r.cookie]; ok && t.at(idx).cookie == r.cookie {
@@ -278,17 +329,45 @@ func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 		t.addDumped(r, nowNs, sc.listeners)
 		sc.added = append(sc.added, AddedSocket{Cookie: r.cookie, Inode: uint64(r.inode)})
 	}
+	sc.missing, sc.next = sc.next, sc.missing
 	if len(sc.added) > 0 {
 		// Events raised before the dump and read after it may still name
 		// the added sockets: let Apply merge what they create (flagMayDup).
 		t.seedEnd = max(t.seedEnd, nowNs+seedSlack)
 	}
 	t.AbandonSeed() // done: forget the closed sockets
-	res.Added, res.Unverified = sc.added, sc.cands
+	res.Added = sc.added
 	t.stats.ResyncRemoved += uint64(res.Removed)
 	t.stats.ResyncAdded += uint64(len(res.Added))
 	t.stats.ResyncFixed += uint64(res.Fixed)
+	t.stats.Duplicates += uint64(res.Duplicates)
 	return res
+}
+
+// dropDuplicate2 handles entry idx matching dumped socket r that another
+// entry already matched: two entries for one socket, which happens when
+// events made an entry for a seeded or added socket without finding it.
+// The unbound one (no event names it) goes, after giving the other what
+// only it knew.
+func (t *Table) dropDuplicate2(r *dumpedSocket, idx int32, res *ResyncResult) {
+	keep, drop := r.match, idx
+	if t.at(keep).flags&flagUnbound != 0 && t.at(drop).flags&flagUnbound == 0 {
+		keep, drop = drop, keep
+	}
+	k, d := t.at(keep), t.at(drop)
+	if d.flags&flagUnbound == 0 || k.state == 0 {
+		return // two bound entries: not ours to merge (a listener pair)
+	}
+	if rank(eventpb.OwnerSource(d.owner)) > rank(eventpb.OwnerSource(k.owner)) {
+		t.setOwner(k, d.pid, t.comms.str(d.comm), d.cgroupID, eventpb.OwnerSource(d.owner))
+	}
+	if k.cookie == 0 {
+		k.cookie = d.cookie
+	}
+	k.flags |= flagInDump
+	r.match = keep
+	t.remove(drop)
+	res.Duplicates++
 }
 
 // addDumped makes an entry for a dumped socket the table lacked, keyed by
@@ -350,21 +429,10 @@ func (t *Table) SetScanOwners(owners map[uint64]sockdiag.Owner) int {
 	return n
 }
 
-// RemoveGone removes the Unverified candidates of the last Resync that
-// the caller found to be of the probe's network namespace (their owner's),
-// unless they had an event since. It returns how many it removed.
-func (t *Table) RemoveGone(gone []Candidate) int {
-	n := 0
-	for _, c := range gone {
-		idx, ok := t.byID[c.SockID]
-		if !ok {
-			continue
-		}
-		if e := t.at(idx); e.epoch != t.epoch && e.state == uint8(c.State) && e.pid == c.PID {
-			t.remove(idx)
-			n++
-		}
-	}
-	t.stats.ResyncRemoved += uint64(n)
-	return n
+// maxLocalAddrs bounds the addresses Resync remembers as the namespace's.
+const maxLocalAddrs = 4096
+
+func hasAddr(m map[netip.Addr]struct{}, a netip.Addr) bool {
+	_, ok := m[a]
+	return ok
 }

@@ -30,6 +30,9 @@ const (
 	// the socket, so Resync may remove it once a dump no longer does. The
 	// events come from every namespace; the dumps see only the probe's.
 	flagInDump
+	// flagSuspect: the last resync found the entry gone or in another
+	// state, and no event came since; the next one acts (see Resync).
+	flagSuspect
 )
 
 // seedSlack is how long after Seed's now events may still be from before
@@ -203,6 +206,7 @@ func (t *Table) Apply(ev *eventpb.Event) error {
 	}
 	t.update(t.at(idx), ev, fam)
 	t.at(idx).epoch = t.epoch
+	t.at(idx).flags &^= flagSuspect
 	if t.at(idx).flags&flagMayDup != 0 {
 		t.dropDuplicate(idx, ev)
 		// After an event with a cookie or from after the dump, a
