@@ -16,7 +16,7 @@
 #
 # All are Go benchmarks (go test -run '^$' -bench ...) reporting their
 # figures with b.ReportMetric; this script runs them and prints a summary.
-# Raw output: .cache/bench/<time>.txt. About 10 minutes.
+# Raw output: .cache/bench/<time>.txt. About 7 minutes.
 #
 # Knobs (environment): STEPS, the steps to run (default all: probe, the
 # overhead and micro-benchmarks; sink; rss; detectors; latency); ROUNDS
