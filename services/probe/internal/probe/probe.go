@@ -44,6 +44,9 @@ type Probe struct {
 	c     counters
 	// resyncReady: the start-up seed is over (or off), resyncs may run.
 	resyncReady bool
+	// kernelSubmitted reads how many records the kernel has written to
+	// the ring buffer (nil without a tracer).
+	kernelSubmitted func() (uint64, bool)
 
 	rs resyncer
 }
@@ -118,6 +121,10 @@ func (p *Probe) Run(ctx context.Context) error {
 	go pub.Run(pubStop)
 
 	p.table = socktable.New(p.cfg.Sockets.MaxEntries)
+	p.kernelSubmitted = func() (uint64, bool) {
+		c, err := tr.Counters()
+		return c.Submitted, err == nil
+	}
 	p.out = newOutputs(p.host, p.probeID, p.cfg.Batch, pub, pubStop)
 
 	bg, stopBg := context.WithCancel(context.Background())

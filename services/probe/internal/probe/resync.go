@@ -24,6 +24,7 @@ type resyncer struct {
 // resyncCounters are the resync figures of the stats document.
 type resyncCounters struct {
 	runs, fullRuns, errs uint64
+	lagging              uint64  // runs given up: the reader was behind
 	lastSeconds          float64 // the last run, either kind
 	lastFullSeconds      float64
 	unverified           int // entries the last full run could not judge, kept
@@ -69,6 +70,15 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 		p.resyncFailed("sock_diag dump", err)
 		return
 	}
+	if !p.caughtUp() {
+		// The ring buffer still holds events from before the dump: the
+		// table would look wrong where it is only late. Next time.
+		p.mu.Lock()
+		p.table.AbandonSeed()
+		p.c.resync.lagging++
+		p.mu.Unlock()
+		return
+	}
 
 	p.mu.Lock()
 	res := p.table.Resync(r.dump, time.Now())
@@ -111,6 +121,37 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 	}
 	p.mu.Unlock()
 }
+
+// caughtUp waits, for at most maxResyncLag, until the probe has read every
+// record the kernel had written to the ring buffer when it is called. It
+// reports false if it gave up; true when the kernel's counters cannot be
+// read (tests without a tracer).
+func (p *Probe) caughtUp() bool {
+	if p.kernelSubmitted == nil {
+		return true
+	}
+	target, ok := p.kernelSubmitted()
+	if !ok {
+		return true
+	}
+	for deadline := time.Now().Add(maxResyncLag); ; {
+		p.mu.Lock()
+		seen := p.c.seen
+		p.mu.Unlock()
+		if seen >= target {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond) // polls the reader's progress
+	}
+}
+
+// maxResyncLag is how far behind the kernel the reader may be for a
+// resync to wait for it: a full 16 MiB ring buffer is about 1 s of events
+// at 100k/s.
+const maxResyncLag = 3 * time.Second
 
 // resyncFailed counts a failed resync, logs it once per kind of failure
 // and stops the table's recording of closed sockets.

@@ -53,13 +53,19 @@ func testNetns(t *testing.T) string {
 }
 
 // inNetns runs fn on an OS thread moved into namespace name: the sockets
-// fn opens (and a sock_diag Dumper) belong to it. The thread is thrown
-// away afterwards.
+// fn opens (and a sock_diag Dumper) belong to it. The thread moves back
+// after; if it cannot, it stays locked and exits with the goroutine.
 func inNetns(t *testing.T, name string, fn func()) {
 	t.Helper()
 	done := make(chan error)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread exits with the goroutine
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			done <- err
+			return
+		}
+		defer orig.Close()
 		f, err := os.Open("/var/run/netns/" + name)
 		if err == nil {
 			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
@@ -67,6 +73,9 @@ func inNetns(t *testing.T, name string, fn func()) {
 		}
 		if err == nil {
 			fn()
+			if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
 		}
 		done <- err
 	}()
@@ -393,6 +402,7 @@ func TestResyncConsistentUnderChurn(t *testing.T) {
 		t.Errorf("a table that missed nothing was changed: %d events, resyncs %d (%d full, last %.3fs): removed %d, added %d, fixed %d, errors %d",
 			s.EventsSeen-base.EventsSeen, s.ResyncRuns, s.ResyncFullRuns, s.ResyncLastFullSeconds, removed, added, fixed, s.ResyncErrors)
 	}
+	t.Logf("table %+v errors %d", s.Table, s.TableErrors)
 	t.Logf("%d events, %d resyncs (%d full, last full %.1f ms), unverified %d, deferred %d",
 		s.EventsSeen, s.ResyncRuns, s.ResyncFullRuns, s.ResyncLastFullSeconds*1000, s.ResyncUnverified, s.ResyncDeferred)
 }

@@ -62,6 +62,7 @@ type Stats struct {
 	ResyncAdded           uint64   `json:"resync_added"`
 	ResyncFixed           uint64   `json:"resync_fixed"`
 	ResyncErrors          uint64   `json:"resync_errors"`
+	ResyncLagging         uint64   `json:"resync_lagging"` // runs given up: the ring-buffer reader was over 3 s behind
 	ResyncLastSeconds     float64  `json:"resync_last_seconds"`
 	ResyncLastFullSeconds float64  `json:"resync_last_full_seconds"`
 	ResyncUnverified      int      `json:"resync_unverified"`
@@ -114,7 +115,7 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 		s.Table = p.table.Stats()
 	}
 	s.TableErrors, s.Snapshots, s.Seed, s.SkippedTracepoints = c.tableErrs, c.snapshots, c.seed, c.skippedTracepoints
-	s.ResyncRuns, s.ResyncFullRuns, s.ResyncErrors = c.resync.runs, c.resync.fullRuns, c.resync.errs
+	s.ResyncRuns, s.ResyncFullRuns, s.ResyncErrors, s.ResyncLagging = c.resync.runs, c.resync.fullRuns, c.resync.errs, c.resync.lagging
 	s.ResyncRemoved, s.ResyncAdded, s.ResyncFixed = s.Table.ResyncRemoved, s.Table.ResyncAdded, s.Table.ResyncFixed
 	s.ResyncLastSeconds, s.ResyncLastFullSeconds = c.resync.lastSeconds, c.resync.lastFullSeconds
 	s.ResyncUnverified, s.ResyncDeferred = c.resync.unverified, c.resync.deferred

@@ -184,7 +184,7 @@ func diagHost(n int) ([]sockdiag.Socket, map[uint64]sockdiag.Owner) {
 		e := g.event(i, 0, t0, stSynSent, stEst)
 		s := sockdiag.Socket{Family: unix.AF_INET, State: sockdiag.StateEstablished,
 			Src: ap(fmt.Sprintf("10.0.0.1:%d", e.Sport)), Dst: ap(fmt.Sprintf("10.0.%d.%d:%d", e.Daddr[2], e.Daddr[3], e.Dport)),
-			Cookie: uint64(i) + 1, Inode: uint64(i) + 1}
+			Cookie: uint64(i) + 1, Inode: uint64(i) + 1, Info: sockdiag.TCPInfo{Len: 232}}
 		if i%5 == 0 {
 			s.State = sockdiag.StateCloseWait
 			s.Info = sockdiag.TCPInfo{Len: 232, LastAckRecvMs: uint32(i), LastDataRecvMs: uint32(i)}

@@ -97,11 +97,12 @@ func (d *Dump) Release() {
 func (d *Dump) Len() int { return len(d.socks) }
 
 // Add keeps one dumped socket (a DumpFunc callback). Sockets of states the
-// table does not track, of an unknown family or without a cookie are left
-// out.
+// table does not track, of an unknown family, without a cookie or without
+// tcp_info are left out: only full sockets have tcp_info, and sock_diag
+// lists timewait sockets in substate FIN_WAIT2 as FIN_WAIT2.
 func (d *Dump) Add(s *sockdiag.Socket) {
 	fam := diagFamily(s.Family)
-	if fam == 0 || s.Cookie == 0 || !SeedStates.Has(s.State) || !d.states.Has(s.State) {
+	if fam == 0 || s.Cookie == 0 || s.Info.Len == 0 || !SeedStates.Has(s.State) || !d.states.Has(s.State) {
 		return
 	}
 	r := dumpedSocket{

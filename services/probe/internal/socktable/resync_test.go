@@ -39,7 +39,9 @@ func TestResync(t *testing.T) {
 		// The listener: the table's listeners tell an added socket's side.
 		ev(7, t0, stClose, stListen, addrs("0.0.0.0:80", "0.0.0.0:0"), owner(ownTask, 10, "srv", 1)))
 	cw := func(src, dst string, c uint64) sockdiag.Socket {
-		return diagSock(sockdiag.StateCloseWait, src, dst, c, c+1000)
+		s := diagSock(sockdiag.StateCloseWait, src, dst, c, c+1000)
+		s.Info.Len = 232
+		return s
 	}
 	first := []sockdiag.Socket{
 		cw("10.0.0.1:80", "10.0.0.2:5001", 101),
@@ -66,17 +68,19 @@ func TestResync(t *testing.T) {
 		cw("10.0.0.1:80", "10.0.0.2:5006", 106),
 	}
 	second[3].Info = sockdiag.TCPInfo{Len: 232, LastAckRecvMs: 4000, LastDataRecvMs: 9000}
-	res = tb.Resync(dumpOf(tb, CloseWaitStates, second...), time.Unix(0, t0+5*ms))
+	// A timewait socket in substate FIN_WAIT2: never added.
+	tw := diagSock(sockdiag.StateFinWait2, "10.0.0.1:40009", "10.0.0.3:443", 109, 0)
+	res = tb.Resync(dumpOf(tb, CloseWaitStates|1<<sockdiag.StateFinWait2, append(second, tw)...), time.Unix(0, t0+5*ms))
 	if res.Removed != 1 || res.Fixed != 0 || len(res.Added) != 0 || res.Deferred != 1 || res.Pending != 3 || res.Unverified != 1 {
 		t.Fatalf("second resync: %+v", res)
 	}
 
 	// The third finds the same: 1 goes, 2 is corrected, 6 is added.
 	tb.BeginResync()
-	third := []sockdiag.Socket{second[0], second[2], second[3]}
+	third := []sockdiag.Socket{second[0], second[2], second[3], tw}
 	third[1].State = sockdiag.StateLastAck
 	now := time.Unix(0, t0+10*ms)
-	res = tb.Resync(dumpOf(tb, CloseWaitStates, third...), now)
+	res = tb.Resync(dumpOf(tb, CloseWaitStates|1<<sockdiag.StateFinWait2, third...), now)
 	if res.Removed != 1 || res.Fixed != 1 || len(res.Added) != 1 || res.Added[0] != (AddedSocket{Cookie: 106, Inode: 1106}) ||
 		res.Pending != 0 || res.Unverified != 1 {
 		t.Fatalf("third resync: %+v", res)
@@ -133,9 +137,12 @@ func TestResyncLeavesOtherStates(t *testing.T) {
 
 	tb.BeginResync()
 	mustApply(t, tb, ev(2, t0+ms, stClose, stSynSent, addrs("10.0.0.1:0", "10.0.0.4:8080"), owner(ownTask, 10, "c", 1)))
-	res = tb.Resync(dumpOf(tb, SeedStates,
+	est := []sockdiag.Socket{
 		diagSock(sockdiag.StateEstablished, "10.0.0.1:40001", "10.0.0.3:443", 9, 1),
-		diagSock(sockdiag.StateEstablished, "10.0.0.1:40002", "10.0.0.4:8080", 10, 2)), time.Unix(0, t0+2*ms))
+		diagSock(sockdiag.StateEstablished, "10.0.0.1:40002", "10.0.0.4:8080", 10, 2),
+	}
+	est[0].Info.Len, est[1].Info.Len = 232, 232
+	res = tb.Resync(dumpOf(tb, SeedStates, est...), time.Unix(0, t0+2*ms))
 	if res.Removed != 0 || len(res.Added) != 0 || res.Deferred != 1 || tb.Len() != 2 {
 		t.Errorf("connect in flight: %+v, %d sockets", res, tb.Len())
 	}

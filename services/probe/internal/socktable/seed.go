@@ -15,7 +15,7 @@ import (
 type SeedResult struct {
 	Added   int // new entries
 	Merged  int // sockets the table already had (from events or an earlier Seed)
-	Skipped int // not tracked: TIME_WAIT, NEW_SYN_RECV, CLOSE, no cookie
+	Skipped int // not tracked: TIME_WAIT (FIN_WAIT2 ones too), NEW_SYN_RECV, CLOSE, no cookie
 	Closed  int // closed after the dump, before Seed
 }
 
@@ -93,7 +93,7 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 	for i := range sockets {
 		s := &sockets[i]
 		fam := diagFamily(s.Family)
-		if fam == 0 || s.Cookie == 0 || !SeedStates.Has(s.State) {
+		if fam == 0 || s.Cookie == 0 || !SeedStates.Has(s.State) || isTimeWait(s) {
 			res.Skipped++
 			continue
 		}
@@ -162,6 +162,14 @@ func (t *Table) Seed(sockets []sockdiag.Socket, owners map[uint64]sockdiag.Owner
 	t.stats.SeedMerged += uint64(res.Merged)
 	t.stats.SeedSkipped += uint64(res.Skipped)
 	return res
+}
+
+// isTimeWait reports a dumped socket that is a timewait socket in
+// substate FIN_WAIT2 (what an orphaned client becomes: sock_diag reports
+// the substate): the full socket's CLOSE event came already and the
+// timewait socket raises none. Full sockets always come with tcp_info.
+func isTimeWait(s *sockdiag.Socket) bool {
+	return s.State == sockdiag.StateFinWait2 && s.Info.Len == 0
 }
 
 // seedSince estimates when a dumped socket entered its state; see Seed.
