@@ -129,7 +129,7 @@ func (d *Dump) index() {
 }
 
 // find returns the dumped socket entry e is, or -1.
-func (d *Dump) find(e *entry, h uint64) int {
+func (d *Dump) find(e *entry) int {
 	listen := e.state == uint8(eventpb.TcpState_TCP_STATE_LISTEN)
 	if e.cookie != 0 {
 		if j, ok := slices.BinarySearchFunc(d.socks, e.cookie, func(r dumpedSocket, c uint64) int { return cmp.Compare(r.cookie, c) }); ok {
@@ -143,6 +143,7 @@ func (d *Dump) find(e *entry, h uint64) int {
 		return -1 // a connect whose local port no event has told yet
 	}
 	first := -1
+	h := tupleHashSeed(d.hashSeed, e.family, &e.saddr, e.sport, &e.daddr, e.dport)
 	k, _ := slices.BinarySearchFunc(d.byTuple, h, func(i int32, h uint64) int { return cmp.Compare(d.socks[i].tuple, h) })
 	for ; k < len(d.byTuple) && d.socks[d.byTuple[k]].tuple == h; k++ {
 		j := int(d.byTuple[k])
@@ -255,7 +256,7 @@ func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 		if e.sport == 0 && touched {
 			sc.connecting[connectKey(t.hashSeed, e.family, &e.daddr, e.dport)] = struct{}{}
 		}
-		j := d.find(e, t.tupleHash(e.family, &e.saddr, e.sport, &e.daddr, e.dport))
+		j := d.find(e)
 		switch {
 		case j >= 0 && d.socks[j].match != nilIdx:
 			t.dropDuplicate2(&d.socks[j], idx, &res)
