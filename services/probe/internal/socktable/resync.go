@@ -14,11 +14,12 @@ import (
 // (ring buffer full, kernel LRU evictions): without it a CLOSE_WAIT socket
 // whose CLOSE was lost stays in the table for good, a false leak.
 //
-//	table.BeginResync()           // under the caller's lock
-//	dumper.DumpFunc(states, d.Add) // without it: events keep flowing
-//	res := table.Resync(d, now)    // under the lock
-//	owners of res.Added from /proc      // without it
-//	table.SetScanOwners(owners)         // under the lock
+//	table.BeginResync()             // under the caller's lock
+//	dumper.DumpFunc(states, d.Add)  // without it: events keep flowing
+//	wait until the events the kernel raised so far are applied
+//	res := table.Resync(d, now)     // under the lock
+//	owners of res.Added from /proc  // without it
+//	table.SetScanOwners(owners)     // under the lock
 //
 // Namespaces: events come from every network namespace, a dump only from
 // the probe's. An entry a dump never listed is removed only when its local
@@ -55,7 +56,7 @@ const resyncStates = SeedStates &^ (1 << sockdiag.StateSynSent)
 const CloseWaitStates = sockdiag.StateSet(1<<sockdiag.StateCloseWait | 1<<sockdiag.StateLastAck)
 
 // Dump holds one sock_diag dump, compact, for Resync: 72 bytes a socket
-// instead of sockdiag.Socket's 190. Its memory is reused from dump to
+// instead of sockdiag.Socket's 176. Its memory is reused from dump to
 // dump. It touches no table state, so it fills without the table's lock.
 type Dump struct {
 	hashSeed uint64

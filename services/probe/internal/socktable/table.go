@@ -1,7 +1,8 @@
 // Package socktable is the probe's in-memory table of live TCP sockets:
 // fed with every decoded event, seeded at start with the sockets that
-// existed before the probe (sockdiag), and summarised in periodic
-// snapshots. It also remembers socket owners, to fill in the owner of
+// existed before the probe (sockdiag), reconciled with the kernel's
+// sockets periodically (Resync) to heal what lost events left wrong, and
+// summarised in periodic snapshots. It also remembers socket owners, to fill in the owner of
 // events the kernel raised outside the owning process.
 //
 // A Table is plain logic without I/O or goroutines, and not safe for
