@@ -91,10 +91,11 @@ func (r Reader) Replay(ctx context.Context, subjects []string, since time.Time, 
 		return nil
 	}
 	for {
-		// By bytes, not messages: 256 probe batches of 256 KiB would be the
+		// Bounded by bytes too: 256 probe batches of 256 KiB would be the
 		// whole 64 MiB a NATS server lets pile up for one connection, which
-		// then gets cut off as a slow consumer.
-		batch, err := c.FetchBytes(replayFetchBytes, jetstream.FetchMaxWait(2*time.Second))
+		// then gets cut off as a slow consumer. (FetchBytes alone would size
+		// its channels for a message per byte: megabytes per fetch.)
+		batch, err := c.Fetch(256, jetstream.FetchMaxBytes(replayFetchBytes), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return fmt.Errorf("replay fetch: %w", err)
 		}

@@ -46,8 +46,15 @@ type hostState struct {
 	host string
 	inst detect.Detector
 	tr   *lifecycle.Tracker
-	// lastSeq is the last NETPULSE_EVENTS sequence observed.
+	// lastSeq is the highest NETPULSE_EVENTS sequence observed.
 	lastSeq uint64
+	// replayedTo: every batch of the host up to this sequence was observed
+	// by a replay.
+	replayedTo uint64
+	// seen are the sequences observed live lately. Redeliveries come out of
+	// order (a batch lost on a dropped connection returns after ack_wait,
+	// behind later ones), so "at most lastSeq" does not mean "observed".
+	seen seqRing
 	// lastEvent is when (framework clock) the host last sent something.
 	lastEvent time.Time
 }
@@ -132,7 +139,7 @@ func (w *worker) handle(d delivery) {
 			return
 		}
 	}
-	if d.seq != 0 && d.seq <= h.lastSeq {
+	if d.seq != 0 && (d.seq <= h.replayedTo || h.seen.covers(d.seq)) {
 		r.c.Duplicates.Add(1)
 		_ = d.msg.Ack()
 		return
@@ -143,10 +150,12 @@ func (w *worker) handle(d delivery) {
 		r.deadLetter(d, "detector panicked on this batch: "+perr)
 		w.rebuild(d.host, h, d.seq) // without the batch that made it panic
 		h.lastSeq = max(h.lastSeq, d.seq)
+		h.seen.add(d.seq)
 		return
 	}
 	if d.seq != 0 {
-		h.lastSeq = d.seq
+		h.lastSeq = max(h.lastSeq, d.seq)
+		h.seen.add(d.seq)
 	}
 	h.lastEvent = r.d.Clock.Now()
 	_ = d.msg.Ack()
@@ -297,7 +306,6 @@ func (w *worker) replay(host string, h *hostState, before uint64) {
 			return
 		}
 		r.c.Replayed.Add(1)
-		h.lastSeq = max(h.lastSeq, m.Seq)
 	}
 	since := r.d.Clock.Now().Add(-r.s.Warmup)
 	_ = retry(r.ctx, r.log, "replay "+host, func(ctx context.Context) error {
@@ -318,6 +326,10 @@ func (w *worker) replay(host string, h *hostState, before uint64) {
 	if snap != nil {
 		feed(*snap) // an empty window: the snapshot is all there is
 	}
+	// Every batch of the host up to the last one fed was observed (the
+	// replay reads all of them below before).
+	h.replayedTo = max(h.replayedTo, fed)
+	h.lastSeq = max(h.lastSeq, fed)
 }
 
 // evaluate asks every host's instance what holds now and publishes the
@@ -377,4 +389,38 @@ func (w *worker) emit(a alert.Alert) {
 		r.c.Reminders.Add(1)
 	}
 	r.pub.Enqueue(r.ctx, st)
+}
+
+// seqRing holds the last sequences observed live, to tell a redelivery
+// from a batch that was never observed.
+type seqRing struct {
+	seqs [seenSeqs]uint64
+	next int
+	n    int
+}
+
+// seenSeqs bounds the memory per host: at the probe's pace (a batch per
+// kind every 200 ms) hundreds cover far more than ack_wait.
+const seenSeqs = 256
+
+func (r *seqRing) add(seq uint64) {
+	r.seqs[r.next] = seq
+	r.next = (r.next + 1) % seenSeqs
+	r.n = min(r.n+1, seenSeqs)
+}
+
+// covers reports whether seq was observed, or is older than every
+// sequence the ring still holds (too old to tell: taken as observed).
+func (r *seqRing) covers(seq uint64) bool {
+	oldest := uint64(0)
+	for i := 0; i < r.n; i++ {
+		s := r.seqs[i]
+		if s == seq {
+			return true
+		}
+		if i == 0 || s < oldest {
+			oldest = s
+		}
+	}
+	return r.n == seenSeqs && seq < oldest
 }
