@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -66,6 +67,10 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 		r.dumper = d
 	}
 	r.dump.Reset(states)
+	if full {
+		n := sockdiag.CountHint()
+		r.dump.Grow(n + n/8)
+	}
 	if err := r.dumper.DumpFunc(states, r.dump.Add); err != nil {
 		p.resyncFailed("sock_diag dump", err)
 		return
@@ -85,7 +90,7 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 	if r.want == nil {
 		r.want, r.owners = map[uint64]struct{}{}, map[uint64]sockdiag.Owner{}
 	}
-	clear(r.want)
+	r.want = emptied(r.want)
 	for _, a := range res.Added {
 		if a.Inode != 0 {
 			r.want[a.Inode] = struct{}{}
@@ -103,10 +108,14 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 			p.table.SetScanOwners(r.owners)
 			p.mu.Unlock()
 		}
-		clear(r.owners)
+		r.owners = emptied(r.owners)
 	}
 	if full && r.dump.Len() >= bigSeed {
-		r.dump.Release() // 7 MiB per 100k sockets: not kept between runs
+		// 7 MiB per 100k sockets, and the garbage of sorting it: hand it
+		// back to the OS now (a forced GC, a few ms) rather than let the
+		// heap, and the RSS, grow towards memory_limit between runs.
+		r.dump.Release()
+		debug.FreeOSMemory()
 	}
 
 	secs := time.Since(start).Seconds()
@@ -152,6 +161,16 @@ func (p *Probe) caughtUp() bool {
 // resync to wait for it: a full 16 MiB ring buffer is about 1 s of events
 // at 100k/s.
 const maxResyncLag = 3 * time.Second
+
+// emptied returns m cleared, or a new map if m grew big: Go maps never
+// shrink.
+func emptied[K comparable, V any](m map[K]V) map[K]V {
+	if len(m) > 1024 {
+		return make(map[K]V)
+	}
+	clear(m)
+	return m
+}
 
 // resyncFailed counts a failed resync, logs it once per kind of failure
 // and stops the table's recording of closed sockets.

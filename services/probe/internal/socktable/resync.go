@@ -88,6 +88,10 @@ func (d *Dump) Reset(states sockdiag.StateSet) {
 	d.byTuple = d.byTuple[:0]
 }
 
+// Grow makes room for n more sockets: sized up front, a big dump does not
+// leave the arrays of its append growth behind for the GC.
+func (d *Dump) Grow(n int) { d.socks = slices.Grow(d.socks, n) }
+
 // Release drops d's memory (after a big dump: a 100k-socket dump holds
 // 7 MiB) and empties it.
 func (d *Dump) Release() {
@@ -182,7 +186,8 @@ type ResyncResult struct {
 	// SetScanOwners.
 	Added []AddedSocket
 	// Deferred: dumped sockets not added because they closed during the
-	// dump or may be a connect whose events are in flight.
+	// dump, may be a connect whose events are in flight, or were beyond
+	// the maxMissing this resync notes.
 	Deferred int
 	// Unverified: entries in the dumped states that two dumps in a row
 	// lacked with no event in between, never listed by a dump, on a
@@ -304,7 +309,7 @@ func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 
 	// What was missing at the last resync that covered it and was not
 	// found now stays on record.
-	clear(sc.next)
+	sc.next = emptied(sc.next)
 	for c, st := range sc.missing {
 		if !d.states.Has(st) {
 			sc.next[c] = st
@@ -320,9 +325,11 @@ func (t *Table) Resync(d *Dump, now time.Time) ResyncResult {
 			continue
 		}
 		if _, ok := sc.missing[r.cookie]; !ok {
-			if len(sc.next) < t.max {
+			if len(sc.next) < maxMissing {
 				sc.next[r.cookie] = r.state
 				res.Pending++
+			} else {
+				res.Deferred++
 			}
 			continue
 		}
@@ -430,6 +437,21 @@ func (t *Table) SetScanOwners(owners map[uint64]sockdiag.Owner) int {
 		}
 	}
 	return n
+}
+
+// maxMissing bounds the missing sockets one resync notes, and so those the
+// next adds and looks up in /proc: after a failed seed, 100k sockets are
+// added over several resyncs rather than at once (and memory stays small).
+const maxMissing = 16384
+
+// emptied returns m cleared, or a new map if m grew big: Go maps never
+// shrink, and a big resync should not keep its memory until the next.
+func emptied[K comparable, V any](m map[K]V) map[K]V {
+	if len(m) > 1024 {
+		return make(map[K]V)
+	}
+	clear(m)
+	return m
 }
 
 // maxLocalAddrs bounds the addresses Resync remembers as the namespace's.
