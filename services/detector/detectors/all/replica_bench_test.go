@@ -3,10 +3,15 @@ package all
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -33,6 +38,8 @@ import (
 var (
 	replicaHosts = flag.Int("bench.hosts", 64, "BenchmarkReplica: hosts whose traffic one replica handles")
 	replicaConns = flag.Float64("bench.conns", 300, "BenchmarkReplica: connections per second on each host (2/3 accepted, 1/3 opened)")
+	natsServer   = flag.String("bench.nats-server", "", "BenchmarkReplica: run this nats-server binary as a process of its own "+
+		"(events/cpu_s is then the replica's and the publisher's alone; server_cpus is the server's); empty: embedded")
 )
 
 // BenchmarkReplica: what one real replica (the framework, its consumer
@@ -52,8 +59,8 @@ var (
 //
 // Figures: events/s from the first publish to the last batch handled;
 // events/cpu_s per CPU second of the whole process (user+sys), which also
-// runs the NATS server and the publisher: conservative for the replica
-// alone; x_realtime is how many times faster than real time the fleet's
+// runs the publisher and, unless -bench.nats-server runs it apart (as make
+// bench does), the NATS server: conservative for the replica alone; x_realtime is how many times faster than real time the fleet's
 // traffic went through (>1: one replica keeps up with that fleet);
 // redelivered counts batches the server sent again (acked after ack_wait)
 // and slow_consumers the connections it cut. A healthy fleet raises no
@@ -121,10 +128,10 @@ func benchReplica(b *testing.B, name string) {
 	// Goroutines inherit profiler labels from the one that starts them:
 	// with -cpuprofile, `go tool pprof -tags` splits the process's CPU into
 	// part=nats-server, publisher and replica.
-	var ns *server.Server
-	inPart("nats-server", func() { ns = natstest.Start(b) })
+	var ns natsUnderTest
+	inPart("nats-server", func() { ns = startNATS(b) })
 	fake := clock.NewFake(start)
-	cfg.NATS = cfg.NATS.WithURL(ns.ClientURL())
+	cfg.NATS = cfg.NATS.WithURL(ns.url)
 	cfg.Detectors = []string{name}
 	cfg.Group.Replica = "bench"
 	if err := cfg.Validate(); err != nil {
@@ -153,7 +160,13 @@ func benchReplica(b *testing.B, name string) {
 	}, nil)
 
 	var nc *nats.Conn
-	inPart("publisher", func() { nc, _ = natstest.Connect(b, ns) })
+	inPart("publisher", func() {
+		var err error
+		if nc, err = nats.Connect(ns.url); err != nil {
+			b.Fatal(err)
+		}
+	})
+	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1024))
 	if err != nil {
 		b.Fatal(err)
@@ -165,7 +178,7 @@ func benchReplica(b *testing.B, name string) {
 		return c.Messages.Load() + c.Stale.Load() + c.DeadLettered.Load()
 	}
 
-	cpu0 := cpuTime(b)
+	cpu0, serverCPU0 := cpuTime(b), ns.cpu(b)
 	b.ResetTimer()
 	pubErr := make(chan error, 1)
 	go inPart("publisher", func() { pubErr <- publishFleet(ctx, js, p.Kinds, hosts, perStep) })
@@ -187,7 +200,7 @@ func benchReplica(b *testing.B, name string) {
 	}
 	poll(b, ctx, "every batch handled", func() bool { return handled() >= msgs || failed(b, pubErr) }, func() string { return stuck(ns, js, c) + "\nreplica warnings:\n" + logs.String() })
 	b.StopTimer()
-	cpu := cpuTime(b) - cpu0
+	cpu, serverCPU := cpuTime(b)-cpu0, ns.cpu(b)-serverCPU0
 	if err := <-pubErr; err != nil {
 		b.Fatal(err)
 	}
@@ -222,7 +235,10 @@ func benchReplica(b *testing.B, name string) {
 	b.ReportMetric(float64(hosts), "hosts")
 	b.ReportMetric(float64(alerts), "alerts")
 	b.ReportMetric(float64(c.Duplicates.Load()), "redelivered")
-	b.ReportMetric(float64(ns.NumSlowConsumersClients()), "slow_consumers")
+	b.ReportMetric(float64(ns.slowConsumers(b)), "slow_consumers")
+	if ns.external {
+		b.ReportMetric(serverCPU.Seconds()/sec, "server_cpus")
+	}
 	b.ReportMetric(0, "ns/op") // per second of fleet traffic: x_realtime says it better
 }
 
@@ -313,12 +329,12 @@ func poll(b *testing.B, ctx context.Context, what string, cond func() bool, stat
 // stuck says where the batches are when the replica stops making progress:
 // the server's slow-consumer disconnects, the publisher's unacknowledged
 // publishes, the replica's counters, and every stream with its consumers.
-func stuck(ns *server.Server, js jetstream.JetStream, c *runner.Counters) string {
+func stuck(ns natsUnderTest, js jetstream.JetStream, c *runner.Counters) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "server: %d slow consumer clients disconnected; publishes pending %d; replica: messages %d, duplicates %d, stale %d, dead-lettered %d, hosts %d, partitions %d, takeovers %d",
-		ns.NumSlowConsumersClients(), js.PublishAsyncPending(), c.Messages.Load(), c.Duplicates.Load(), c.Stale.Load(), c.DeadLettered.Load(),
+		ns.slowConsumers(nil), js.PublishAsyncPending(), c.Messages.Load(), c.Duplicates.Load(), c.Stale.Load(), c.DeadLettered.Load(),
 		c.Hosts.Load(), c.Partitions.Load(), c.Takeovers.Load())
 	streams := js.ListStreams(ctx)
 	for si := range streams.Info() {
@@ -369,4 +385,88 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// natsUnderTest is the benchmark's NATS server: embedded, or a process of
+// its own (-bench.nats-server) whose CPU is then measured apart.
+type natsUnderTest struct {
+	url      string
+	external bool
+	embedded *server.Server
+	pid      int
+	monitor  string // http://host:port of the external server's monitoring
+}
+
+func startNATS(b *testing.B) natsUnderTest {
+	if *natsServer == "" {
+		ns := natstest.Start(b)
+		return natsUnderTest{url: ns.ClientURL(), embedded: ns}
+	}
+	port, mport := freePort(b), freePort(b)
+	cmd := exec.Command(*natsServer, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-m", strconv.Itoa(mport))
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start %s: %v", *natsServer, err)
+	}
+	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	n := natsUnderTest{url: fmt.Sprintf("nats://127.0.0.1:%d", port), external: true, pid: cmd.Process.Pid,
+		monitor: fmt.Sprintf("http://127.0.0.1:%d", mport)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	poll(b, ctx, "the NATS server to accept connections", func() bool {
+		nc, err := nats.Connect(n.url)
+		if err == nil {
+			nc.Close()
+		}
+		return err == nil
+	}, nil)
+	return n
+}
+
+func freePort(b *testing.B) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// cpu is the external server's user+sys CPU time so far (0 when embedded:
+// the process's own counts it).
+func (n natsUnderTest) cpu(b *testing.B) time.Duration {
+	if !n.external {
+		return 0
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the command name, which ends with the last ')': state is
+	// the first, utime and stime the 12th and 13th.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// slowConsumers is how many clients the server cut off as slow consumers.
+func (n natsUnderTest) slowConsumers(b *testing.B) int64 {
+	if !n.external {
+		return int64(n.embedded.NumSlowConsumersClients())
+	}
+	resp, err := http.Get(n.monitor + "/varz")
+	if err != nil {
+		if b != nil {
+			b.Fatal(err)
+		}
+		return -1
+	}
+	defer resp.Body.Close()
+	var v struct {
+		SlowConsumers int64 `json:"slow_consumers"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil && b != nil {
+		b.Fatal(err)
+	}
+	return v.SlowConsumers
 }
