@@ -173,7 +173,7 @@ function micro(    i) {
 function detectors(    i, r, d, p, core, all) {
 	printf "\nDetectors: one replica per detector (framework + consumer group on JetStream + the detector, default\n"
 	printf "  config), %s healthy hosts x %s conn/s, %s s of their traffic; events/s: first publish -> last batch\n", rhosts, rconns, rseconds
-	printf "  handled; per core-second: events / CPU s of the replica's process (its publisher included: conservative);\n"
+	printf "  handled; per core-second: events / CPU s of the replica process (its publisher included: conservative);\n"
 	printf "  the nats-server process apart (its cores in the last column). Observe, HotPath: the detector alone on one\n"
 	printf "  core (a busy healthy host; its worst case).\n"
 	printf "  %-17s %11s %13s %14s %8s %9s %11s %11s %12s\n", "detector", "events/s", "events/core-s", "target/core", "ev/batch", "realtime", "Observe/s", "HotPath/s", "server cores"
