@@ -130,23 +130,30 @@ held = []
 while True:
     c, _ = ls.accept(); held.append(c)
 `)
+	return cmd, startServer(t, "leaker", cmd)
+}
+
+// startServer starts cmd, a server that prints its port on its first line
+// once it listens, and returns that port; cmd is killed at cleanup.
+func startServer(t *testing.T, what string, cmd *exec.Cmd) int {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		t.Fatalf("leaker: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
-	port, err = strconv.Atoi(strings.TrimSpace(line))
+	port, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s port %q: %v", what, line, err)
 	}
-	return cmd, port
+	return port
 }
 
 // closeWaitOn counts the sockets in CLOSE_WAIT on local port, per ss.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -96,23 +95,7 @@ while True:
     c, _ = ls.accept()
     threading.Thread(target=drain, args=(c,), daemon=True).start()
 `)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("discard server: %v", err)
-	}
-	port, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("discard server port %q: %v", line, err)
-	}
-	return port
+	return startServer(t, "discard server", cmd)
 }
 
 // sendUntil writes to c until ctx ends.
