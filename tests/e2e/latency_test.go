@@ -39,7 +39,10 @@ import (
 	"github.com/netpulse/netpulse/lib/testutil/priv"
 )
 
-var latencyRounds = flag.Int("latency.rounds", 10, "BenchmarkAlertLatency: timed fault rounds (each fault once a round)")
+var (
+	latencyRounds  = flag.Int("latency.rounds", 10, "BenchmarkAlertLatency: timed fault rounds (each fault once a round)")
+	latencyWorkers = flag.Int("latency.workers", 8, "BenchmarkAlertLatency: threads connecting in the background load")
+)
 
 // The detector settings the faults are measured against: the moment a
 // condition becomes true follows from them (see BenchmarkAlertLatency).
@@ -118,7 +121,7 @@ func BenchmarkAlertLatency(b *testing.B) {
 		}
 	})
 
-	load := startChurn(b, 8)
+	load := startChurn(b, *latencyWorkers)
 	lat := map[string][]time.Duration{}
 	// Warm-up, not timed: the consumers start, the detector takes the host
 	// over and replays its history, which on a busy machine can take long
