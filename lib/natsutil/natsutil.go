@@ -109,7 +109,10 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 		nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.ReconnectBufSize(32 << 20),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if err == nil && c.IsClosed() {
+				return // closed by us, at shutdown
+			}
 			log.Warn("disconnected from NATS", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
