@@ -100,7 +100,8 @@ struct event {
 	__u8 newstate;           // other types: the socket's state, 0 unknown
 	__u8 side;
 	__u8 owner_source;
-	__u8 pad[6];
+	__u8 pad[2];
+	__u32 segs_out;          // RETRANSMIT: tcp_sock.segs_out, sent so far
 	__u8 saddr[16];          // IPv4 in the first 4 bytes, rest zero
 	__u8 daddr[16];
 	char comm[16];           // owner's comm
@@ -765,6 +766,9 @@ int handle_retransmit(void *ctx)
 	fill_event(e, RECORD_RETRANSMIT, now, a.skaddr, info);
 	e->cookie = sk_cookie((void *)a.skaddr);
 	e->segments = segs;
+	// With the previous retransmit's, what this connection sent meanwhile:
+	// the detectors' retransmit ratio of a connection still open.
+	e->segs_out = BPF_CORE_READ(tp, segs_out);
 	e->family = a.family;
 	e->sport = a.sport;
 	e->dport = a.dport;

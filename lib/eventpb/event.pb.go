@@ -475,7 +475,11 @@ type Event struct {
 	Segments uint32 `protobuf:"varint,22,opt,name=segments,proto3" json:"segments,omitempty"`
 	// Kernel socket cookie when the kernel has assigned one (ss -e shows it as
 	// sk:<hex>), else 0.
-	Cookie        uint64 `protobuf:"varint,23,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	Cookie uint64 `protobuf:"varint,23,opt,name=cookie,proto3" json:"cookie,omitempty"`
+	// RETRANSMIT: segments the connection has sent so far, retransmits
+	// included (tcp_sock.segs_out, as Connection.segments_out): between two
+	// retransmits of one connection, what it sent meanwhile.
+	SegsOut       uint32 `protobuf:"varint,24,opt,name=segs_out,json=segsOut,proto3" json:"segs_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -667,6 +671,13 @@ func (x *Event) GetSegments() uint32 {
 func (x *Event) GetCookie() uint64 {
 	if x != nil {
 		return x.Cookie
+	}
+	return 0
+}
+
+func (x *Event) GetSegsOut() uint32 {
+	if x != nil {
+		return x.SegsOut
 	}
 	return 0
 }
@@ -1332,7 +1343,7 @@ const file_event_proto_rawDesc = "" +
 	"\tbatch_seq\x18\x04 \x01(\x04R\bbatchSeq\x120\n" +
 	"\x06events\x18\x05 \x03(\v2\x18.netpulse.event.v1.EventR\x06events\x12?\n" +
 	"\vconnections\x18\x06 \x03(\v2\x1d.netpulse.event.v1.ConnectionR\vconnections\x127\n" +
-	"\bsnapshot\x18\a \x01(\v2\x1b.netpulse.event.v1.SnapshotR\bsnapshot\"\x9c\x06\n" +
+	"\bsnapshot\x18\a \x01(\v2\x1b.netpulse.event.v1.SnapshotR\bsnapshot\"\xb7\x06\n" +
 	"\x05Event\x120\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x1c.netpulse.event.v1.EventTypeR\x04type\x12$\n" +
 	"\x0etime_unix_nano\x18\x02 \x01(\x06R\ftimeUnixNano\x12\x10\n" +
@@ -1357,7 +1368,8 @@ const file_event_proto_rawDesc = "" +
 	"\x15handshake_retransmits\x18\x14 \x01(\rR\x14handshakeRetransmits\x12+\n" +
 	"\x04side\x18\x15 \x01(\x0e2\x17.netpulse.event.v1.SideR\x04side\x12\x1a\n" +
 	"\bsegments\x18\x16 \x01(\rR\bsegments\x12\x16\n" +
-	"\x06cookie\x18\x17 \x01(\x04R\x06cookie\"\xeb\x06\n" +
+	"\x06cookie\x18\x17 \x01(\x04R\x06cookie\x12\x19\n" +
+	"\bsegs_out\x18\x18 \x01(\rR\asegsOut\"\xeb\x06\n" +
 	"\n" +
 	"Connection\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x06R\ftimeUnixNano\x12\x10\n" +

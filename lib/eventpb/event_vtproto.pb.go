@@ -142,6 +142,13 @@ func (m *Event) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.SegsOut != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.SegsOut))
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0xc0
+	}
 	if m.Cookie != 0 {
 		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.Cookie))
 		i--
@@ -975,6 +982,9 @@ func (m *Event) SizeVT() (n int) {
 	}
 	if m.Cookie != 0 {
 		n += 2 + protohelpers.SizeOfVarint(uint64(m.Cookie))
+	}
+	if m.SegsOut != 0 {
+		n += 2 + protohelpers.SizeOfVarint(uint64(m.SegsOut))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -1980,6 +1990,25 @@ func (m *Event) UnmarshalVT(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.Cookie |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 24:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SegsOut", wireType)
+			}
+			m.SegsOut = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SegsOut |= uint32(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}
@@ -4227,6 +4256,25 @@ func (m *Event) UnmarshalVTUnsafe(dAtA []byte) error {
 				b := dAtA[iNdEx]
 				iNdEx++
 				m.Cookie |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
+		case 24:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field SegsOut", wireType)
+			}
+			m.SegsOut = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.SegsOut |= uint32(b&0x7F) << shift
 				if b < 0x80 {
 					break
 				}

@@ -149,6 +149,7 @@ func (d Decoder) decodeEvent(raw []byte, typ RecordType, out *eventpb.Event) err
 	out.HandshakeRetransmits = ev.HandshakeRetrans
 	out.Side = side
 	out.Segments = ev.Segments
+	out.SegsOut = ev.SegsOut
 	out.Cookie = ev.Cookie
 	return nil
 }

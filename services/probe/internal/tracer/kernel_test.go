@@ -82,12 +82,19 @@ func TestRetransmitsMatchNstat(t *testing.T) {
 	sport := uint32(c.LocalAddr().(*net.TCPAddr).Port)
 
 	var sum, events uint64
+	var firstOut, lastOut, firstSegs uint32
+	outBackwards := false
 	sumRetrans := func(recs []rec) bool {
-		sum, events = 0, 0
+		sum, events, firstOut, lastOut, outBackwards = 0, 0, 0, 0, false
 		for _, r := range recs {
 			if ev := r.ev; ev != nil && ev.Type == tRetransmit && ev.Sport == sport && ev.Dport == uint32(port) {
 				sum += uint64(ev.Segments)
 				events++
+				if events == 1 {
+					firstOut, firstSegs = ev.SegsOut, ev.Segments
+				}
+				outBackwards = outBackwards || ev.SegsOut < lastOut
+				lastOut = ev.SegsOut
 			}
 		}
 		return sum >= delta
@@ -108,10 +115,26 @@ func TestRetransmitsMatchNstat(t *testing.T) {
 	})
 	for _, r := range conn {
 		if r.conn != nil && r.conn.Sport == sport && r.conn.Dport == uint32(port) {
-			t.Logf("sender's connection: total_retrans %d, bytes sent %d", r.conn.Retransmits, r.conn.BytesSent)
+			t.Logf("sender's connection: total_retrans %d, bytes sent %d, segments out %d", r.conn.Retransmits, r.conn.BytesSent, r.conn.SegmentsOut)
 			if r.conn.BytesSent != uint64(sent) {
 				t.Errorf("connection bytes_sent %d, sent %d", r.conn.BytesSent, sent)
 			}
+			if lastOut == 0 || lastOut > r.conn.SegmentsOut {
+				t.Errorf("last RETRANSMIT segs_out %d: want > 0 and at most the connection's segments_out %d", lastOut, r.conn.SegmentsOut)
+			}
+		}
+	}
+	// segs_out of one connection's retransmits only grows; between the
+	// first and the last it gives the ratio the detectors use: about the 3%
+	// dropped.
+	if outBackwards {
+		t.Error("RETRANSMIT segs_out went backwards")
+	}
+	if lastOut > firstOut {
+		ratio := float64(sum-uint64(firstSegs)) / float64(lastOut-firstOut)
+		t.Logf("retransmitted / sent between the first and the last retransmit: %.2f%%", ratio*100)
+		if ratio < 0.005 || ratio > 0.2 {
+			t.Errorf("ratio from segs_out %.2f%%, want about the 3%% dropped", ratio*100)
 		}
 	}
 	if delta < 10 {

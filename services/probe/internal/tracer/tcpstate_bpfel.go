@@ -65,7 +65,8 @@ type tcpstateEvent struct {
 	Newstate         uint8
 	Side             uint8
 	OwnerSource      uint8
-	Pad              [6]uint8
+	Pad              [2]uint8
+	SegsOut          uint32
 	Saddr            [16]uint8
 	Daddr            [16]uint8
 	Comm             [16]int8
