@@ -3,6 +3,7 @@ package chschema
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -140,7 +141,7 @@ func TestInsertAndReadBack(t *testing.T) {
 		ts, uint64(ts.UnixNano()), "host-a", "connect_failed", uint32(4242), uint32(4243), "curl",
 		"ipv6", "::1", uint16(40000), "2001:db8::1", uint16(443), "SYN_SENT", "CLOSE",
 		uint64(1234), uint64(0xffff8880deadbeef), "listener", uint64(8812), int32(111), uint64(2500), uint32(2),
-		"client", uint32(3), uint64(0x4000000000001234), "probe-1", uint64(7), uint64(99),
+		"client", uint32(3), uint64(0x4000000000001234), uint32(3000000000), "probe-1", uint64(7), uint64(99),
 	}
 	cols := TCPEvents.ColumnNames()
 	if len(row) != len(cols) {
@@ -166,19 +167,20 @@ func TestInsertAndReadBack(t *testing.T) {
 		saddr, daddr, old, state        string
 		probeID, owner, side            string
 		pid, tid, hsRetrans, segments   uint32
+		segsOut                         uint32
 		sport, dport                    uint16
 		errno                           int32
 	)
 	err = conn.QueryRow(ctx, fmt.Sprintf("SELECT %s FROM %s.tcp_events", list, db)).Scan(
 		&gotTime, &timeNs, &host, &typ, &pid, &tid, &comm, &family, &saddr, &sport, &daddr, &dport,
-		&old, &state, &dur, &sock, &owner, &cgroup, &errno, &hsUs, &hsRetrans, &side, &segments, &cookie,
+		&old, &state, &dur, &sock, &owner, &cgroup, &errno, &hsUs, &hsRetrans, &side, &segments, &cookie, &segsOut,
 		&probeID, &seq, &streamSeq)
 	if err != nil {
 		t.Fatalf("read back: %v", err)
 	}
 	got := []any{
 		gotTime.UTC(), timeNs, host, typ, pid, tid, comm, family, saddr, sport, daddr, dport,
-		old, state, dur, sock, owner, cgroup, errno, hsUs, hsRetrans, side, segments, cookie,
+		old, state, dur, sock, owner, cgroup, errno, hsUs, hsRetrans, side, segments, cookie, segsOut,
 		probeID, seq, streamSeq,
 	}
 	want := slices.Clone(row)
@@ -255,62 +257,98 @@ func TestMigrateAddsMissingColumns(t *testing.T) {
 	}
 }
 
-// TestMigrateFromV1 upgrades tcp_events as the first release of the sink
-// made it (testdata/tcp_events.v1.legacy.sql, a frozen copy of that
-// rendering), holding a row: the columns of the new Event fields are added
-// in their place, the row keeps its values and gets defaults, and the
-// sink's full INSERT works on the migrated table.
-func TestMigrateFromV1(t *testing.T) {
-	conn, f, db := probe(t)
-	ctx := context.Background()
-	v1, err := os.ReadFile("testdata/tcp_events.v1.legacy.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
-		t.Fatal(err)
-	}
-	create := strings.TrimSuffix(strings.Replace(string(v1), "netpulse.tcp_events", db+".tcp_events", 1), ";\n")
-	if err := conn.Exec(ctx, create); err != nil {
-		t.Fatalf("create the v1 table: %v", err)
-	}
-	insertRow(t, conn, db+".tcp_events", "time, time_ns, host, type, pid, comm, family, saddr, sport, new_state, sock_id, stream_seq",
-		time.Unix(1795000000, 0), uint64(1795000000123456789), "h1", "state_change", uint32(42), "nginx", "ipv4", "10.0.0.1", uint16(80), "CLOSE_WAIT", uint64(77), uint64(5))
+// TestMigrateFromOlderReleases upgrades tcp_events as earlier releases of
+// the sink made it (testdata/tcp_events.<release>.legacy.sql, frozen copies
+// of those renderings), holding a row: the columns of newer Event fields
+// are added in their place, the row keeps its values and reads defaults in
+// them, and the sink's full INSERT works on the migrated table.
+func TestMigrateFromOlderReleases(t *testing.T) {
+	at := time.Unix(1795000000, 0)
+	// Columns a release lacks and the defaults its rows read there.
+	sinceV1 := map[string]string{"owner_source": "unknown", "cgroup_id": "0", "error": "0", "handshake_us": "0",
+		"handshake_retransmits": "0", "side": "unspecified", "segments": "0", "cookie": "0", "segs_out": "0"}
+	sinceV2 := map[string]string{"segs_out": "0"}
+	for _, tt := range []struct {
+		release string
+		columns string // of the old row
+		values  []any
+		kept    map[string]string // what the old row reads after Migrate, besides the defaults
+		added   map[string]string
+	}{
+		{
+			"v1", "time, time_ns, host, type, pid, comm, family, saddr, sport, new_state, sock_id, stream_seq",
+			[]any{at, uint64(1795000000123456789), "h1", "state_change", uint32(42), "nginx", "ipv4", "10.0.0.1", uint16(80), "CLOSE_WAIT", uint64(77), uint64(5)},
+			map[string]string{"time_ns": "1795000000123456789", "host": "h1", "comm": "nginx", "new_state": "CLOSE_WAIT",
+				"saddr": "10.0.0.1", "sock_id": "77", "stream_seq": "5"},
+			sinceV1,
+		},
+		{
+			// Before segs_out: a retransmit row with the fields v1 lacked.
+			"v2", "time, time_ns, host, type, sock_id, owner_source, cgroup_id, side, segments, cookie, stream_seq",
+			[]any{at, uint64(1795000000000000001), "h2", "retransmit", uint64(78), "socket", uint64(600), "server", uint32(4), uint64(0x5000), uint64(6)},
+			map[string]string{"time_ns": "1795000000000000001", "host": "h2", "type": "retransmit", "sock_id": "78",
+				"owner_source": "socket", "cgroup_id": "600", "side": "server", "segments": "4", "cookie": "20480", "stream_seq": "6"},
+			sinceV2,
+		},
+	} {
+		t.Run(tt.release, func(t *testing.T) {
+			conn, f, db := probe(t)
+			ctx := context.Background()
+			old, err := os.ReadFile("testdata/tcp_events." + tt.release + ".legacy.sql")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db); err != nil {
+				t.Fatal(err)
+			}
+			create := strings.TrimSuffix(strings.Replace(string(old), "netpulse.tcp_events", db+".tcp_events", 1), ";\n")
+			if err := conn.Exec(ctx, create); err != nil {
+				t.Fatalf("create the %s table: %v", tt.release, err)
+			}
+			have := describe(t, conn, db, "tcp_events")
+			for c := range tt.added {
+				if slices.ContainsFunc(have, func(d string) bool { return strings.HasPrefix(d, c+" ") }) {
+					t.Fatalf("the %s table already has %s: not a table of that release", tt.release, c)
+				}
+			}
+			insertRow(t, conn, db+".tcp_events", tt.columns, tt.values...)
 
-	if err := Migrate(ctx, conn, f, Options{Database: db}); err != nil {
-		t.Fatalf("Migrate: %v", err)
-	}
-	if got, want := describe(t, conn, db, "tcp_events"), wantColumns(&TCPEvents, f); !slices.Equal(got, want) {
-		t.Errorf("columns after Migrate\n got %q\nwant %q", got, want)
-	}
-	var (
-		timeNs, sock, streamSeq, cgroup, hsUs, cookie uint64
-		host, comm, state, owner, side, saddr         string
-		errno                                         int32
-		segments                                      uint32
-	)
-	err = conn.QueryRow(ctx, fmt.Sprintf(`SELECT time_ns, host, comm, new_state, saddr, sock_id, stream_seq, owner_source, cgroup_id, error,
-		handshake_us, side, segments, cookie FROM %s.tcp_events`, db)).Scan(&timeNs, &host, &comm, &state, &saddr, &sock, &streamSeq,
-		&owner, &cgroup, &errno, &hsUs, &side, &segments, &cookie)
-	if err != nil {
-		t.Fatalf("read the old row: %v", err)
-	}
-	if got, want := fmt.Sprint(timeNs, host, comm, state, saddr, sock, streamSeq), fmt.Sprint(uint64(1795000000123456789), "h1", "nginx", "CLOSE_WAIT", "10.0.0.1", 77, 5); got != want {
-		t.Errorf("old row now reads %s, want %s", got, want)
-	}
-	if owner != "unknown" || side != "unspecified" || cgroup != 0 || errno != 0 || hsUs != 0 || segments != 0 || cookie != 0 {
-		t.Errorf("old row's new columns = %s %s %d %d %d %d %d, want defaults", owner, side, cgroup, errno, hsUs, segments, cookie)
-	}
-	if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.tcp_events (%s) SELECT %s FROM %s.tcp_events`,
-		db, strings.Join(TCPEvents.ColumnNames(), ", "), strings.Join(TCPEvents.ColumnNames(), ", "), db)); err != nil {
-		t.Fatalf("insert every column into the migrated table: %v", err)
-	}
-	before := showCreate(t, conn, db, "tcp_events")
-	if err := Migrate(ctx, conn, f, Options{Database: db}); err != nil {
-		t.Fatalf("second Migrate: %v", err)
-	}
-	if after := showCreate(t, conn, db, "tcp_events"); after != before {
-		t.Errorf("second Migrate changed the table:\nbefore %s\nafter  %s", before, after)
+			if err := Migrate(ctx, conn, f, Options{Database: db}); err != nil {
+				t.Fatalf("Migrate: %v", err)
+			}
+			if got, want := describe(t, conn, db, "tcp_events"), wantColumns(&TCPEvents, f); !slices.Equal(got, want) {
+				t.Errorf("columns after Migrate\n got %q\nwant %q", got, want)
+			}
+			want := maps.Clone(tt.kept)
+			maps.Copy(want, tt.added)
+			names := slices.Sorted(maps.Keys(want))
+			var exprs []string
+			for _, c := range names {
+				exprs = append(exprs, "toString("+c+")")
+			}
+			var got []string
+			q := fmt.Sprintf("SELECT [%s] FROM %s.tcp_events", strings.Join(exprs, ", "), db)
+			if err := conn.QueryRow(ctx, q).Scan(&got); err != nil {
+				t.Fatalf("read the old row: %v", err)
+			}
+			for i, c := range names {
+				if got[i] != want[c] {
+					t.Errorf("old row's %s = %q after Migrate, want %q", c, got[i], want[c])
+				}
+			}
+
+			if err := conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.tcp_events (%s) SELECT %s FROM %s.tcp_events`,
+				db, strings.Join(TCPEvents.ColumnNames(), ", "), strings.Join(TCPEvents.ColumnNames(), ", "), db)); err != nil {
+				t.Fatalf("insert every column into the migrated table: %v", err)
+			}
+			before := showCreate(t, conn, db, "tcp_events")
+			if err := Migrate(ctx, conn, f, Options{Database: db}); err != nil {
+				t.Fatalf("second Migrate: %v", err)
+			}
+			if after := showCreate(t, conn, db, "tcp_events"); after != before {
+				t.Errorf("second Migrate changed the table:\nbefore %s\nafter  %s", before, after)
+			}
+		})
 	}
 }
 

@@ -165,6 +165,7 @@ var specTCPEvents = tableSpec{"tcp_events", "toYYYYMMDD", "time", []string{"host
 	{"side", "Enum8", "Enum8", nil},
 	{"segments", "UInt32", "UInt32", smallCodec},
 	{"cookie", "UInt64", "UInt64", zstd},
+	{"segs_out", "UInt32", "UInt32", smallCodec},
 	{"probe_id", "LowCardinality(String)", "String", zstd},
 	{"seq", "UInt64", "UInt64", seqCodec},
 	{"stream_seq", "UInt64", "UInt64", seqCodec},

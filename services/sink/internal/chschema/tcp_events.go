@@ -65,6 +65,10 @@ low-cardinality keys first also make the runs that compress best.`,
 		{Name: "segments", Modern: "UInt32", Codec: codecSmall},
 		// Kernel socket cookie, 0 when none.
 		{Name: "cookie", Modern: "UInt64", Codec: codecZSTD},
+		// retransmit: segments the connection has sent so far, retransmits
+		// included (tcp_sock.segs_out); 0 on other types. Between two
+		// retransmit rows of one sock_id, its growth is what was sent meanwhile.
+		{Name: "segs_out", Modern: "UInt32", Codec: codecSmall},
 		{Name: "probe_id", Modern: lcString, Legacy: "String", Codec: codecZSTD},
 		// Per probe run.
 		{Name: "seq", Modern: "UInt64", Codec: codecSeq},

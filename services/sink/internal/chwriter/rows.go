@@ -48,7 +48,7 @@ type eventRows struct {
 	time                                    []time.Time
 	timeNs                                  []uint64
 	host, typ, comm, saddr, daddr, probeID  []string
-	pid, tid, hsRetrans, segments           []uint32
+	pid, tid, hsRetrans, segments, segsOut  []uint32
 	family, oldState, newState, owner, side []int8 // Enum8 codes: cheaper to append than names
 	sport, dport                            []uint16
 	errno                                   []int32
@@ -82,6 +82,7 @@ func (r *eventRows) add(host, probeID string, streamSeq uint64, ev *eventpb.Even
 	r.side = append(r.side, sideCode(ev.Side))
 	r.segments = append(r.segments, ev.Segments)
 	r.cookie = append(r.cookie, ev.Cookie)
+	r.segsOut = append(r.segsOut, ev.SegsOut)
 	r.probeID = append(r.probeID, probeID)
 	r.seq = append(r.seq, ev.Seq)
 	r.sSeq = append(r.sSeq, streamSeq)
@@ -93,7 +94,7 @@ func (r *eventRows) values() []any {
 		r.time, r.timeNs, r.host, r.typ, r.pid, r.tid, r.comm, r.family,
 		r.saddr, r.sport, r.daddr, r.dport, r.oldState, r.newState,
 		r.durationUs, r.sockID, r.owner, r.cgroup, r.errno, r.hsUs, r.hsRetrans,
-		r.side, r.segments, r.cookie, r.probeID, r.seq, r.sSeq,
+		r.side, r.segments, r.cookie, r.segsOut, r.probeID, r.seq, r.sSeq,
 	}
 }
 
@@ -101,7 +102,7 @@ func (r *eventRows) reset() {
 	r.resetState()
 	r.time, r.timeNs = r.time[:0], r.timeNs[:0]
 	r.host, r.typ, r.comm, r.saddr, r.daddr, r.probeID = r.host[:0], r.typ[:0], r.comm[:0], r.saddr[:0], r.daddr[:0], r.probeID[:0]
-	r.pid, r.tid, r.hsRetrans, r.segments = r.pid[:0], r.tid[:0], r.hsRetrans[:0], r.segments[:0]
+	r.pid, r.tid, r.hsRetrans, r.segments, r.segsOut = r.pid[:0], r.tid[:0], r.hsRetrans[:0], r.segments[:0], r.segsOut[:0]
 	r.family, r.oldState, r.newState, r.owner, r.side = r.family[:0], r.oldState[:0], r.newState[:0], r.owner[:0], r.side[:0]
 	r.sport, r.dport = r.sport[:0], r.dport[:0]
 	r.errno = r.errno[:0]

@@ -172,6 +172,7 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 				switch kind {
 				case natsutil.KindRetransmit:
 					ev.Type, ev.OldState, ev.Segments = eventpb.EventType_EVENT_TYPE_RETRANSMIT, 0, 1+uint32(i%3)
+					ev.SegsOut = 20 + uint32(m*n+i)%5000 // segments sent so far: growing, of varied size
 				case natsutil.KindReset:
 					ev.Type, ev.OldState = eventpb.EventType_EVENT_TYPE_RESET_SENT+eventpb.EventType(i%2), 0
 				}

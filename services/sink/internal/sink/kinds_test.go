@@ -185,6 +185,14 @@ func TestSinkStoresEveryEventType(t *testing.T) {
 	v4a, v4b := []byte{10, 0, 0, 1}, []byte{192, 168, 1, 20}
 	v6a := []byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
 	v6b := []byte{0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}
+	// segs_out: set on retransmits only, as the probe does; near the top of
+	// UInt32 to catch a narrower column.
+	segsOut := func(i int, typ eventpb.EventType) uint32 {
+		if typ != eventpb.EventType_EVENT_TYPE_RETRANSMIT {
+			return 0
+		}
+		return 4000000000 + uint32(i)
+	}
 	ev := func(i int, typ eventpb.EventType, fam eventpb.Family, sa, da []byte, old, new eventpb.TcpState, owner eventpb.OwnerSource, side eventpb.Side) *eventpb.Event {
 		return &eventpb.Event{
 			Type: typ, TimeUnixNano: uint64(at.Add(time.Duration(i) * time.Second).UnixNano()), Seq: uint64(100 + i),
@@ -192,7 +200,7 @@ func TestSinkStoresEveryEventType(t *testing.T) {
 			Saddr: sa, Daddr: da, Sport: uint32(40000 + i), Dport: uint32(443 + i), OldState: old, NewState: new,
 			StateDurationUs: uint64(700 + i), SockId: 0xffff888000000000 + uint64(i), OwnerSource: owner,
 			CgroupId: uint64(9000 + i), Error: int32(i), HandshakeUs: uint64(1500 + i), HandshakeRetransmits: uint32(i % 3),
-			Side: side, Segments: uint32(10 + i), Cookie: uint64(0x1000 + i),
+			Side: side, Segments: uint32(10 + i), Cookie: uint64(0x1000 + i), SegsOut: segsOut(i, typ),
 		}
 	}
 	const (
@@ -242,7 +250,7 @@ func TestSinkStoresEveryEventType(t *testing.T) {
 			"old_state": c.oldState, "new_state": c.newState, "state_duration_us": fmt.Sprint(700 + i),
 			"sock_id": fmt.Sprint(0xffff888000000000 + uint64(i)), "owner_source": c.owner, "cgroup_id": fmt.Sprint(9000 + i),
 			"error": fmt.Sprint(i), "handshake_us": fmt.Sprint(1500 + i), "handshake_retransmits": fmt.Sprint(i % 3),
-			"side": c.side, "segments": fmt.Sprint(10 + i), "cookie": fmt.Sprint(0x1000 + i), "probe_id": "p-" + c.kind,
+			"side": c.side, "segments": fmt.Sprint(10 + i), "cookie": fmt.Sprint(0x1000 + i), "segs_out": fmt.Sprint(segsOut(i, ev.Type)), "probe_id": "p-" + c.kind,
 			"seq": fmt.Sprint(100 + i), "stream_seq": e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, c.kind))[0],
 		})
 	}

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS netpulse.tcp_events
     side                  Enum8('unspecified' = 0, 'client' = 1, 'server' = 2),
     segments              UInt32,
     cookie                UInt64,
+    segs_out              UInt32,
     probe_id              String,
     seq                   UInt64,
     stream_seq            UInt64

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS netpulse.tcp_events
     side                  Enum8('unspecified' = 0, 'client' = 1, 'server' = 2),
     segments              UInt32 CODEC(T64, ZSTD(1)),
     cookie                UInt64 CODEC(ZSTD(1)),
+    segs_out              UInt32 CODEC(T64, ZSTD(1)),
     probe_id              LowCardinality(String) CODEC(ZSTD(1)),
     seq                   UInt64 CODEC(Delta, ZSTD(1)),
     stream_seq            UInt64 CODEC(Delta, ZSTD(1))
