@@ -57,13 +57,16 @@ func (l *Link) Command(name string, args ...string) *exec.Cmd {
 }
 
 // DropShare drops percent (1..99) of the TCP packets to or from port,
-// chosen at random, in namespace ns ("" for the host).
+// chosen at random, as they arrive in namespace ns ("" for the host): loss
+// on the path, as the sender sees it. (A drop on the sender's own output
+// path is not that: the kernel reports it to TCP at once, as a failed
+// transmit, and retransmits it without counting a loss.)
 func DropShare(t testing.TB, ns string, port, percent int) {
 	t.Helper()
 	table := "netfault" + randomHex(3)
 	nft(t, ns, table, fmt.Sprintf(`table inet %[1]s {
-	chain out {
-		type filter hook output priority 0; policy accept;
+	chain in {
+		type filter hook input priority 0; policy accept;
 		tcp dport %[2]d numgen random mod 100 < %[3]d drop
 		tcp sport %[2]d numgen random mod 100 < %[3]d drop
 	}

@@ -42,6 +42,10 @@ type Config struct {
 	// ForgetAfter drops a remote, baseline included, after this long
 	// without a retransmit or finished connection. Default 1h.
 	ForgetAfter time.Duration `koanf:"forget_after"`
+	// MaxSockets bounds the open connections whose segs_out at their last
+	// retransmit is remembered per host, for the ratio of connections still
+	// open (least recently used evicted, and counted). Default 16384.
+	MaxSockets int `koanf:"max_sockets"`
 }
 
 // DefaultConfig is retransmit_spike's documented defaults.
@@ -50,7 +54,7 @@ func DefaultConfig() *Config {
 		Window: 10 * time.Second, MinRate: 50, MinRatio: 0.01,
 		BaselineFactor: 3, BaselineAlpha: 0.1, BaselineWindows: 6,
 		ResolveFraction: 0.5, MinDuration: 10 * time.Second, CriticalRatio: 0.1,
-		PerRemote: true, MaxRemotes: 4096, ForgetAfter: time.Hour,
+		PerRemote: true, MaxRemotes: 4096, ForgetAfter: time.Hour, MaxSockets: 16384,
 	}
 }
 
@@ -77,6 +81,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("critical_ratio: must be in [0, 1] (0: never critical), got %g", c.CriticalRatio)
 	case c.MaxRemotes < 1:
 		return fmt.Errorf("max_remotes: must be ≥ 1, got %d", c.MaxRemotes)
+	case c.MaxSockets < 1:
+		return fmt.Errorf("max_sockets: must be ≥ 1, got %d", c.MaxSockets)
 	case c.ForgetAfter < c.Window:
 		return fmt.Errorf("forget_after: must be ≥ window (%s), got %s", c.Window, c.ForgetAfter)
 	}

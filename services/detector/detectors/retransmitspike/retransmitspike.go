@@ -62,6 +62,10 @@ type slot struct {
 	events      uint32
 	connRetrans uint64 // finished connections: their retransmits and sent segments
 	connOut     uint64
+	// Open connections: the segments a connection sent between two of its
+	// retransmits (segs_out grew by liveOut) and the later one's segments.
+	liveRetrans uint64
+	liveOut     uint64
 }
 
 type sample struct {
@@ -113,6 +117,9 @@ type Detector struct {
 	host    string
 	all     keyState
 	remotes *keys.Map[netip.Addr, keyState]
+	// segsOut is each retransmitting connection's segs_out at its last
+	// retransmit (by sock_id), forgotten when it closes.
+	segsOut *keys.Map[uint64, uint32]
 	snap    hostCounters
 	// eventSegs counts the retransmitted segments of every event, to
 	// compare with the host counters over the same snapshot interval.
@@ -133,6 +140,8 @@ type Stats struct {
 	BadEvents     uint64
 	// Evicted keys made room for new ones (max_remotes).
 	Evicted uint64
+	// SocketsEvicted: connections forgotten to make room (max_sockets).
+	SocketsEvicted uint64
 }
 
 // New makes the detector for host from a validated config.
@@ -140,6 +149,7 @@ func New(cfg Config, host string) *Detector {
 	d := &Detector{
 		cfg: cfg, host: host,
 		remotes: keys.New[netip.Addr, keyState](cfg.MaxRemotes, func(st *keyState) { st.reset() }),
+		segsOut: keys.New[uint64, uint32](cfg.MaxSockets, nil),
 		learn:   baseline.NewCadence(int64(cfg.Window)),
 	}
 	d.all.ring = d.newRing()
@@ -154,6 +164,7 @@ func (d *Detector) newRing() window.Ring[slot] {
 func (d *Detector) Stats() Stats {
 	s := d.stats
 	s.Evicted = d.remotes.Evicted
+	s.SocketsEvicted = d.segsOut.Evicted
 	return s
 }
 
@@ -200,6 +211,7 @@ func (d *Detector) Observe(in detect.Input) {
 	if d.cfg.PerRemote {
 		for _, c := range in.Batch.Connections {
 			d.stats.Connections++
+			d.segsOut.Delete(c.SockId)
 			a, ok := endpoint.Addr(c.Daddr)
 			if !ok {
 				d.stats.BadEvents++
@@ -229,6 +241,16 @@ func (d *Detector) retransmit(ev *eventpb.Event) {
 	}
 	s.segs += segs
 	s.events++
+	var liveOut uint64 // sent since this connection's previous retransmit
+	if ev.SegsOut != 0 {
+		prev, added := d.segsOut.GetOrAdd(ev.SockId, t)
+		if !added && ev.SegsOut > *prev {
+			liveOut = uint64(ev.SegsOut - *prev)
+			s.liveRetrans += uint64(segs)
+			s.liveOut += liveOut
+		}
+		*prev = ev.SegsOut
+	}
 	pid, comm := top.Name(ev.Pid, ev.Comm, ev.OwnerSource)
 	d.all.owners.Add(pid, comm)
 	smp := sample{t: t, pid: pid, comm: comm, state: ev.NewState, segs: segs}
@@ -247,6 +269,10 @@ func (d *Detector) retransmit(ev *eventpb.Event) {
 	if rs := st.ring.Slot(t); rs != nil {
 		rs.segs += segs
 		rs.events++
+		if liveOut > 0 {
+			rs.liveRetrans += uint64(segs)
+			rs.liveOut += liveOut
+		}
 	}
 	st.owners.Add(pid, comm)
 	st.keep(smp)
@@ -291,6 +317,7 @@ type view struct {
 	source       string
 	events       uint32
 	connOut      uint64
+	liveOut      uint64  // segments sent between retransmits of open connections
 	kernelRate   float64 // host: retransmits per second from the counters
 	outRate      float64
 	haveCounters bool
@@ -300,16 +327,23 @@ type view struct {
 func (d *Detector) window(st *keyState, now int64, host bool) view {
 	var v view
 	var segs uint32
-	var cr, co uint64
+	var cr, co, lr, lo uint64
 	st.ring.Each(st.ring.Abs(now)-1, func(_ int64, s *slot) {
 		segs += s.segs
 		v.events += s.events
 		cr += s.connRetrans
 		co += s.connOut
+		lr += s.liveRetrans
+		lo += s.liveOut
 	})
 	v.rate = float64(segs) / d.cfg.Window.Seconds()
-	v.connOut = co
+	v.connOut, v.liveOut = co, lo
 	v.source = "unknown"
+	// The connections retransmitting now, while open: their segments sent
+	// between retransmits. It speaks of the lossy connections only (not
+	// of quiet ones to the same place), so it comes first when there is
+	// enough of it: finished connections count whole lives, often long ago.
+	live := lo >= minRatioSegments
 	if host {
 		c := d.snap
 		// Counters are current when the latest snapshot is at most two
@@ -326,6 +360,11 @@ func (d *Detector) window(st *keyState, now int64, host bool) view {
 				v.ratio, v.known, v.source = float64(c.dRetrans)/float64(c.dOut), true, "snapshot counters"
 			}
 		}
+		if !v.known && live {
+			v.ratio, v.known, v.source = float64(lr)/float64(lo), true, "open connections"
+		}
+	} else if live {
+		v.ratio, v.known, v.source = float64(lr)/float64(lo), true, "open connections"
 	} else if co >= minRatioSegments {
 		v.ratio, v.known, v.source = float64(cr)/float64(co), true, "finished connections"
 	}
@@ -493,6 +532,7 @@ func (d *Detector) condition(remote string, st *keyState, v view, now time.Time)
 	} else {
 		what = "traffic with " + remote
 		ev["finished_conn_segments"] = v.connOut
+		ev["open_conn_segments"] = v.liveOut
 	}
 	ratioText := "ratio unknown"
 	if v.known {

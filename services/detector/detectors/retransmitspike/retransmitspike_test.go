@@ -300,3 +300,51 @@ func TestCountersOfAnotherNamespace(t *testing.T) {
 		t.Errorf("ratio known %v (%g), other netns %v: want unknown because the counters miss the events", v.known, v.ratio, v.otherNetns)
 	}
 }
+
+// An open connection's retransmits carry segs_out: between two of them the
+// ratio of what it sent is known before it closes. A bulk transfer to a
+// new remote after learning that loses 0.2% (80 of 40k segments/s) stays
+// quiet though over min_rate; one losing 4% fires with its ratio known.
+func TestOpenConnectionRatio(t *testing.T) {
+	for _, c := range []struct {
+		retrans int
+		fire    bool
+	}{{80, false}, {1600, true}} {
+		d := newDetector(t, nil)
+		old := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
+		bulk := dtest.Sock{ID: 2, Pid: 300, Comm: "backup", Local: "10.0.0.10:40001", Peer: "10.1.0.7:873", Side: eventpb.Side_SIDE_CLIENT}
+		var fired []detect.Condition
+		var sent uint32
+		for sec := range 300 {
+			retransmits(d, old, sec, 2)
+			if sec >= 120 {
+				b := &eventpb.Batch{}
+				for i := range c.retrans {
+					sent += uint32(40000 / c.retrans)
+					e := bulk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(c.retrans)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
+					e.Segments, e.SegsOut = 1, sent
+					b.Events = append(b.Events, e)
+				}
+				d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+			}
+			for _, cond := range d.Evaluate(dtest.At(time.Duration(sec+1) * time.Second)) {
+				if cond.Labels["remote"] == "10.1.0.7" {
+					fired = append(fired, cond)
+				}
+			}
+		}
+		if !c.fire {
+			if len(fired) > 0 {
+				t.Errorf("0.2%% loss fired: %s", fired[0].Summary)
+			}
+			continue
+		}
+		if len(fired) == 0 {
+			t.Fatal("4% loss did not fire")
+		}
+		ev := fired[0].Evidence
+		if ev["ratio_source"] != "open connections" || ev["ratio"].(float64) < 0.035 || ev["ratio"].(float64) > 0.045 {
+			t.Errorf("ratio %v from %v, want about 0.04 from open connections", ev["ratio"], ev["ratio_source"])
+		}
+	}
+}

@@ -261,6 +261,8 @@ func (tr Traffic) Stream() *Stream {
 					if rt <= end {
 						e := ev(rt, eventpb.EventType_EVENT_TYPE_RETRANSMIT, c)
 						e.NewState, e.Segments = estab, 1
+						// Sent so far, at an even pace over its life.
+						e.SegsOut = 1 + uint32(float64(c.segsOut)*float64(rt-c.est)/float64(max(c.end-c.est, 1)))
 						s.Event(e)
 					}
 				}
@@ -341,8 +343,9 @@ func (tr Traffic) Stream() *Stream {
 				for t := cs + exp(1e9/l.Retrans); t < ce; t += exp(1e9 / l.Retrans) {
 					e := ev(t, eventpb.EventType_EVENT_TYPE_RETRANSMIT, c)
 					e.NewState, e.Segments = estab, 1
-					s.Event(e)
 					rt++
+					e.SegsOut = uint32(l.Sent*float64(t-cs)/1e9) + rt // the retransmits are sent too
+					s.Event(e)
 				}
 			}
 			s.Conn(&eventpb.Connection{
