@@ -138,12 +138,12 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 
 // EventsStreamConfig is the NETPULSE_EVENTS stream the settings describe.
 func EventsStreamConfig(s config.Stream) jetstream.StreamConfig {
-	return streamConfig(s, EventsStream, "netpulse raw TCP events, netpulse.events.<host>.<kind>", EventsPrefix+".>")
+	return StreamConfig(s, EventsStream, "netpulse raw TCP events, netpulse.events.<host>.<kind>", EventsPrefix+".>")
 }
 
 // AlertsStreamConfig is the NETPULSE_ALERTS stream the settings describe.
 func AlertsStreamConfig(s config.Stream) jetstream.StreamConfig {
-	return streamConfig(s, AlertsStream, "netpulse alerts, netpulse.alerts.<detector>.<severity>.<host>", AlertsPrefix+".>")
+	return StreamConfig(s, AlertsStream, "netpulse alerts, netpulse.alerts.<detector>.<severity>.<host>", AlertsPrefix+".>")
 }
 
 // EnsureAlertsStream creates or updates NETPULSE_ALERTS, retrying while the
@@ -160,7 +160,9 @@ func AlertSubject(detector, severity, host string) string {
 	return AlertsPrefix + "." + detector + "." + severity + "." + host
 }
 
-func streamConfig(s config.Stream, name, description, subject string) jetstream.StreamConfig {
+// StreamConfig is a limits stream named name on subject with the limits
+// and storage of s.
+func StreamConfig(s config.Stream, name, description, subject string) jetstream.StreamConfig {
 	storage := jetstream.FileStorage
 	if s.Storage == "memory" {
 		storage = jetstream.MemoryStorage

@@ -209,20 +209,6 @@ func nilIfDone(ctx context.Context, err error) error {
 }
 
 func deadLetterStreamConfig(s config.Stream) jetstream.StreamConfig {
-	storage := jetstream.FileStorage
-	if s.Storage == "memory" {
-		storage = jetstream.MemoryStorage
-	}
-	return jetstream.StreamConfig{
-		Name:        DeadLetterStream,
-		Description: "messages netpulse services could not use, with the reason in header Netpulse-Reason",
-		Subjects:    []string{DeadLetterPrefix + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      s.MaxAge,
-		MaxBytes:    s.MaxBytes,
-		Duplicates:  s.DuplicateWindow,
-		Replicas:    s.Replicas,
-		Storage:     storage,
-	}
+	return natsutil.StreamConfig(s, DeadLetterStream,
+		"messages netpulse services could not use, with the reason in header Netpulse-Reason", DeadLetterPrefix+".>")
 }
