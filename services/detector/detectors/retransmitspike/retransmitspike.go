@@ -360,12 +360,12 @@ func (d *Detector) window(st *keyState, now int64, host bool) view {
 				v.ratio, v.known, v.source = float64(c.dRetrans)/float64(c.dOut), true, "snapshot counters"
 			}
 		}
-		if !v.known && live {
-			v.ratio, v.known, v.source = float64(lr)/float64(lo), true, "open connections"
-		}
-	} else if live {
+	}
+	switch {
+	case v.known: // the host's counters
+	case live:
 		v.ratio, v.known, v.source = float64(lr)/float64(lo), true, "open connections"
-	} else if co >= minRatioSegments {
+	case co >= minRatioSegments: // only remotes count finished connections
 		v.ratio, v.known, v.source = float64(cr)/float64(co), true, "finished connections"
 	}
 	return v

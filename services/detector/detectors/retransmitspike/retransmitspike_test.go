@@ -140,13 +140,7 @@ func TestUnknownRatioNeedsBaseline(t *testing.T) {
 		if sec >= 300 && sec < 400 {
 			rate = 400
 		}
-		b := &eventpb.Batch{}
-		for i := range rate {
-			e := sk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(rate)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
-			e.Segments = 1
-			b.Events = append(b.Events, e)
-		}
-		d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+		retransmits(d, sk, sec, rate)
 		for _, c := range d.Evaluate(dtest.At(time.Duration(sec+1) * time.Second)) {
 			fired = append(fired, fmt.Sprintf("%d:%s:%s", sec+1, c.Labels["remote"], c.Details["ratio"]))
 		}
@@ -240,11 +234,19 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // retransmits feeds rate retransmits of one segment each over second sec.
-func retransmits(d *Detector, sk dtest.Sock, sec, rate int) {
+func retransmits(d *Detector, sk dtest.Sock, sec, rate int) { sending(d, sk, sec, rate, 0, nil) }
+
+// sending is retransmits by a connection that sends perSec segments a
+// second: each retransmit carries segs_out, *sent so far.
+func sending(d *Detector, sk dtest.Sock, sec, rate, perSec int, sent *uint32) {
 	b := &eventpb.Batch{}
 	for i := range rate {
 		e := sk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(rate)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
 		e.Segments = 1
+		if sent != nil {
+			*sent += uint32(perSec / rate)
+			e.SegsOut = *sent
+		}
 		b.Events = append(b.Events, e)
 	}
 	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
@@ -318,14 +320,7 @@ func TestOpenConnectionRatio(t *testing.T) {
 		for sec := range 300 {
 			retransmits(d, old, sec, 2)
 			if sec >= 120 {
-				b := &eventpb.Batch{}
-				for i := range c.retrans {
-					sent += uint32(40000 / c.retrans)
-					e := bulk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(c.retrans)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
-					e.Segments, e.SegsOut = 1, sent
-					b.Events = append(b.Events, e)
-				}
-				d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+				sending(d, bulk, sec, c.retrans, 40000, &sent)
 			}
 			for _, cond := range d.Evaluate(dtest.At(time.Duration(sec+1) * time.Second)) {
 				if cond.Labels["remote"] == "10.1.0.7" {
