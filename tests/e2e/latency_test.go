@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -9,12 +8,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -113,8 +110,10 @@ func BenchmarkAlertLatency(b *testing.B) {
 
 	alerts := watchLatencyAlerts(b, ns.ClientURL(), []string{"slow_handshake", "conn_failure", "conn_leak"})
 	stats := watchProbeStats(b, ns.ClientURL(), host)
-	det := startService(b, ctx, "detector", "running", append([]string{"--nats.url=" + ns.ClientURL()}, latencyDetectorArgs...)...)
-	probe := startService(b, ctx, "probe", "probe running", "--nats.url="+ns.ClientURL(), "--host="+host, "--stats.interval=1s")
+	det := start(b, "detector", append([]string{"--nats.url=" + ns.ClientURL()}, latencyDetectorArgs...)...)
+	det.waitLog(ctx, "running")
+	probe := start(b, "probe", "--nats.url="+ns.ClientURL(), "--host="+host, "--stats.interval=1s")
+	probe.waitLog(ctx, "probe running")
 	b.Cleanup(func() {
 		if b.Failed() {
 			b.Logf("probe log:\n%s\ndetector log:\n%s", tail(probe.log(), 3000), tail(det.log(), 3000))
@@ -759,67 +758,6 @@ func (c *churn) stop() (conns uint64, secs float64) {
 		unix.Close(c.lfd)
 	}
 	return c.conns.Load(), c.secs
-}
-
-// service is a running service binary (proc's variant for benchmarks).
-type service struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	mu   sync.Mutex
-	buf  strings.Builder
-	seen chan struct{} // closed when the wanted line shows
-}
-
-// startService runs bin/netpulse-<svc> and waits until it logs ready.
-func startService(b *testing.B, ctx context.Context, svc, ready string, args ...string) *service {
-	b.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "netpulse-"+svc), args...)
-	cmd.Env = append(os.Environ(), "NETPULSE_CONFIG=/dev/null")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start %s: %v", svc, err)
-	}
-	s := &service{cmd: cmd, done: make(chan struct{}), seen: make(chan struct{})}
-	go s.scan(stderr, ready)
-	b.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-s.done
-	})
-	select {
-	case <-s.seen:
-	case <-s.done:
-		b.Fatalf("%s exited before logging %q:\n%s", svc, ready, s.log())
-	case <-ctx.Done():
-		b.Fatalf("%s did not log %q:\n%s", svc, ready, s.log())
-	}
-	return s
-}
-
-func (s *service) scan(r io.Reader, ready string) {
-	defer close(s.done)
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	found := false
-	for sc.Scan() {
-		s.mu.Lock()
-		s.buf.WriteString(sc.Text())
-		s.buf.WriteByte('\n')
-		s.mu.Unlock()
-		if !found && strings.Contains(sc.Text(), ready) {
-			found = true
-			close(s.seen)
-		}
-	}
-	_ = s.cmd.Wait()
-}
-
-func (s *service) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
 }
 
 // processCPU is the user+system CPU time of process pid in seconds.

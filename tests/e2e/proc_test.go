@@ -35,7 +35,7 @@ func buildServices() (string, error) {
 
 // proc is one running service binary whose log lines the test can wait for.
 type proc struct {
-	t    *testing.T
+	t    testing.TB
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -47,7 +47,7 @@ type proc struct {
 
 // start runs bin/netpulse-<svc> with args; its stderr goes to the test log
 // (on failure) and is searchable with waitLog.
-func start(t *testing.T, svc string, args ...string) *proc {
+func start(t testing.TB, svc string, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "netpulse-"+svc), args...)
 	cmd.Env = append(os.Environ(), "NETPULSE_CONFIG=/dev/null")
