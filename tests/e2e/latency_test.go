@@ -34,6 +34,7 @@ import (
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/netfault"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
+	"github.com/netpulse/netpulse/lib/testutil/procstat"
 )
 
 var (
@@ -762,18 +763,11 @@ func (c *churn) stop() (conns uint64, secs float64) {
 
 // processCPU is the user+system CPU time of process pid in seconds.
 func processCPU(b *testing.B, pid int) float64 {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	cpu, err := procstat.CPU(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after "(comm)": state is the 3rd field of stat, utime the 14th.
-	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		b.Fatalf("/proc/%d/stat: %v", pid, err)
-	}
-	return float64(utime+stime) / 100 // USER_HZ is 100 on Linux
+	return cpu.Seconds()
 }
 
 func randHex(n int) string {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"runtime/pprof"
 	"slices"
@@ -28,6 +27,7 @@ import (
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/testutil/procstat"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
@@ -437,16 +437,11 @@ func (n natsUnderTest) cpu(b *testing.B) time.Duration {
 	if !n.external {
 		return 0
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.pid))
+	cpu, err := procstat.CPU(n.pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the command name, which ends with the last ')': state is
-	// the first, utime and stime the 12th and 13th.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	return cpu
 }
 
 // slowConsumers is how many clients the server cut off as slow consumers.
