@@ -94,6 +94,24 @@ type Plugin struct {
 	New func(cfg any, host string) (Detector, error)
 }
 
+// Typed makes a Plugin.New from a constructor that takes the plugin's own
+// config type C (Config returns a *C): the conversion and, when *C has a
+// Validate method, the check, with their errors, in one place.
+func Typed[C any, D Detector](mk func(cfg C, host string) D) func(cfg any, host string) (Detector, error) {
+	return func(cfg any, host string) (Detector, error) {
+		c, ok := cfg.(*C)
+		if !ok {
+			return nil, fmt.Errorf("config is %T, want %T", cfg, c)
+		}
+		if v, ok := any(c).(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return nil, err
+			}
+		}
+		return mk(*c, host), nil
+	}
+}
+
 var validName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
 // Registry holds plugins by name.

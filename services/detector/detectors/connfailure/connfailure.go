@@ -42,16 +42,7 @@ func init() {
 		Description: "refused, timed-out and unroutable connects per remote endpoint, and reset storms",
 		Kinds:       []string{natsutil.KindError, natsutil.KindReset, natsutil.KindState},
 		Config:      func() any { return DefaultConfig() },
-		New: func(cfg any, host string) (detect.Detector, error) {
-			c, ok := cfg.(*Config)
-			if !ok {
-				return nil, fmt.Errorf("%s: config is %T, want *connfailure.Config", Name, cfg)
-			}
-			if err := c.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: %w", Name, err)
-			}
-			return New(*c, host), nil
-		},
+		New:         detect.Typed(New),
 	})
 }
 

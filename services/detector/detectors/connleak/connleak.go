@@ -38,16 +38,7 @@ func init() {
 		Description: "processes holding many CLOSE_WAIT sockets for long, or ever more of them",
 		Kinds:       []string{natsutil.KindState, natsutil.KindSnapshot},
 		Config:      func() any { return DefaultConfig() },
-		New: func(cfg any, host string) (detect.Detector, error) {
-			c, ok := cfg.(*Config)
-			if !ok {
-				return nil, fmt.Errorf("%s: config is %T, want *connleak.Config", Name, cfg)
-			}
-			if err := c.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: %w", Name, err)
-			}
-			return New(*c, host), nil
-		},
+		New:         detect.Typed(New),
 	})
 }
 

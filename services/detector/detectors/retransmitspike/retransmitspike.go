@@ -44,16 +44,7 @@ func init() {
 		Description: "retransmitted TCP segments per second far above normal, per host and per remote",
 		Kinds:       []string{natsutil.KindRetransmit, natsutil.KindConn, natsutil.KindSnapshot},
 		Config:      func() any { return DefaultConfig() },
-		New: func(cfg any, host string) (detect.Detector, error) {
-			c, ok := cfg.(*Config)
-			if !ok {
-				return nil, fmt.Errorf("%s: config is %T, want *retransmitspike.Config", Name, cfg)
-			}
-			if err := c.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: %w", Name, err)
-			}
-			return New(*c, host), nil
-		},
+		New:         detect.Typed(New),
 	})
 }
 

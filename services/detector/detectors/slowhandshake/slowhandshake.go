@@ -43,16 +43,7 @@ func init() {
 		Description: "TCP handshakes to a remote endpoint or into a listener slower than a ceiling or than usual",
 		Kinds:       []string{natsutil.KindState, natsutil.KindRetransmit},
 		Config:      func() any { return DefaultConfig() },
-		New: func(cfg any, host string) (detect.Detector, error) {
-			c, ok := cfg.(*Config)
-			if !ok {
-				return nil, fmt.Errorf("%s: config is %T, want *slowhandshake.Config", Name, cfg)
-			}
-			if err := c.Validate(); err != nil {
-				return nil, fmt.Errorf("%s: %w", Name, err)
-			}
-			return New(*c, host), nil
-		},
+		New:         detect.Typed(New),
 	})
 }
 
