@@ -111,9 +111,10 @@ type MapUsage struct {
 	Inserts  uint64 // since Open (kernel inserts, plus SeedListener's)
 	Deletes  uint64
 	// Evictions = Inserts - Deletes - Live: entries the LRU pushed out to
-	// make room. The counters and the entry count are read one after the
-	// other while the kernel keeps working, so it is exact only on a quiet
-	// map; it is never negative.
+	// make room. The kernel keeps working while they are read, so Inserts
+	// is read before the entries are counted and Deletes after: a socket
+	// opened or closed meanwhile makes it smaller, never larger (no
+	// evictions that did not happen; exact on a quiet map).
 	Evictions uint64
 }
 
@@ -122,7 +123,7 @@ type MapUsage struct {
 // BenchmarkMapUsage) and derives evictions. Call it at stats intervals, not
 // per event.
 func (t *Tracer) MapUsage() ([]MapUsage, error) {
-	c, err := t.Counters()
+	before, err := t.Counters()
 	if err != nil {
 		return nil, err
 	}
@@ -138,12 +139,17 @@ func (t *Tracer) MapUsage() ([]MapUsage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracer: count synack map: %w", err)
 	}
-	lc := c.Listeners
+	after, err := t.Counters()
+	if err != nil {
+		return nil, err
+	}
+	span := func(b, a MapCounters) MapCounters { return MapCounters{Inserts: b.Inserts, Deletes: a.Deletes} }
+	lc := span(before.Listeners, after.Listeners)
 	lc.Inserts += t.listenerSeeds.Load()
 	return []MapUsage{
-		usage("socket", t.maps.Maps[tcpstateMapSocks], c.Sockets, socks),
+		usage("socket", t.maps.Maps[tcpstateMapSocks], span(before.Sockets, after.Sockets), socks),
 		usage("listener", t.maps.Maps[tcpstateMapListeners], lc, listeners),
-		usage("synack", t.maps.Maps[tcpstateMapSynacks], c.Synacks, synacks),
+		usage("synack", t.maps.Maps[tcpstateMapSynacks], span(before.Synacks, after.Synacks), synacks),
 	}, nil
 }
 
