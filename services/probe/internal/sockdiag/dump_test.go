@@ -55,21 +55,8 @@ func TestDumpAndOwners(t *testing.T) {
 	}
 	defer d.Close()
 
-	// The FINs travel asynchronously: poll until every socket reached its state.
-	var socks []Socket
-	var got map[[2]netip.AddrPort]Socket
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if socks, err = d.Dump(socks[:0]); err != nil {
-			t.Fatal(err)
-		}
-		got = onPorts(socks, ports)
-		if diff := stateDiff(expected, got); diff == "" {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("sockets did not reach their states: %s", diff)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	socks := settled(t, d, expected, ports)
+	got := onPorts(socks, ports)
 	if len(got) != len(expected) {
 		t.Errorf("dump shows %d sockets on the test ports, want %d", len(got), len(expected))
 	}
@@ -175,6 +162,27 @@ func onPorts(socks []Socket, ports map[netip.AddrPort]bool) map[[2]netip.AddrPor
 		}
 	}
 	return m
+}
+
+// settled dumps until every socket of expected is in its state (the FINs
+// travel asynchronously) and returns that dump.
+func settled(t *testing.T, d *Dumper, expected map[[2]netip.AddrPort]want, ports map[netip.AddrPort]bool) []Socket {
+	t.Helper()
+	var socks []Socket
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if socks, err = d.Dump(socks[:0]); err != nil {
+			t.Fatal(err)
+		}
+		diff := stateDiff(expected, onPorts(socks, ports))
+		if diff == "" {
+			return socks
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sockets did not reach their states: %s", diff)
+		}
+		time.Sleep(10 * time.Millisecond) // poll: nothing tells when a FIN arrived
+	}
 }
 
 func stateDiff(expected map[[2]netip.AddrPort]want, got map[[2]netip.AddrPort]Socket) string {
@@ -308,19 +316,7 @@ func TestDumpStatesFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	// Wait for the FINs, as in TestDumpAndOwners.
-	var socks []Socket
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if socks, err = d.Dump(socks[:0]); err != nil {
-			t.Fatal(err)
-		}
-		if diff := stateDiff(expected, onPorts(socks, ports)); diff == "" {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("sockets did not reach their states: %s", diff)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	socks := settled(t, d, expected, ports)
 	for _, tc := range []struct {
 		name   string
 		states StateSet
@@ -361,6 +357,7 @@ func TestDumpFuncMatchesDump(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
+	settled(t, d, lb.expected(), ports) // no socket changes state between the two dumps
 	var streamed []Socket
 	if err := d.DumpFunc(AllStates, func(s *Socket) { streamed = append(streamed, *s) }); err != nil {
 		t.Fatal(err)
