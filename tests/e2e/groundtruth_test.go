@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // bpftraceCount counts sock:inet_sock_set_state TCP events on port until
@@ -153,7 +153,7 @@ func (p *pipeline) statsWatcher(t *testing.T) func(ctx context.Context) map[stri
 	}
 	t.Cleanup(nc.Close)
 	ch := make(chan *nats.Msg, 1024)
-	if _, err := nc.ChanSubscribe(natsutil.EventSubject(p.host, natsutil.KindStats), ch); err != nil {
+	if _, err := nc.ChanSubscribe(wire.EventSubject(p.host, wire.KindStats), ch); err != nil {
 		t.Fatal(err)
 	}
 	return func(ctx context.Context) map[string]any {

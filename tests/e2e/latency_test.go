@@ -30,11 +30,11 @@ import (
 
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/netfault"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
 	"github.com/netpulse/netpulse/lib/testutil/procstat"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 var (
@@ -423,7 +423,7 @@ func watchLatencyAlerts(b *testing.B, url string, detectors []string) *latencyAl
 	b.Cleanup(nc.Close)
 	w := &latencyAlerts{url: url, wake: make(chan struct{})}
 	for _, d := range detectors {
-		if _, err := nc.Subscribe(natsutil.AlertsPrefix+"."+d+".>", func(m *nats.Msg) {
+		if _, err := nc.Subscribe(wire.AlertsPrefix+"."+d+".>", func(m *nats.Msg) {
 			at := time.Now()
 			var a alert.Alert
 			if err := json.Unmarshal(m.Data, &a); err != nil {
@@ -502,8 +502,8 @@ func handshakesInStream(ctx context.Context, url, host, remote string, start tim
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	subject := natsutil.EventSubject(host, natsutil.KindState)
-	st, err := js.Stream(ctx, natsutil.EventsStream)
+	subject := wire.EventSubject(host, wire.KindState)
+	st, err := js.Stream(ctx, wire.EventsStream)
 	if err != nil {
 		return err.Error()
 	}
@@ -585,7 +585,7 @@ func watchProbeStats(b *testing.B, url, host string) *probeStats {
 	}
 	b.Cleanup(nc.Close)
 	s := &probeStats{ch: make(chan probeReport, 4096)}
-	if _, err := nc.Subscribe(natsutil.EventSubject(host, natsutil.KindStats), func(m *nats.Msg) {
+	if _, err := nc.Subscribe(wire.EventSubject(host, wire.KindStats), func(m *nats.Msg) {
 		var r probeReport
 		if err := json.Unmarshal(m.Data, &r); err != nil {
 			b.Errorf("probe stats are not JSON: %v", err)

@@ -35,7 +35,7 @@ func (s Severity) Valid() bool { return s == Info || s == Warning || s == Critic
 // Input is one batch of events from one host, of one kind, in stream order.
 type Input struct {
 	Host string
-	// Kind is the subject's last token (natsutil.KindState, KindConn, ...).
+	// Kind is the subject's last token (wire.KindState, KindConn, ...).
 	Kind  string
 	Batch *eventpb.Batch
 	// Replay is true while the framework rebuilds state after taking a host
@@ -84,7 +84,7 @@ type Plugin struct {
 	// lower-case letters, digits and '_'.
 	Name        string
 	Description string
-	// Kinds are the event kinds it consumes (natsutil.KindState, ...).
+	// Kinds are the event kinds it consumes (wire.KindState, ...).
 	Kinds []string
 	// Config returns a pointer to a new config struct holding the defaults,
 	// with koanf tags. It may implement Validate() error.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
 
@@ -22,7 +22,7 @@ func TestBuiltinsRegistered(t *testing.T) {
 			continue
 		}
 		for _, k := range p.Kinds {
-			if !slices.Contains(natsutil.DataKinds, k) {
+			if !slices.Contains(wire.DataKinds, k) {
 				t.Errorf("%s consumes unknown kind %q", name, k)
 			}
 		}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
 
@@ -52,7 +52,7 @@ func TestBadInputNeverPanics(t *testing.T) {
 					t.Errorf("%s panicked: %v", name, r)
 				}
 			}()
-			for _, kind := range natsutil.DataKinds {
+			for _, kind := range wire.DataKinds {
 				for _, b := range batches {
 					d.Observe(detect.Input{Host: "h", Kind: kind, Batch: b})
 				}

@@ -25,9 +25,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/procstat"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
@@ -263,7 +263,7 @@ func publishFleet(ctx context.Context, js jetstream.JetStream, kinds []string, h
 				if err != nil {
 					return err
 				}
-				msg := nats.NewMsg(natsutil.EventSubject(host, kinds[m.kind]))
+				msg := nats.NewMsg(wire.EventSubject(host, kinds[m.kind]))
 				msg.Data = append(append(make([]byte, 0, len(head)+len(m.body)), head...), m.body...)
 				msg.Header.Set(jetstream.MsgIDHeader, host+"-"+kinds[m.kind]+"-"+strconv.FormatUint(seq, 10))
 				for {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
@@ -40,7 +40,7 @@ func init() {
 	detect.Register(detect.Plugin{
 		Name:        Name,
 		Description: "refused, timed-out and unroutable connects per remote endpoint, and reset storms",
-		Kinds:       []string{natsutil.KindError, natsutil.KindReset, natsutil.KindState},
+		Kinds:       []string{wire.KindError, wire.KindReset, wire.KindState},
 		Config:      func() any { return DefaultConfig() },
 		New:         detect.Typed(New),
 	})

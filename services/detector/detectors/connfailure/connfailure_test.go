@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 )
 
-var kinds = []string{natsutil.KindError, natsutil.KindReset, natsutil.KindState}
+var kinds = []string{wire.KindError, wire.KindReset, wire.KindState}
 
 func newDetector(t testing.TB, edit func(*Config)) *Detector {
 	t.Helper()
@@ -142,7 +142,7 @@ func TestBoundedState(t *testing.T) {
 		e.Error = 111
 		b.Events = append(b.Events, e)
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindError, Batch: b})
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindError, Batch: b})
 	if n := d.keys.Len(); n > 1000 {
 		t.Fatalf("%d endpoints tracked, max 1000", n)
 	}

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
@@ -36,7 +36,7 @@ func init() {
 	detect.Register(detect.Plugin{
 		Name:        Name,
 		Description: "processes holding many CLOSE_WAIT sockets for long, or ever more of them",
-		Kinds:       []string{natsutil.KindState, natsutil.KindSnapshot},
+		Kinds:       []string{wire.KindState, wire.KindSnapshot},
 		Config:      func() any { return DefaultConfig() },
 		New:         detect.Typed(New),
 	})

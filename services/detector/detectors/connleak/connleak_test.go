@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 )
 
-var kinds = []string{natsutil.KindState, natsutil.KindSnapshot}
+var kinds = []string{wire.KindState, wire.KindSnapshot}
 
 func newDetector(t testing.TB, edit func(*Config)) *Detector {
 	t.Helper()
@@ -180,7 +180,7 @@ func TestHealthyTrafficRaisesNothing(t *testing.T) {
 // Snapshots and events disagree in every way the stream can order them.
 func TestSnapshotReconciliation(t *testing.T) {
 	d := newDetector(t, func(c *Config) { c.MinSockets, c.MinAge = 1, 0 })
-	in := func(b *eventpb.Batch) { d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindState, Batch: b}) }
+	in := func(b *eventpb.Batch) { d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: b}) }
 	ev := func(es ...*eventpb.Event) { in(&eventpb.Batch{Events: es}) }
 	snap := func(at time.Duration, socks ...*eventpb.SnapshotSocket) {
 		in(&eventpb.Batch{Snapshot: &eventpb.Snapshot{TimeUnixNano: dtest.Ns(dtest.At(at)), CloseWait: socks}})
@@ -234,7 +234,7 @@ func TestOwnerAndSide(t *testing.T) {
 			Peer: "10.1.0.1:5432", Side: eventpb.Side_SIDE_CLIENT}
 		es = append(es, cl.State(dtest.At(time.Second), dtest.Established, dtest.CloseWait))
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindState, Batch: &eventpb.Batch{Events: es}})
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: &eventpb.Batch{Events: es}})
 	var got []string
 	for _, c := range d.Evaluate(dtest.At(2 * time.Second)) {
 		got = append(got, dtest.Labels(c)+c.Details["side"])
@@ -255,7 +255,7 @@ func TestBoundedState(t *testing.T) {
 			Peer: fmt.Sprintf("10.%d.%d.%d:%d", 20+i/65536, i/256%256, i%256, 40000+i%20000), Side: eventpb.Side_SIDE_SERVER}
 		b.Events = append(b.Events, sk.State(dtest.At(time.Duration(i)*time.Microsecond), dtest.Established, dtest.CloseWait))
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindState, Batch: b})
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: b})
 	if len(d.socks) > 1000 {
 		t.Fatalf("tracking %d sockets, max 1000", len(d.socks))
 	}
@@ -312,7 +312,7 @@ func TestSnapshotSocketsWithoutSockID(t *testing.T) {
 		s.SockId, s.Cookie = 0, uint64(100+i)
 		socks = append(socks, s)
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindSnapshot,
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindSnapshot,
 		Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{TimeUnixNano: dtest.Ns(dtest.At(10 * time.Second)), CloseWait: socks}}})
 	conds := d.Evaluate(dtest.At(11 * time.Second))
 	if len(conds) != 1 || conds[0].Details["count"] != "3" {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
@@ -42,7 +42,7 @@ func init() {
 	detect.Register(detect.Plugin{
 		Name:        Name,
 		Description: "retransmitted TCP segments per second far above normal, per host and per remote",
-		Kinds:       []string{natsutil.KindRetransmit, natsutil.KindConn, natsutil.KindSnapshot},
+		Kinds:       []string{wire.KindRetransmit, wire.KindConn, wire.KindSnapshot},
 		Config:      func() any { return DefaultConfig() },
 		New:         detect.Typed(New),
 	})

@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 )
 
-var kinds = []string{natsutil.KindRetransmit, natsutil.KindConn, natsutil.KindSnapshot}
+var kinds = []string{wire.KindRetransmit, wire.KindConn, wire.KindSnapshot}
 
 func newDetector(t testing.TB, edit func(*Config)) *Detector {
 	t.Helper()
@@ -162,7 +162,7 @@ func TestUnknownRatioNeedsBaseline(t *testing.T) {
 func TestCounterReset(t *testing.T) {
 	d := newDetector(t, nil)
 	for i, c := range []struct{ out, re uint64 }{{1000, 10}, {101000, 2010}, {500, 5}} {
-		d.Observe(detect.Input{Kind: natsutil.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
+		d.Observe(detect.Input{Kind: wire.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
 			TimeUnixNano: dtest.Ns(dtest.At(time.Duration(i) * 15 * time.Second)), TcpOutSegs: c.out, TcpRetransSegs: c.re, IntervalMs: 15000}}})
 		v := d.window(&d.all, dtest.At(time.Duration(i)*15*time.Second).UnixNano(), true)
 		switch i {
@@ -193,7 +193,7 @@ func TestBoundedState(t *testing.T) {
 		e.Segments = 1
 		b.Events = append(b.Events, e)
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindRetransmit, Batch: b})
 	if n := d.remotes.Len(); n > 1000 {
 		t.Fatalf("%d remotes tracked, max 1000", n)
 	}
@@ -249,7 +249,7 @@ func sending(d *Detector, sk dtest.Sock, sec, rate, perSec int, sent *uint32) {
 		}
 		b.Events = append(b.Events, e)
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindRetransmit, Batch: b})
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindRetransmit, Batch: b})
 }
 
 // A long-lived connection to a remote never seen before starts losing
@@ -294,7 +294,7 @@ func TestCountersOfAnotherNamespace(t *testing.T) {
 				retransmits(d, sk, sec, 200) // 3000 segments; the counters saw 10
 			}
 		}
-		d.Observe(detect.Input{Kind: natsutil.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
+		d.Observe(detect.Input{Kind: wire.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
 			TimeUnixNano: dtest.Ns(dtest.At(time.Duration(i) * 15 * time.Second)), TcpOutSegs: c.out, TcpRetransSegs: c.re, IntervalMs: 15000}}})
 	}
 	v := d.window(&d.all, dtest.At(15*time.Second).UnixNano(), true)

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/baseline"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/chsql"
@@ -41,7 +41,7 @@ func init() {
 	detect.Register(detect.Plugin{
 		Name:        Name,
 		Description: "TCP handshakes to a remote endpoint or into a listener slower than a ceiling or than usual",
-		Kinds:       []string{natsutil.KindState, natsutil.KindRetransmit},
+		Kinds:       []string{wire.KindState, wire.KindRetransmit},
 		Config:      func() any { return DefaultConfig() },
 		New:         detect.Typed(New),
 	})

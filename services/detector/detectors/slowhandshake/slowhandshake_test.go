@@ -7,12 +7,12 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 )
 
-var kinds = []string{natsutil.KindState, natsutil.KindRetransmit}
+var kinds = []string{wire.KindState, wire.KindRetransmit}
 
 func newDetector(t testing.TB, edit func(*Config)) *Detector {
 	t.Helper()
@@ -138,7 +138,7 @@ func TestMinSlow(t *testing.T) {
 			}
 			b.Events = append(b.Events, e)
 		}
-		d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindState, Batch: b})
+		d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: b})
 		if got := len(d.Evaluate(dtest.At(12 * time.Second))); got != want {
 			t.Errorf("%d slow of 12: %d conditions, want %d", slow, got, want)
 		}
@@ -180,7 +180,7 @@ func TestBoundedState(t *testing.T) {
 			b.Events = append(b.Events, e)
 		}
 	}
-	d.Observe(detect.Input{Host: dtest.Host, Kind: natsutil.KindState, Batch: b})
+	d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: b})
 	if n := d.keys.Len(); n > 1000 {
 		t.Fatalf("%d endpoints tracked, max 1000", n)
 	}

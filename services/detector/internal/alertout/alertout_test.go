@@ -14,6 +14,7 @@ import (
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 func TestHostKey(t *testing.T) {
@@ -84,7 +85,7 @@ func TestRetriedPublishIsStoredOnce(t *testing.T) {
 	p.Close()
 	p.Run(ctx)
 
-	stream, err := js.Stream(ctx, natsutil.AlertsStream)
+	stream, err := js.Stream(ctx, wire.AlertsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestPublishRetriesUntilStored(t *testing.T) {
 	}
 	p.Close()
 	<-done
-	st, _ := js.Stream(ctx, natsutil.AlertsStream)
+	st, _ := js.Stream(ctx, wire.AlertsStream)
 	info, err := st.Info(ctx)
 	if err != nil || info.State.Msgs != 1 || p.Published.Load() != 1 {
 		t.Errorf("stored %d, published %d (%v)", info.State.Msgs, p.Published.Load(), err)

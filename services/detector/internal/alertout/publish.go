@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/alert"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // MsgID is the Nats-Msg-Id of an alert message: fingerprint, status and
@@ -28,7 +28,7 @@ func Message(a alert.Alert) (*nats.Msg, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := nats.NewMsg(natsutil.AlertSubject(a.Detector, a.Severity, a.Host))
+	m := nats.NewMsg(wire.AlertSubject(a.Detector, a.Severity, a.Host))
 	m.Data = b
 	m.Header.Set(jetstream.MsgIDHeader, MsgID(a))
 	return m, nil

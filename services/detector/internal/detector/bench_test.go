@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
 
@@ -27,7 +27,7 @@ func BenchmarkThroughNATS(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	reg := &detect.Registry{}
-	if err := reg.Register(detect.Plugin{Name: "nop", Kinds: []string{natsutil.KindState}, Config: func() any { return &struct{}{} }, New: newNop}); err != nil {
+	if err := reg.Register(detect.Plugin{Name: "nop", Kinds: []string{wire.KindState}, Config: func() any { return &struct{}{} }, New: newNop}); err != nil {
 		b.Fatal(err)
 	}
 	cfg := testConfig(b, reg, ns, "r1")
@@ -51,7 +51,7 @@ func BenchmarkThroughNATS(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		h := i % hosts
-		if _, err := js.PublishAsync(natsutil.EventSubject(fmt.Sprintf("h%d", h), natsutil.KindState), data[h]); err != nil {
+		if _, err := js.PublishAsync(wire.EventSubject(fmt.Sprintf("h%d", h), wire.KindState), data[h]); err != nil {
 			b.Fatal(err)
 		}
 	}

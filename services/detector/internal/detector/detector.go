@@ -20,6 +20,8 @@ import (
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/retry"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/alertout"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
@@ -72,8 +74,8 @@ func New(cfg Config, reg *detect.Registry, log *slog.Logger, opts ...Option) (*D
 			return nil, fmt.Errorf("detector %s: not registered", s.Name)
 		}
 		for _, k := range p.Kinds {
-			if !slices.Contains(natsutil.DataKinds, k) {
-				return nil, fmt.Errorf("detector %s: consumes kind %q, which is not an event batch kind (%s)", p.Name, k, strings.Join(natsutil.DataKinds, ", "))
+			if !slices.Contains(wire.DataKinds, k) {
+				return nil, fmt.Errorf("detector %s: consumes kind %q, which is not an event batch kind (%s)", p.Name, k, strings.Join(wire.DataKinds, ", "))
 			}
 		}
 		d.counters[s.Name] = &runner.Counters{}
@@ -99,7 +101,7 @@ func replicaName() string {
 	host, _ := os.Hostname()
 	var b [5]byte
 	_, _ = rand.Read(b[:])
-	return natsutil.SanitizeToken(strings.NewReplacer("/", "_", "\\", "_").Replace(host), "_") + "-" +
+	return wire.SanitizeToken(strings.NewReplacer("/", "_", "\\", "_").Replace(host), "_") + "-" +
 		strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
 }
 
@@ -122,19 +124,19 @@ func (d *Detector) Run(ctx context.Context) error {
 	if _, err := natsutil.EnsureAlertsStream(ctx, js, d.cfg.AlertsStream, d.log); err != nil {
 		return nilIfDone(ctx, err)
 	}
-	if _, err := natsutil.Retry(ctx, d.log, "create stream "+DeadLetterStream, func(ctx context.Context) (jetstream.Stream, error) {
+	if _, err := retry.Logged(ctx, d.log, "create stream "+DeadLetterStream, func(ctx context.Context) (jetstream.Stream, error) {
 		return js.CreateOrUpdateStream(ctx, deadLetterStreamConfig(d.cfg.DeadLetterStream))
 	}); err != nil {
 		return nilIfDone(ctx, err)
 	}
 	g := d.cfg.Group
-	replicas, err := natsutil.Retry(ctx, d.log, "create bucket "+g.Prefix+"-replicas", func(ctx context.Context) (jetstream.KeyValue, error) {
+	replicas, err := retry.Logged(ctx, d.log, "create bucket "+g.Prefix+"-replicas", func(ctx context.Context) (jetstream.KeyValue, error) {
 		return group.EnsureReplicasBucket(ctx, js, g.Prefix+"-replicas", g.MemberTTL, d.cfg.Stream.Replicas)
 	})
 	if err != nil {
 		return nilIfDone(ctx, err)
 	}
-	alerts, err := natsutil.Retry(ctx, d.log, "create bucket "+g.Prefix+"-alerts", func(ctx context.Context) (jetstream.KeyValue, error) {
+	alerts, err := retry.Logged(ctx, d.log, "create bucket "+g.Prefix+"-alerts", func(ctx context.Context) (jetstream.KeyValue, error) {
 		return alertout.EnsureBucket(ctx, js, g.Prefix+"-alerts", d.cfg.AlertsStream.Replicas)
 	})
 	if err != nil {
@@ -209,6 +211,6 @@ func nilIfDone(ctx context.Context, err error) error {
 }
 
 func deadLetterStreamConfig(s config.Stream) jetstream.StreamConfig {
-	return natsutil.StreamConfig(s, DeadLetterStream,
+	return natsutil.StreamConfig(s, wire.DeadLetterStream,
 		"messages netpulse services could not use, with the reason in header Netpulse-Reason", DeadLetterPrefix+".>")
 }

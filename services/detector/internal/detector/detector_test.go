@@ -15,6 +15,7 @@ import (
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
 	"github.com/netpulse/netpulse/services/detector/internal/group"
@@ -99,7 +100,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 	startDetector(t, ctx, d, cfg.Group.Partitions)
 	c := d.Counters("marker")
 
-	subj := natsutil.EventSubject("web-1", natsutil.KindState)
+	subj := wire.EventSubject("web-1", wire.KindState)
 	publish(t, ctx, js, subj, batch("web-1", 1, event(1, 0), event(666, 7)))
 	got, a := alerts.next(t, ctx)
 	if got != "netpulse.alerts.marker.warning.web-1" {
@@ -168,7 +169,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 		t.Errorf("counters: messages %d fired %d resolved %d hosts %d", c.Messages.Load(), c.Fired.Load(), c.Resolved.Load(), c.Hosts.Load())
 	}
 	// Every transition is in NETPULSE_ALERTS once.
-	st, err := js.Stream(ctx, natsutil.AlertsStream)
+	st, err := js.Stream(ctx, wire.AlertsStream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,7 @@ func TestEvaluationFollowsTheClock(t *testing.T) {
 	startDetector(t, ctx, d, cfg.Group.Partitions)
 	waitFor(t, ctx, "the workers' tickers", func() bool { return fake.Tickers() == cfg.Group.Partitions })
 
-	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 1, event(666, 1)))
+	publish(t, ctx, js, wire.EventSubject("h1", wire.KindState), batch("h1", 1, event(666, 1)))
 	c := d.Counters("marker")
 	waitFor(t, ctx, "the batch to be observed", func() bool { return c.Messages.Load() == 1 })
 	step := func(d time.Duration) {
@@ -237,7 +238,7 @@ func TestLostConsumerIsRecreated(t *testing.T) {
 	if err := js.DeleteConsumer(ctx, stream, "r1"); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 1, event(666, 1)))
+	publish(t, ctx, js, wire.EventSubject("h1", wire.KindState), batch("h1", 1, event(666, 1)))
 	if _, a := alerts.next(t, ctx); a.Status != alert.Firing || a.Host != "h1" {
 		t.Errorf("alert %+v", a)
 	}
@@ -261,7 +262,7 @@ func TestTakeoverReplaysSnapshotThenWindow(t *testing.T) {
 	var got []seen
 	reg := &detect.Registry{}
 	if err := reg.Register(detect.Plugin{
-		Name: "snap", Kinds: []string{natsutil.KindState, natsutil.KindSnapshot}, Config: func() any { return &struct{}{} },
+		Name: "snap", Kinds: []string{wire.KindState, wire.KindSnapshot}, Config: func() any { return &struct{}{} },
 		New: func(any, string) (detect.Detector, error) {
 			return observeFunc(func(in detect.Input) {
 				mu.Lock()
@@ -283,12 +284,12 @@ func TestTakeoverReplaysSnapshotThenWindow(t *testing.T) {
 		data, _ := b.MarshalVT()
 		return data
 	}
-	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 1)) // will be stale
-	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindSnapshot), snap(2))     // latest snapshot, older than the window
+	publish(t, ctx, js, wire.EventSubject("h1", wire.KindState), batch("h1", 1)) // will be stale
+	publish(t, ctx, js, wire.EventSubject("h1", wire.KindSnapshot), snap(2))     // latest snapshot, older than the window
 	old := time.Now()
 	waitFor(t, ctx, "the first batches to age past the window", func() bool { return time.Since(old) > cfg.Warmup+200*time.Millisecond })
-	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 3)) // in the window
-	publish(t, ctx, js, natsutil.EventSubject("h1", natsutil.KindState), batch("h1", 4))
+	publish(t, ctx, js, wire.EventSubject("h1", wire.KindState), batch("h1", 3)) // in the window
+	publish(t, ctx, js, wire.EventSubject("h1", wire.KindState), batch("h1", 4))
 
 	d, err := New(cfg, reg, quietLog())
 	if err != nil {
@@ -299,7 +300,7 @@ func TestTakeoverReplaysSnapshotThenWindow(t *testing.T) {
 	waitFor(t, ctx, "batch 4", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1].seq == 4 })
 	mu.Lock()
 	defer mu.Unlock()
-	want := []seen{{natsutil.KindSnapshot, 2, true}, {natsutil.KindState, 3, false}, {natsutil.KindState, 4, false}}
+	want := []seen{{wire.KindSnapshot, 2, true}, {wire.KindState, 3, false}, {wire.KindState, 4, false}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("observed %v, want %v", got, want)
 	}

@@ -8,8 +8,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
 
@@ -27,8 +27,8 @@ func TestStuckKindHoldsBackNoOther(t *testing.T) {
 	}
 	reg := &detect.Registry{}
 	for _, p := range []detect.Plugin{
-		{Name: "stuck", Kinds: []string{natsutil.KindState}, Config: func() any { return &struct{}{} }, New: stuck},
-		{Name: "free", Kinds: []string{natsutil.KindState}, Config: func() any { return &struct{}{} }, New: newNop},
+		{Name: "stuck", Kinds: []string{wire.KindState}, Config: func() any { return &struct{}{} }, New: stuck},
+		{Name: "free", Kinds: []string{wire.KindState}, Config: func() any { return &struct{}{} }, New: newNop},
 	} {
 		if err := reg.Register(p); err != nil {
 			t.Fatal(err)
@@ -50,7 +50,7 @@ func TestStuckKindHoldsBackNoOther(t *testing.T) {
 	const batches = 300
 	for i := range batches {
 		host := []string{"h1", "h2", "h3"}[i%3]
-		publish(t, ctx, js, natsutil.EventSubject(host, natsutil.KindState), batch(host, uint64(i/3+1), manyEvents(64)...))
+		publish(t, ctx, js, wire.EventSubject(host, wire.KindState), batch(host, uint64(i/3+1), manyEvents(64)...))
 	}
 	free, held := d.Counters("free"), d.Counters("stuck")
 	waitFor(t, ctx, "the free kind to handle every batch", func() bool { return free.Messages.Load() == batches })

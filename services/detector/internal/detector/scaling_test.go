@@ -14,8 +14,8 @@ import (
 
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/internal/group"
 )
 
@@ -90,7 +90,7 @@ func TestScalingAndTakeover(t *testing.T) {
 			case 140:
 				ev = append(ev, event(666, 3))
 			}
-			publish(t, ctx, js, natsutil.EventSubject(host, natsutil.KindState), batch(host, round, ev...))
+			publish(t, ctx, js, wire.EventSubject(host, wire.KindState), batch(host, round, ev...))
 		}
 		if round == killAt {
 			waitFor(t, ctx, "r2 at work", func() bool { return ds["r2"].Counters("marker").Messages.Load() > 0 })
@@ -114,7 +114,7 @@ func TestScalingAndTakeover(t *testing.T) {
 
 	// The alerts: 5 per host in NETPULSE_ALERTS, each exactly once.
 	want := hosts * 5
-	cons, err := js.OrderedConsumer(ctx, natsutil.AlertsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"netpulse.alerts.>"}})
+	cons, err := js.OrderedConsumer(ctx, wire.AlertsStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"netpulse.alerts.>"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +219,7 @@ func TestScalingAndTakeover(t *testing.T) {
 	// The dead replica is out of the group, its consumer gone, its
 	// partitions with the others.
 	waitFor(t, ctx, "the partitions to move", func() bool { return owned("r1")+owned("r3") == int64(partitions) })
-	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, js, natsutil.EventsStream, "netpulse-detector-marker")
+	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, js, wire.EventsStream, "netpulse-detector-marker")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
 
@@ -115,7 +115,7 @@ func (m *marker) Evaluate(time.Time) []detect.Condition {
 func markerRegistry(t testing.TB, replica string, rec *recorder) *detect.Registry {
 	reg := &detect.Registry{}
 	err := reg.Register(detect.Plugin{
-		Name: "marker", Description: "test plugin", Kinds: []string{natsutil.KindState},
+		Name: "marker", Description: "test plugin", Kinds: []string{wire.KindState},
 		Config: func() any { return &markerConfig{FirePid: 666, ClearPid: 667, PanicPid: 999} },
 		New: func(cfg any, host string) (detect.Detector, error) {
 			return &marker{cfg: cfg.(*markerConfig), host: host, replica: replica, rec: rec, active: map[uint32]bool{}}, nil

@@ -27,9 +27,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/synadia-io/orbit.go/pcgroups"
-
-	"github.com/netpulse/netpulse/lib/natsutil"
 )
 
 // ConfigBucket is pcgroups' KV bucket of elastic group configs (its keys
@@ -61,14 +60,14 @@ type Spec struct {
 }
 
 // StreamName is the work-queue stream of group name.
-func StreamName(name string) string { return natsutil.EventsStream + "-" + name }
+func StreamName(name string) string { return wire.EventsStream + "-" + name }
 
 func (s Spec) filters() []pcgroups.PartitioningFilter {
 	f := make([]pcgroups.PartitioningFilter, len(s.Kinds))
 	for i, k := range s.Kinds {
 		// Partition on the first wildcard, the host: every kind of one host
 		// lands in the same partition.
-		f[i] = pcgroups.PartitioningFilter{Filter: natsutil.KindSubjects(k), PartitioningWildcards: []int{1}}
+		f[i] = pcgroups.PartitioningFilter{Filter: wire.KindSubjects(k), PartitioningWildcards: []int{1}}
 	}
 	return f
 }
@@ -80,14 +79,14 @@ var ErrMismatch = errors.New("consumer group exists with another configuration")
 // with other partitions, kinds or buffer size is an error that says how to
 // start over: pcgroups cannot change those in place.
 func Ensure(ctx context.Context, js jetstream.JetStream, s Spec) error {
-	_, err := pcgroups.CreateElastic(ctx, js, natsutil.EventsStream, s.Name, uint(s.Partitions), s.filters(), 0, s.MaxBufferedBytes)
+	_, err := pcgroups.CreateElastic(ctx, js, wire.EventsStream, s.Name, uint(s.Partitions), s.filters(), 0, s.MaxBufferedBytes)
 	if err == nil {
 		return nil
 	}
 	if strings.Contains(err.Error(), "can not be updated") {
 		return fmt.Errorf("%w: group %s was made with other group.partitions, kinds or group.max_buffered_bytes than configured; "+
 			"stop its replicas, then delete it (nats stream rm %s; nats kv del %s %s.%s) or configure what it was made with",
-			ErrMismatch, s.Name, StreamName(s.Name), ConfigBucket, natsutil.EventsStream, s.Name)
+			ErrMismatch, s.Name, StreamName(s.Name), ConfigBucket, wire.EventsStream, s.Name)
 	}
 	return fmt.Errorf("consumer group %s: %w", s.Name, err)
 }
@@ -111,7 +110,7 @@ func WatchOwnership(ctx context.Context, js jetstream.JetStream, group, member s
 	if err != nil {
 		return fmt.Errorf("group config bucket: %w", err)
 	}
-	w, err := kv.Watch(ctx, natsutil.EventsStream+"."+group)
+	w, err := kv.Watch(ctx, wire.EventsStream+"."+group)
 	if err != nil {
 		return fmt.Errorf("watch group %s: %w", group, err)
 	}
@@ -200,7 +199,7 @@ func (m *Membership) Reconcile(ctx context.Context) error {
 	if _, err := m.Replicas.Put(ctx, m.key(m.Member), []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
-	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, m.JS, natsutil.EventsStream, m.Group)
+	cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, m.JS, wire.EventsStream, m.Group)
 	if err != nil {
 		return err
 	}
@@ -220,7 +219,7 @@ func (m *Membership) Reconcile(ctx context.Context) error {
 		}
 	}
 	if !slices.Contains(cfg.Members, m.Member) {
-		if _, err := pcgroups.AddMembers(ctx, m.JS, natsutil.EventsStream, m.Group, []string{m.Member}); err != nil {
+		if _, err := pcgroups.AddMembers(ctx, m.JS, wire.EventsStream, m.Group, []string{m.Member}); err != nil {
 			return fmt.Errorf("join: %w", err)
 		}
 		m.Log.Info("joined group", "group", m.Group, "member", m.Member)
@@ -245,7 +244,7 @@ func (m *Membership) Reconcile(ctx context.Context) error {
 			return fmt.Errorf("delete consumer of dead member %s: %w", d, err)
 		}
 	}
-	if _, err := pcgroups.DeleteMembers(ctx, m.JS, natsutil.EventsStream, m.Group, dead); err != nil {
+	if _, err := pcgroups.DeleteMembers(ctx, m.JS, wire.EventsStream, m.Group, dead); err != nil {
 		return fmt.Errorf("drop dead members %v: %w", dead, err)
 	}
 	m.Log.Warn("dropped replicas that stopped beating; their partitions move", "group", m.Group, "members", dead)
@@ -258,7 +257,7 @@ func (m *Membership) Reconcile(ctx context.Context) error {
 func (m *Membership) Leave(ctx context.Context) {
 	var err error
 	for try := 0; try < 5; try++ { // the config is updated by revision: retry a race
-		if _, err = pcgroups.DeleteMembers(ctx, m.JS, natsutil.EventsStream, m.Group, []string{m.Member}); err == nil {
+		if _, err = pcgroups.DeleteMembers(ctx, m.JS, wire.EventsStream, m.Group, []string{m.Member}); err == nil {
 			break
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 func setup(t *testing.T) (jetstream.JetStream, context.Context) {
@@ -35,19 +36,19 @@ func setup(t *testing.T) (jetstream.JetStream, context.Context) {
 // a message is routed to and the consumer that receives it are one.
 func TestPartitionMatchesTheServer(t *testing.T) {
 	js, ctx := setup(t)
-	spec := Spec{Name: "t", Kinds: []string{natsutil.KindState, natsutil.KindConn}, Partitions: 7}
+	spec := Spec{Name: "t", Kinds: []string{wire.KindState, wire.KindConn}, Partitions: 7}
 	if err := Ensure(ctx, js, spec); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]bool{}
 	for i := 0; i < 300; i++ {
 		host := fmt.Sprintf("host-%d.x", i*7919)
-		host = natsutil.SanitizeToken(host, "_")
+		host = wire.SanitizeToken(host, "_")
 		kind := spec.Kinds[i%2]
-		if _, err := js.Publish(ctx, natsutil.EventSubject(host, kind), nil); err != nil {
+		if _, err := js.Publish(ctx, wire.EventSubject(host, kind), nil); err != nil {
 			t.Fatal(err)
 		}
-		want[fmt.Sprintf("%d.%s", Partition(host, 7), natsutil.EventSubject(host, kind))] = true
+		want[fmt.Sprintf("%d.%s", Partition(host, 7), wire.EventSubject(host, kind))] = true
 	}
 	st, err := js.Stream(ctx, StreamName("t"))
 	if err != nil {
@@ -102,7 +103,7 @@ func TestOwnedSplitsEveryPartitionOnce(t *testing.T) {
 
 func TestEnsureRefusesAnotherShape(t *testing.T) {
 	js, ctx := setup(t)
-	spec := Spec{Name: "t", Kinds: []string{natsutil.KindState}, Partitions: 4}
+	spec := Spec{Name: "t", Kinds: []string{wire.KindState}, Partitions: 4}
 	for i := 0; i < 2; i++ { // idempotent
 		if err := Ensure(ctx, js, spec); err != nil {
 			t.Fatalf("round %d: %v", i, err)
@@ -119,7 +120,7 @@ func TestEnsureRefusesAnotherShape(t *testing.T) {
 // consumer; one that leaves is gone at once.
 func TestMembershipFollowsHeartbeats(t *testing.T) {
 	js, ctx := setup(t)
-	spec := Spec{Name: "t", Kinds: []string{natsutil.KindState}, Partitions: 4}
+	spec := Spec{Name: "t", Kinds: []string{wire.KindState}, Partitions: 4}
 	if err := Ensure(ctx, js, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,7 @@ func TestMembershipFollowsHeartbeats(t *testing.T) {
 		}
 	}
 	members := func() []string {
-		cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, js, natsutil.EventsStream, "t")
+		cfg, err := pcgroups.GetElasticConsumerGroupConfig(ctx, js, wire.EventsStream, "t")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // Reader reads NETPULSE_EVENTS.
@@ -27,7 +26,7 @@ type Msg struct {
 
 // LastOf returns the latest message on subject, or nil when there is none.
 func (r Reader) LastOf(ctx context.Context, subject string) (*Msg, error) {
-	st, err := r.JS.Stream(ctx, natsutil.EventsStream)
+	st, err := r.JS.Stream(ctx, wire.EventsStream)
 	if err != nil {
 		return nil, err
 	}
@@ -43,7 +42,7 @@ func (r Reader) LastOf(ctx context.Context, subject string) (*Msg, error) {
 
 // tempConsumer makes a short-lived consumer that reads without acks.
 func (r Reader) tempConsumer(ctx context.Context, subjects []string, since time.Time) (jetstream.Consumer, func(), error) {
-	c, err := r.JS.CreateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
+	c, err := r.JS.CreateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{
 		Description:       "netpulse detector replay",
 		FilterSubjects:    subjects,
 		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
@@ -59,7 +58,7 @@ func (r Reader) tempConsumer(ctx context.Context, subjects []string, since time.
 	return c, func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = r.JS.DeleteConsumer(dctx, natsutil.EventsStream, name)
+		_ = r.JS.DeleteConsumer(dctx, wire.EventsStream, name)
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 func TestReplayAndSeqAt(t *testing.T) {
@@ -38,7 +39,7 @@ func TestReplayAndSeqAt(t *testing.T) {
 	s3 := pub("netpulse.events.h1.retransmit", "b")
 	pub("netpulse.events.h1.reset", "kind not asked for")
 	s4 := pub("netpulse.events.h1.state", "c")
-	old, err := js.Stream(ctx, natsutil.EventsStream)
+	old, err := js.Stream(ctx, wire.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/alertout"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
@@ -190,7 +190,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	consume := func(context.Context) error {
 		// pcgroups watches the group config with this context for as long as
 		// it consumes: not the retry's short-lived one.
-		c, err := pcgroups.ElasticConsume(workCtx, r.d.JS, natsutil.EventsStream, r.s.Group.Name, r.s.Member, r.onMsg, jetstream.ConsumerConfig{
+		c, err := pcgroups.ElasticConsume(workCtx, r.d.JS, wire.EventsStream, r.s.Group.Name, r.s.Member, r.onMsg, jetstream.ConsumerConfig{
 			Description:   "netpulse detector " + r.s.Plugin.Name,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       r.s.AckWait,
@@ -377,7 +377,7 @@ func (r *Runner) onMsg(m jetstream.Msg) {
 
 // splitSubject parses netpulse.events.<host>.<kind>.
 func splitSubject(s string) (host, kind string, ok bool) {
-	rest, ok := strings.CutPrefix(s, natsutil.EventsPrefix+".")
+	rest, ok := strings.CutPrefix(s, wire.EventsPrefix+".")
 	if !ok {
 		return "", "", false
 	}

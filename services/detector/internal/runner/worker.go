@@ -8,7 +8,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/alertout"
 	"github.com/netpulse/netpulse/services/detector/internal/history"
@@ -273,8 +273,8 @@ func (w *worker) replay(host string, h *hostState, before uint64) {
 	subjects := make([]string, len(kinds))
 	var snap *history.Msg
 	for i, k := range kinds {
-		subjects[i] = natsutil.EventSubject(host, k)
-		if k == natsutil.KindSnapshot {
+		subjects[i] = wire.EventSubject(host, k)
+		if k == wire.KindSnapshot {
 			_ = retry(r.ctx, r.log, "read the latest snapshot of "+host, func(ctx context.Context) error {
 				var err error
 				snap, err = r.history.LastOf(ctx, subjects[i])

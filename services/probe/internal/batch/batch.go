@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // Field numbers of eventpb.Batch (see event.proto).
@@ -89,7 +89,7 @@ func NewEncoder(host, probeID, kind string, maxBytes, maxEvents int, bufs *Buffe
 	}
 	return &Encoder{
 		host: host, probeID: probeID,
-		subject:  natsutil.EventSubject(host, kind),
+		subject:  wire.EventSubject(host, kind),
 		idPrefix: probeID + "-" + kind + "-",
 		maxBytes: maxBytes, maxEvents: maxEvents,
 		bufs: bufs,

@@ -23,9 +23,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 var benchRound = flag.Duration("bench.round", 4*time.Second, "BenchmarkOverhead: load duration of each mode in each round")
@@ -165,7 +165,7 @@ func startProbe(b *testing.B, nc *nats.Conn, js jetstream.JetStream, host string
 		b.Fatal(err)
 	}
 	// The final counters arrive on a core subject; subscribe before they can.
-	sub, err := nc.SubscribeSync(natsutil.EventSubject(host, natsutil.KindStats))
+	sub, err := nc.SubscribeSync(wire.EventSubject(host, wire.KindStats))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func startProbe(b *testing.B, nc *nats.Conn, js jetstream.JetStream, host string
 	pr := &probeRun{js: js, host: host, cancel: cancel, done: make(chan error, 1), stats: sub}
 	go func() { pr.done <- p.Run(ctx) }()
 
-	state := natsutil.EventSubject(host, natsutil.KindState)
+	state := wire.EventSubject(host, wire.KindState)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		// A connection of our own makes sure there is something to publish.
@@ -185,7 +185,7 @@ func startProbe(b *testing.B, nc *nats.Conn, js jetstream.JetStream, host string
 			c.Close()
 		}
 		gctx, gcancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := js.Stream(gctx, natsutil.EventsStream)
+		st, err := js.Stream(gctx, wire.EventsStream)
 		if err == nil {
 			_, err = st.GetLastMsgForSubject(gctx, state)
 		}
@@ -222,9 +222,9 @@ func (pr *probeRun) stop(b *testing.B) (Stats, uint64) {
 		b.Fatalf("final stats %q: %v", m.Data, err)
 	}
 	var n uint64
-	for _, kind := range natsutil.DataKinds {
+	for _, kind := range wire.DataKinds {
 		var k uint64
-		if k, err = countStored(pr.js, natsutil.EventSubject(pr.host, kind)); err != nil {
+		if k, err = countStored(pr.js, wire.EventSubject(pr.host, kind)); err != nil {
 			break
 		}
 		n += k
@@ -239,7 +239,7 @@ func (pr *probeRun) stop(b *testing.B) (Stats, uint64) {
 func countStored(js jetstream.JetStream, subject string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := js.Stream(ctx, natsutil.EventsStream)
+	st, err := js.Stream(ctx, wire.EventsStream)
 	if err != nil {
 		return 0, err
 	}

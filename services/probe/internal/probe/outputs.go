@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/batch"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
 )
@@ -26,7 +26,7 @@ func newOutputs(host, probeID string, cfg BatchConfig, pub *publish.Publisher, s
 	// One pool for every kind: spares for the two or so busy at a time,
 	// not a set per kind (each buffer is batch.max_bytes).
 	bufs := batch.NewBuffers(2 * batch.DefaultSpares)
-	for _, kind := range natsutil.DataKinds {
+	for _, kind := range wire.DataKinds {
 		o.encs[kind] = batch.NewEncoder(host, probeID, kind, cfg.MaxBytes, cfg.MaxEvents, bufs)
 	}
 	return o
@@ -34,7 +34,7 @@ func newOutputs(host, probeID string, cfg BatchConfig, pub *publish.Publisher, s
 
 // event batches ev under the kind of its type.
 func (o *outputs) event(ev *eventpb.Event, now time.Time) {
-	enc := o.encs[natsutil.KindOf(ev.Type)]
+	enc := o.encs[wire.KindOf(ev.Type)]
 	if enc == nil {
 		o.unknownKind++
 		return
@@ -46,14 +46,14 @@ func (o *outputs) event(ev *eventpb.Event, now time.Time) {
 
 // conn batches a finished connection.
 func (o *outputs) conn(c *eventpb.Connection, now time.Time) {
-	if enc := o.encs[natsutil.KindConn]; enc.AddConn(c, now) {
+	if enc := o.encs[wire.KindConn]; enc.AddConn(c, now) {
 		o.flush(enc)
 	}
 }
 
 // snapshot publishes s as a message of its own.
 func (o *outputs) snapshot(s *eventpb.Snapshot, now time.Time) {
-	enc := o.encs[natsutil.KindSnapshot]
+	enc := o.encs[wire.KindSnapshot]
 	enc.AddSnapshot(s, now)
 	o.flush(enc)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
@@ -77,7 +78,7 @@ func New(cfg Config, log *slog.Logger) (*Probe, error) {
 		}
 		host = h
 	}
-	host = natsutil.SanitizeToken(host, cfg.HostReplacement)
+	host = wire.SanitizeToken(host, cfg.HostReplacement)
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	return &Probe{cfg: cfg, log: log.With("component", "probe", "host", host), host: host, probeID: hex.EncodeToString(id[:])}, nil
@@ -184,7 +185,7 @@ func (p *Probe) Run(ctx context.Context) error {
 		p.mu.Unlock()
 	}
 
-	p.log.Info("probe running", "probe_id", p.probeID, "subjects", natsutil.EventSubject(p.host, "*"))
+	p.log.Info("probe running", "probe_id", p.probeID, "subjects", wire.EventSubject(p.host, "*"))
 	dec := tracer.NewDecoder()
 	var ev eventpb.Event
 	var conn eventpb.Connection

@@ -19,9 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 )
@@ -302,7 +302,7 @@ func TestResyncConsistentUnderChurn(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	sub, err := nc.SubscribeSync(natsutil.EventSubject(host, natsutil.KindStats))
+	sub, err := nc.SubscribeSync(wire.EventSubject(host, wire.KindStats))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
@@ -148,7 +148,7 @@ func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher)
 	data, _ := json.Marshal(s)
 	// Stats go to the same stream (it captures netpulse.events.>); core
 	// publish is enough for a periodic health report.
-	if err := nc.Publish(natsutil.EventSubject(p.host, natsutil.KindStats), data); err != nil {
+	if err := nc.Publish(wire.EventSubject(p.host, wire.KindStats), data); err != nil {
 		p.log.Warn("publishing stats", "err", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/batch"
 )
 
@@ -120,7 +121,7 @@ func TestPublishSurvivesServerRestart(t *testing.T) {
 	}
 	defer nc.Close()
 	js2, _ := jetstream.New(nc)
-	st, err := js2.Stream(ctx, natsutil.EventsStream)
+	st, err := js2.Stream(ctx, wire.EventsStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 )
 
@@ -13,11 +13,11 @@ import (
 // the sink does not store (stats, unknown ones).
 func TableOf(kind string) string {
 	switch kind {
-	case natsutil.KindState, natsutil.KindRetransmit, natsutil.KindReset, natsutil.KindError:
+	case wire.KindState, wire.KindRetransmit, wire.KindReset, wire.KindError:
 		return chschema.TCPEvents.Name
-	case natsutil.KindConn:
+	case wire.KindConn:
 		return chschema.TCPConnections.Name
-	case natsutil.KindSnapshot:
+	case wire.KindSnapshot:
 		return chschema.SocketSnapshots.Name
 	}
 	return ""
@@ -54,7 +54,7 @@ func Check(kind string, b *eventpb.Batch) (reason string, err error) {
 			return mismatch, fmt.Errorf("want events only, got %d events, %d connections, snapshot %v", len(b.Events), len(b.Connections), hasSnap)
 		}
 		for i, ev := range b.Events {
-			if k := natsutil.KindOf(ev.Type); k != kind {
+			if k := wire.KindOf(ev.Type); k != kind {
 				if k == "" {
 					return kind + ": unknown event type", fmt.Errorf("event %d has type %d, unknown to this sink", i, ev.Type)
 				}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 func TestTableOfEveryDataKind(t *testing.T) {
@@ -15,12 +15,12 @@ func TestTableOfEveryDataKind(t *testing.T) {
 		"state": "tcp_events", "retransmit": "tcp_events", "reset": "tcp_events", "error": "tcp_events",
 		"conn": "tcp_connections", "snapshot": "socket_snapshots",
 	}
-	for _, k := range natsutil.DataKinds {
+	for _, k := range wire.DataKinds {
 		if got := TableOf(k); got != want[k] {
 			t.Errorf("TableOf(%q) = %q, want %q", k, got, want[k])
 		}
 	}
-	for _, k := range []string{natsutil.KindStats, "", "bogus"} {
+	for _, k := range []string{wire.KindStats, "", "bogus"} {
 		if got := TableOf(k); got != "" {
 			t.Errorf("TableOf(%q) = %q, want none", k, got)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 var (
@@ -149,19 +150,19 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 		h := m % hosts
 		host := fmt.Sprintf("web-%02d", h)
 		batch := eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: fmt.Sprintf("probe%02d", h), BatchSeq: uint64(m/hosts + 1)}
-		kind := natsutil.KindState
+		kind := wire.KindState
 		if mixed {
 			kind = mixedKinds[m%len(mixedKinds)]
 		}
 		switch kind {
-		case natsutil.KindConn:
+		case wire.KindConn:
 			for i, c := range conns {
 				seqs[h]++
 				synthConn(c, uint64(m*n+i*5), base, seqs[h])
 			}
 			batch.Connections = conns
 			bl.rows["tcp_connections"] += uint64(len(conns))
-		case natsutil.KindSnapshot:
+		case wire.KindSnapshot:
 			seqs[h]++
 			batch.Snapshot = synthSnapshot(uint64(m*n), base, seqs[h])
 			bl.rows["socket_snapshots"] += uint64(1 + len(batch.Snapshot.Groups) + len(batch.Snapshot.CloseWait))
@@ -170,10 +171,10 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 				seqs[h]++
 				synthEvent(ev, uint64(m*n+i), base, seqs[h])
 				switch kind {
-				case natsutil.KindRetransmit:
+				case wire.KindRetransmit:
 					ev.Type, ev.OldState, ev.Segments = eventpb.EventType_EVENT_TYPE_RETRANSMIT, 0, 1+uint32(i%3)
 					ev.SegsOut = 20 + uint32(m*n+i)%5000 // segments sent so far: growing, of varied size
-				case natsutil.KindReset:
+				case wire.KindReset:
 					ev.Type, ev.OldState = eventpb.EventType_EVENT_TYPE_RESET_SENT+eventpb.EventType(i%2), 0
 				}
 			}
@@ -185,7 +186,7 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 			b.Fatal(err)
 		}
 		bytesOut += len(data)
-		if _, err := js.PublishAsync(natsutil.EventSubject(host, kind), data,
+		if _, err := js.PublishAsync(wire.EventSubject(host, kind), data,
 			jetstream.WithMsgID(fmt.Sprintf("%s-%s-%d", batch.ProbeId, kind, batch.BatchSeq))); err != nil {
 			b.Fatal(err)
 		}
@@ -195,7 +196,7 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 	case <-ctx.Done():
 		b.Fatal("pre-fill: publishes not acknowledged in time")
 	}
-	st, err := js.Stream(ctx, natsutil.EventsStream)
+	st, err := js.Stream(ctx, wire.EventsStream)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -218,8 +219,8 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 
 // mixedKinds is the order of kinds in a mixed backlog, ten messages.
 var mixedKinds = []string{
-	natsutil.KindState, natsutil.KindState, natsutil.KindRetransmit, natsutil.KindState, natsutil.KindConn,
-	natsutil.KindState, natsutil.KindReset, natsutil.KindState, natsutil.KindSnapshot, natsutil.KindState,
+	wire.KindState, wire.KindState, wire.KindRetransmit, wire.KindState, wire.KindConn,
+	wire.KindState, wire.KindReset, wire.KindState, wire.KindSnapshot, wire.KindState,
 }
 
 // synthConn fills c as a connection whose events would be the i-th to
@@ -347,7 +348,7 @@ func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows 
 			b.Fatalf("the sink did not drain the stream in time\n%s", sk.stderr)
 		default:
 		}
-		c, err := js.Consumer(ctx, natsutil.EventsStream, durable)
+		c, err := js.Consumer(ctx, wire.EventsStream, durable)
 		if errors.Is(err, jetstream.ErrConsumerNotFound) {
 			continue
 		}
@@ -393,7 +394,7 @@ func runSink(b *testing.B, bin, natsURL string, js jetstream.JetStream, maxRows 
 	if err := conn.Exec(ctx, "DROP DATABASE "+db); err != nil {
 		b.Fatal(err)
 	}
-	if err := js.DeleteConsumer(ctx, natsutil.EventsStream, durable); err != nil {
+	if err := js.DeleteConsumer(ctx, wire.EventsStream, durable); err != nil {
 		b.Fatal(err)
 	}
 	return r

@@ -15,7 +15,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 	"github.com/netpulse/netpulse/services/sink/internal/chwriter"
 )
@@ -35,7 +35,7 @@ func (e *env) publishBatch(t *testing.T, kind string, b *eventpb.Batch) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.publishRaw(t, natsutil.EventSubject(e.host, kind), data, fmt.Sprintf("%s-%d", b.ProbeId, b.BatchSeq))
+	e.publishRaw(t, wire.EventSubject(e.host, kind), data, fmt.Sprintf("%s-%d", b.ProbeId, b.BatchSeq))
 }
 
 func (e *env) publishRaw(t *testing.T, subject string, data []byte, msgID string) {
@@ -55,9 +55,9 @@ func (e *env) publishAlert(t *testing.T, a any) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subj := natsutil.AlertSubject("conn_leak", "warning", e.host)
+	subj := wire.AlertSubject("conn_leak", "warning", e.host)
 	if al, ok := a.(alert.Alert); ok {
-		subj = natsutil.AlertSubject(al.Detector, al.Severity, al.Host)
+		subj = wire.AlertSubject(al.Detector, al.Severity, al.Host)
 	}
 	e.publishRaw(t, subj, data, "")
 }
@@ -251,7 +251,7 @@ func TestSinkStoresEveryEventType(t *testing.T) {
 			"sock_id": fmt.Sprint(0xffff888000000000 + uint64(i)), "owner_source": c.owner, "cgroup_id": fmt.Sprint(9000 + i),
 			"error": fmt.Sprint(i), "handshake_us": fmt.Sprint(1500 + i), "handshake_retransmits": fmt.Sprint(i % 3),
 			"side": c.side, "segments": fmt.Sprint(10 + i), "cookie": fmt.Sprint(0x1000 + i), "segs_out": fmt.Sprint(segsOut(i, ev.Type)), "probe_id": "p-" + c.kind,
-			"seq": fmt.Sprint(100 + i), "stream_seq": e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, c.kind))[0],
+			"seq": fmt.Sprint(100 + i), "stream_seq": e.streamSeqs(t, wire.EventsStream, wire.EventSubject(e.host, c.kind))[0],
 		})
 	}
 	checkRows(t, &chschema.TCPEvents, e.query(t, "SELECT * FROM tcp_events ORDER BY seq"), want)
@@ -278,13 +278,13 @@ func TestSinkStoresConnections(t *testing.T) {
 			SegmentsOut: 3, SegmentsIn: 2, SrttUs: 40, LastState: eventpb.TcpState_TCP_STATE_ESTABLISHED, Error: 104, Cookie: 0,
 		},
 	}
-	e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: conns})
+	e.publishBatch(t, wire.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: conns})
 	stop := e.run(t)
 	e.waitAcked(t)
 	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 2 {
 		t.Errorf("counters %+v, want 2 rows and no bad messages", c)
 	}
-	seq := e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, natsutil.KindConn))[0]
+	seq := e.streamSeqs(t, wire.EventsStream, wire.EventSubject(e.host, wire.KindConn))[0]
 	want := []map[string]string{
 		{
 			"time": e.ts(closed, 9), "time_ns": fmt.Sprint(closed.UnixNano()), "host": e.host, "pid": "321", "comm": "postgres",
@@ -334,13 +334,13 @@ func TestSinkStoresSnapshots(t *testing.T) {
 		CloseWaitTotal: 40, CloseWaitCut: 38, SocketsTotal: 1234, Seeded: true,
 		TcpOutSegs: 1_000_000, TcpRetransSegs: 2_500, IntervalMs: 10_000,
 	}
-	e.publishBatch(t, natsutil.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: snap})
+	e.publishBatch(t, wire.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: snap})
 	stop := e.run(t)
 	e.waitAcked(t)
 	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 5 {
 		t.Errorf("counters %+v, want 5 rows and no bad messages", c)
 	}
-	seq := e.streamSeqs(t, natsutil.EventsStream, natsutil.EventSubject(e.host, natsutil.KindSnapshot))[0]
+	seq := e.streamSeqs(t, wire.EventsStream, wire.EventSubject(e.host, wire.KindSnapshot))[0]
 	row := func(kind string, set map[string]string) map[string]string {
 		r := map[string]string{
 			"time": e.ts(at, 9), "time_ns": fmt.Sprint(at.UnixNano()), "host": e.host, "row_kind": kind, "state": "UNKNOWN",
@@ -410,7 +410,7 @@ func TestSinkStoresAlerts(t *testing.T) {
 	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 2 || c.Messages != 2 {
 		t.Errorf("counters %+v, want 2 alerts stored", c)
 	}
-	seqs := e.streamSeqs(t, natsutil.AlertsStream, natsutil.AlertsPrefix+".>")
+	seqs := e.streamSeqs(t, wire.AlertsStream, wire.AlertsPrefix+".>")
 	labels := `["comm" "count" "local_port" "oldest_age_seconds" "pid"]`
 	values := `["java" "40" "8080" "900" "50"]`
 	want := []map[string]string{
@@ -457,9 +457,9 @@ func TestSinkTerminatesBadMessagesOfEveryKind(t *testing.T) {
 	// A valid payload of another kind under each kind.
 	wrong := map[string]string{"state": "conn", "retransmit": "state", "reset": "snapshot", "error": "retransmit", "conn": "state", "snapshot": "conn"}
 	bad := 0
-	for _, kind := range natsutil.DataKinds {
+	for _, kind := range wire.DataKinds {
 		e.publishBatch(t, kind, good(kind, 1))
-		e.publishRaw(t, natsutil.EventSubject(e.host, kind), []byte("\xff\xff not protobuf"), "")
+		e.publishRaw(t, wire.EventSubject(e.host, kind), []byte("\xff\xff not protobuf"), "")
 		e.publishBatch(t, kind, good(wrong[kind], 2))
 		e.publishBatch(t, kind, &eventpb.Batch{BatchSeq: 3}) // empty
 		e.publishBatch(t, kind, good(kind, 4))
@@ -469,7 +469,7 @@ func TestSinkTerminatesBadMessagesOfEveryKind(t *testing.T) {
 	e.publishBatch(t, "state", &eventpb.Batch{BatchSeq: 5, Events: []*eventpb.Event{{Type: 1, TimeUnixNano: uint64(at.UnixNano())}, {Type: 2, TimeUnixNano: uint64(at.UnixNano())}}})
 	bad++
 	e.publishAlert(t, map[string]any{"fingerprint": "x"}) // no detector, status, times
-	e.publishRaw(t, natsutil.AlertSubject("conn_leak", "warning", e.host), []byte("{not json"), "")
+	e.publishRaw(t, wire.AlertSubject("conn_leak", "warning", e.host), []byte("{not json"), "")
 	bad += 2
 	e.publishAlert(t, alert.Alert{Fingerprint: "f", Detector: "conn_leak", Status: alert.Firing, Severity: "info", Host: e.host, StartsAt: at, SentAt: at})
 
@@ -500,9 +500,9 @@ func (e *env) countOf(t *testing.T, table string) uint64 {
 func TestSinkWidensTheOldConsumer(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	old, err := e.js.CreateOrUpdateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
+	old, err := e.js.CreateOrUpdateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{
 		Durable: e.cfg.Consumer.Durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.cfg.Consumer.AckWait,
-		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+		FilterSubjects: []string{wire.KindSubjects(wire.KindState)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -518,7 +518,7 @@ func TestSinkWidensTheOldConsumer(t *testing.T) {
 		}
 	}
 	e.publish(t, 2, 3, 10)
-	e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: []*eventpb.Connection{{TimeUnixNano: uint64(at.UnixNano())}}})
+	e.publishBatch(t, wire.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: []*eventpb.Connection{{TimeUnixNano: uint64(at.UnixNano())}}})
 	stop := e.run(t)
 	e.waitAcked(t)
 	stop()
@@ -533,8 +533,8 @@ func TestSinkWidensTheOldConsumer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want []string
-	for _, k := range natsutil.DataKinds {
-		want = append(want, natsutil.KindSubjects(k))
+	for _, k := range wire.DataKinds {
+		want = append(want, wire.KindSubjects(k))
 	}
 	got := slices.Clone(info.Config.FilterSubjects)
 	sort.Strings(got)
@@ -558,8 +558,8 @@ func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
 			ns := day.Add(time.Duration(i) * 10 * time.Second) // crosses midnight: two partitions
 			conns = append(conns, &eventpb.Connection{TimeUnixNano: uint64(ns.UnixNano()), Seq: uint64(b*100 + i), Comm: "curl", Retransmits: uint32(i)})
 		}
-		e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: uint64(b + 1), Connections: conns})
-		e.publishBatch(t, natsutil.KindSnapshot, &eventpb.Batch{BatchSeq: uint64(b + 1), Snapshot: &eventpb.Snapshot{
+		e.publishBatch(t, wire.KindConn, &eventpb.Batch{BatchSeq: uint64(b + 1), Connections: conns})
+		e.publishBatch(t, wire.KindSnapshot, &eventpb.Batch{BatchSeq: uint64(b + 1), Snapshot: &eventpb.Snapshot{
 			TimeUnixNano: uint64(day.UnixNano()), Seq: uint64(b + 1),
 			Groups:    []*eventpb.SocketGroup{{Count: 1}, {Count: 2}, {Count: 3}},
 			CloseWait: []*eventpb.SnapshotSocket{{SockId: 1}, {SockId: 2}},
@@ -603,18 +603,19 @@ func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
 		}
 	}
 	var kinds []string
-	for _, k := range natsutil.DataKinds {
-		kinds = append(kinds, natsutil.KindSubjects(k))
+	for _, k := range wire.DataKinds {
+		kinds = append(kinds, wire.KindSubjects(k))
 	}
-	crash(natsutil.EventsStream, e.cfg.Consumer.Durable, kinds, 12, func(m jetstream.Msg, seq uint64, re bool) error {
+	crash(wire.EventsStream, e.cfg.Consumer.Durable, kinds, 12, func(m jetstream.Msg, seq uint64, re bool) error {
 		var b eventpb.Batch
 		if err := b.UnmarshalVT(m.Data()); err != nil {
 			return err
 		}
-		_, err := w.Add(ctx, natsutil.SubjectKind(m.Subject()), seq, re, &b)
+		_, kind, _ := wire.ParseEventSubject(m.Subject())
+		_, err := w.Add(ctx, kind, seq, re, &b)
 		return err
 	})
-	crash(natsutil.AlertsStream, e.cfg.Consumer.AlertsDurable, nil, 5, func(m jetstream.Msg, seq uint64, re bool) error {
+	crash(wire.AlertsStream, e.cfg.Consumer.AlertsDurable, nil, 5, func(m jetstream.Msg, seq uint64, re bool) error {
 		a, err := chwriter.DecodeAlert(m.Data())
 		if err != nil {
 			return err

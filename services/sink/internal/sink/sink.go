@@ -13,6 +13,8 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/retry"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 	"github.com/netpulse/netpulse/services/sink/internal/chwriter"
 )
@@ -71,7 +73,7 @@ func (s *Sink) Run(ctx context.Context) error {
 		return fmt.Errorf("clickhouse %s: %w", s.cfg.ClickHouse.Addr, err)
 	}
 	defer conn.Close()
-	feats, err := natsutil.Retry(ctx, s.log, "ClickHouse schema at "+s.cfg.ClickHouse.Addr, func(ctx context.Context) (chschema.Features, error) {
+	feats, err := retry.Logged(ctx, s.log, "ClickHouse schema at "+s.cfg.ClickHouse.Addr, func(ctx context.Context) (chschema.Features, error) {
 		f, err := chschema.Probe(ctx, conn)
 		if err != nil {
 			return f, err
@@ -102,19 +104,19 @@ func (s *Sink) Run(ctx context.Context) error {
 		return err
 	}
 	var kinds []string
-	for _, k := range natsutil.DataKinds {
-		kinds = append(kinds, natsutil.KindSubjects(k))
+	for _, k := range wire.DataKinds {
+		kinds = append(kinds, wire.KindSubjects(k))
 	}
 	// CreateOrUpdate: a durable made by an older sink (state only) gets the
 	// new filter in place and keeps its position.
-	evIt, err := s.events.start(ctx, js, natsutil.EventsStream, s.consumerConfig(s.cfg.Consumer.Durable,
+	evIt, err := s.events.start(ctx, js, wire.EventsStream, s.consumerConfig(s.cfg.Consumer.Durable,
 		"netpulse sink: raw events into ClickHouse", kinds))
 	if err != nil {
 		return err
 	}
 	defer evIt.Stop()
-	alIt, err := s.alerts.start(ctx, js, natsutil.AlertsStream, s.consumerConfig(s.cfg.Consumer.AlertsDurable,
-		"netpulse sink: alerts into ClickHouse", []string{natsutil.AlertsPrefix + ".>"}))
+	alIt, err := s.alerts.start(ctx, js, wire.AlertsStream, s.consumerConfig(s.cfg.Consumer.AlertsDurable,
+		"netpulse sink: alerts into ClickHouse", []string{wire.AlertsPrefix + ".>"}))
 	if err != nil {
 		return err
 	}
@@ -183,7 +185,7 @@ func newConsumer(name string, cfg Config, log *slog.Logger) *consumer {
 // start creates or updates the durable consumer cc on stream and starts
 // pulling from it.
 func (c *consumer) start(ctx context.Context, js jetstream.JetStream, stream string, cc jetstream.ConsumerConfig) (jetstream.MessagesContext, error) {
-	cons, err := natsutil.Retry(ctx, c.log, "create consumer "+cc.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := retry.Logged(ctx, c.log, "create consumer "+cc.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
 		return js.CreateOrUpdateConsumer(ctx, stream, cc)
 	})
 	if err != nil {
@@ -271,18 +273,15 @@ func (c *consumer) handle(ctx context.Context, m jetstream.Msg) {
 // addBatch buffers the rows of a raw-event message, routed by the kind in
 // its subject.
 func (c *consumer) addBatch(ctx context.Context, m jetstream.Msg, seq uint64, redelivered bool) (string, error) {
-	kind := natsutil.SubjectKind(m.Subject())
+	host, kind, _ := wire.ParseEventSubject(m.Subject())
 	if chwriter.TableOf(kind) == "" {
 		return "unknown kind", fmt.Errorf("subject %s: kind %q is not one the sink stores", m.Subject(), kind)
 	}
 	b := eventpb.BatchFromVTPool()
 	defer b.ReturnToVTPool()
 	// Unsafe: strings alias m.Data(), which stays alive while m is pending.
-	if err := b.UnmarshalVTUnsafe(m.Data()); err != nil {
-		return "undecodable batch", err
-	}
-	if b.SchemaVersion != eventpb.SchemaVersion {
-		return "unknown schema version", fmt.Errorf("schema_version %d, this sink reads %d", b.SchemaVersion, eventpb.SchemaVersion)
+	if rej := wire.DecodeBatchUnsafe(b, m.Data(), host, "sink"); rej != nil {
+		return rej.Reason, rej.Err
 	}
 	if reason, err := chwriter.Check(kind, b); reason != "" {
 		return reason, err

@@ -18,6 +18,7 @@ import (
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/chtest"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 	"github.com/netpulse/netpulse/services/sink/internal/chwriter"
 )
@@ -96,7 +97,7 @@ func (e *env) publish(t *testing.T, from, to, n int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := e.js.Publish(ctx, natsutil.EventSubject(e.host, natsutil.KindState), data, jetstream.WithMsgID(fmt.Sprintf("p1-%d", b+1))); err != nil {
+		if _, err := e.js.Publish(ctx, wire.EventSubject(e.host, wire.KindState), data, jetstream.WithMsgID(fmt.Sprintf("p1-%d", b+1))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -131,8 +132,8 @@ func (e *env) run(t *testing.T) func() Counters {
 // terminated) every message in the events and the alerts stream.
 func (e *env) waitAcked(t *testing.T) {
 	t.Helper()
-	e.waitAckedOn(t, natsutil.EventsStream, e.cfg.Consumer.Durable)
-	e.waitAckedOn(t, natsutil.AlertsStream, e.cfg.Consumer.AlertsDurable)
+	e.waitAckedOn(t, wire.EventsStream, e.cfg.Consumer.Durable)
+	e.waitAckedOn(t, wire.AlertsStream, e.cfg.Consumer.AlertsDurable)
 }
 
 func (e *env) waitAckedOn(t *testing.T, stream, durable string) {
@@ -216,9 +217,9 @@ func TestSinkRedeliveryAfterCrashIsSkipped(t *testing.T) {
 	// The "crashed" sink: receives messages 1..6 through the durable
 	// consumer, stores them, and dies before acking.
 	e.cfg.Consumer.AckWait = time.Second // so the server redelivers soon
-	cons, err := e.js.CreateOrUpdateConsumer(ctx, natsutil.EventsStream, jetstream.ConsumerConfig{
+	cons, err := e.js.CreateOrUpdateConsumer(ctx, wire.EventsStream, jetstream.ConsumerConfig{
 		Durable: e.cfg.Consumer.Durable, AckPolicy: jetstream.AckExplicitPolicy, AckWait: e.cfg.Consumer.AckWait,
-		FilterSubjects: []string{natsutil.KindSubjects(natsutil.KindState)},
+		FilterSubjects: []string{wire.KindSubjects(wire.KindState)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -234,7 +235,7 @@ func TestSinkRedeliveryAfterCrashIsSkipped(t *testing.T) {
 		if err := b.UnmarshalVT(m.Data()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.Add(ctx, natsutil.KindState, meta.Sequence.Stream, meta.NumDelivered > 1, &b); err != nil {
+		if _, err := w.Add(ctx, wire.KindState, meta.Sequence.Stream, meta.NumDelivered > 1, &b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -268,7 +269,7 @@ func TestSinkTerminatesBadMessages(t *testing.T) {
 	e := newEnv(t)
 	e.publish(t, 0, 1, 10)
 	ctx := context.Background()
-	subj := natsutil.EventSubject(e.host, natsutil.KindState)
+	subj := wire.EventSubject(e.host, wire.KindState)
 	if _, err := e.js.Publish(ctx, subj, []byte("\xff\xff not protobuf")); err != nil {
 		t.Fatal(err)
 	}
@@ -335,14 +336,14 @@ func TestSinkRidesOutClickHouseOutage(t *testing.T) {
 	e.publish(t, 10, 20, 100)
 	// And a message for each other table.
 	ns := uint64(at.UnixNano())
-	e.publishBatch(t, natsutil.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: []*eventpb.Connection{{TimeUnixNano: ns}}})
-	e.publishBatch(t, natsutil.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: &eventpb.Snapshot{TimeUnixNano: ns}})
+	e.publishBatch(t, wire.KindConn, &eventpb.Batch{BatchSeq: 1, Connections: []*eventpb.Connection{{TimeUnixNano: ns}}})
+	e.publishBatch(t, wire.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: &eventpb.Snapshot{TimeUnixNano: ns}})
 	e.publishAlert(t, alert.Alert{Fingerprint: "f", Detector: "conn_leak", Status: alert.Firing, Severity: "info", Host: e.host, StartsAt: at, SentAt: at})
 	// The sink takes the new messages but cannot store them: they stay unacked.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		c, err := e.js.Consumer(ctx, natsutil.EventsStream, e.cfg.Consumer.Durable)
+		c, err := e.js.Consumer(ctx, wire.EventsStream, e.cfg.Consumer.Durable)
 		if err != nil {
 			t.Fatal(err)
 		}

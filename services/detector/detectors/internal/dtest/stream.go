@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
 
@@ -64,7 +64,7 @@ func (s *Stream) Event(e *eventpb.Event) {
 		s.seq++
 		e.Seq = s.seq
 	}
-	s.add(item{t: int64(e.TimeUnixNano), kind: natsutil.KindOf(e.Type), ev: e})
+	s.add(item{t: int64(e.TimeUnixNano), kind: wire.KindOf(e.Type), ev: e})
 }
 
 // Conn adds a finished connection.
@@ -73,12 +73,12 @@ func (s *Stream) Conn(c *eventpb.Connection) {
 		s.seq++
 		c.Seq = s.seq
 	}
-	s.add(item{t: int64(c.TimeUnixNano), kind: natsutil.KindConn, conn: c})
+	s.add(item{t: int64(c.TimeUnixNano), kind: wire.KindConn, conn: c})
 }
 
 // Snapshot adds a snapshot.
 func (s *Stream) Snapshot(sn *eventpb.Snapshot) {
-	s.add(item{t: int64(sn.TimeUnixNano), kind: natsutil.KindSnapshot, snap: sn})
+	s.add(item{t: int64(sn.TimeUnixNano), kind: wire.KindSnapshot, snap: sn})
 }
 
 // Len is the number of events, connections and snapshots.

@@ -1,0 +1,37 @@
+package wire
+
+import "github.com/netpulse/netpulse/lib/eventpb"
+
+// Event kinds: the last token of a raw-event subject.
+const (
+	KindState      = "state"      // STATE_CHANGE events
+	KindRetransmit = "retransmit" // RETRANSMIT and SYNACK_RETRANSMIT events
+	KindReset      = "reset"      // RESET_SENT and RESET_RECEIVED events
+	KindError      = "error"      // SOCKET_ERROR and CONNECT_FAILED events
+	KindConn       = "conn"       // finished connections (Batch.connections)
+	KindSnapshot   = "snapshot"   // socket-table snapshots (Batch.snapshot)
+	KindStats      = "stats"      // probe counters, JSON
+)
+
+// DataKinds are the kinds whose messages are protobuf Batches: every kind
+// but stats.
+var DataKinds = []string{KindState, KindRetransmit, KindReset, KindError, KindConn, KindSnapshot}
+
+// EventKinds are the data kinds whose batches hold Batch.events.
+var EventKinds = []string{KindState, KindRetransmit, KindReset, KindError}
+
+// KindOf is the kind an event of type t is published under; "" for types
+// this code does not know.
+func KindOf(t eventpb.EventType) string {
+	switch t {
+	case eventpb.EventType_EVENT_TYPE_STATE_CHANGE:
+		return KindState
+	case eventpb.EventType_EVENT_TYPE_RETRANSMIT, eventpb.EventType_EVENT_TYPE_SYNACK_RETRANSMIT:
+		return KindRetransmit
+	case eventpb.EventType_EVENT_TYPE_RESET_SENT, eventpb.EventType_EVENT_TYPE_RESET_RECEIVED:
+		return KindReset
+	case eventpb.EventType_EVENT_TYPE_SOCKET_ERROR, eventpb.EventType_EVENT_TYPE_CONNECT_FAILED:
+		return KindError
+	}
+	return ""
+}
