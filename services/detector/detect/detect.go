@@ -68,9 +68,9 @@ type Condition struct {
 	SQL string
 }
 
-// Detector is one host's instance of a detector kind. Observe and Evaluate
-// are never called concurrently.
-type Detector interface {
+// Instance is a plugin's state machine for one host (Plugin.New makes one
+// per host). Observe and Evaluate are never called concurrently.
+type Instance interface {
 	// Observe takes one batch. in.Batch is only valid during the call.
 	Observe(in Input)
 	// Evaluate returns the conditions that hold at now. now comes from the
@@ -91,14 +91,14 @@ type Plugin struct {
 	Config func() any
 	// New makes the instance for one host from a validated config (the
 	// pointer Config returned, filled in).
-	New func(cfg any, host string) (Detector, error)
+	New func(cfg any, host string) (Instance, error)
 }
 
 // Typed makes a Plugin.New from a constructor that takes the plugin's own
 // config type C (Config returns a *C): the conversion and, when *C has a
 // Validate method, the check, with their errors, in one place.
-func Typed[C any, D Detector](mk func(cfg C, host string) D) func(cfg any, host string) (Detector, error) {
-	return func(cfg any, host string) (Detector, error) {
+func Typed[C any, I Instance](mk func(cfg C, host string) I) func(cfg any, host string) (Instance, error) {
+	return func(cfg any, host string) (Instance, error) {
 		c, ok := cfg.(*C)
 		if !ok {
 			return nil, fmt.Errorf("config is %T, want %T", cfg, c)

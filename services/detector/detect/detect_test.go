@@ -15,7 +15,7 @@ func plugin(name string) Plugin {
 	return Plugin{
 		Name: name, Kinds: []string{"state"},
 		Config: func() any { return &struct{}{} },
-		New:    func(any, string) (Detector, error) { return nop{}, nil },
+		New:    func(any, string) (Instance, error) { return nop{}, nil },
 	}
 }
 

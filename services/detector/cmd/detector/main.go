@@ -13,17 +13,17 @@ import (
 	"github.com/netpulse/netpulse/lib/service"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/all"
-	"github.com/netpulse/netpulse/services/detector/internal/detector"
+	"github.com/netpulse/netpulse/services/detector/internal/supervisor"
 )
 
 func main() {
-	cfg, err := detector.DefaultConfigFor(detect.Default)
+	cfg, err := supervisor.DefaultConfigFor(detect.Default)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "netpulse-detector: %v\n", err)
 		os.Exit(1)
 	}
 	service.Main("detector", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
-		d, err := detector.New(cfg, detect.Default, log)
+		d, err := supervisor.New(cfg, detect.Default, log)
 		if err != nil {
 			return err
 		}

@@ -31,8 +31,8 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/detectors/internal/dtest"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
-	"github.com/netpulse/netpulse/services/detector/internal/detector"
 	"github.com/netpulse/netpulse/services/detector/internal/runner"
+	"github.com/netpulse/netpulse/services/detector/internal/supervisor"
 )
 
 var (
@@ -86,7 +86,7 @@ func benchReplica(b *testing.B, name string) {
 	p, _ := detect.Default.Lookup(name)
 	hosts, seconds := *replicaHosts, b.N
 	start := time.Now().Truncate(time.Second)
-	cfg, err := detector.DefaultConfigFor(detect.Default)
+	cfg, err := supervisor.DefaultConfigFor(detect.Default)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func benchReplica(b *testing.B, name string) {
 	}
 	// The replica's warnings go into the failure message, if there is one.
 	logs := &lockedBuffer{}
-	d, err := detector.New(cfg, detect.Default, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), detector.WithClock(fake))
+	d, err := supervisor.New(cfg, detect.Default, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), supervisor.WithClock(fake))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func BenchmarkObserve(b *testing.B) {
 		tr.Down = append(tr.Down, dtest.Outage{Remote: r, From: dtest.T0, To: dtest.At(2 * time.Minute), Errno: 111})
 	}
 	steps := tr.Stream().Steps(dtest.T0, dtest.At(2*time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }
 
 // BenchmarkHotPath: only connects (20k/s to 1000 remotes, one in four
@@ -43,5 +43,5 @@ func BenchmarkHotPath(b *testing.B) {
 		}
 	}
 	steps := s.Steps(dtest.T0, dtest.At(time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }

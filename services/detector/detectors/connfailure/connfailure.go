@@ -70,7 +70,7 @@ const (
 
 // classify maps a failed connect to its reason; ok is false for a connect
 // the application abandoned too early to call it failed.
-func (d *Detector) classify(errno int32, waitedUs uint64) (reason, bool) {
+func (d *Instance) classify(errno int32, waitedUs uint64) (reason, bool) {
 	switch errno {
 	case errConnRefused:
 		return refused, true
@@ -140,8 +140,8 @@ type keyState struct {
 	resetHot bool
 }
 
-// Detector is one host's conn_failure.
-type Detector struct {
+// Instance is conn_failure for one host (detect.Instance).
+type Instance struct {
 	cfg   Config
 	host  string
 	keys  *keys.Map[key, keyState]
@@ -160,8 +160,8 @@ type Stats struct {
 }
 
 // New makes the detector for host from a validated config.
-func New(cfg Config, host string) *Detector {
-	return &Detector{
+func New(cfg Config, host string) *Instance {
+	return &Instance{
 		cfg: cfg, host: host,
 		keys: keys.New[key, keyState](cfg.MaxKeys, func(st *keyState) {
 			ring, recent := st.ring, st.recent[:0]
@@ -173,16 +173,16 @@ func New(cfg Config, host string) *Detector {
 }
 
 // Stats returns the counters.
-func (d *Detector) Stats() Stats {
+func (d *Instance) Stats() Stats {
 	s := d.stats
 	s.Evicted = d.keys.Evicted
 	return s
 }
 
 // Counters are the counters by name, for the framework to log or export.
-func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
+func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
 
-func (d *Detector) slot(k key, t int64) (*keyState, *slot) {
+func (d *Instance) slot(k key, t int64) (*keyState, *slot) {
 	st, added := d.keys.GetOrAdd(k, t)
 	if added && st.ring.Width() == 0 {
 		st.ring = window.New[slot](d.cfg.Window/slots, slots, nil)
@@ -200,7 +200,7 @@ func remoteKey(ev *eventpb.Event) (key, bool) {
 }
 
 // Observe takes failed and successful connects and resets.
-func (d *Detector) Observe(in detect.Input) {
+func (d *Instance) Observe(in detect.Input) {
 	if in.Batch == nil {
 		return
 	}
@@ -224,7 +224,7 @@ func (d *Detector) Observe(in detect.Input) {
 	}
 }
 
-func (d *Detector) failed(ev *eventpb.Event) {
+func (d *Instance) failed(ev *eventpb.Event) {
 	k, ok := remoteKey(ev)
 	if !ok {
 		d.stats.BadEvents++
@@ -245,7 +245,7 @@ func (d *Detector) failed(ev *eventpb.Event) {
 	st.note(ev)
 }
 
-func (d *Detector) reset(ev *eventpb.Event) {
+func (d *Instance) reset(ev *eventpb.Event) {
 	d.stats.Resets++
 	var k key
 	if endpoint.IsServer(ev.Side, ev.Sport, ev.Dport, nil) {
@@ -302,7 +302,7 @@ type found struct {
 }
 
 // Evaluate returns a condition per (endpoint, reason) that fails now.
-func (d *Detector) Evaluate(now time.Time) []detect.Condition {
+func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 	n := now.UnixNano()
 	learn := d.learn.Due(n)
 	var all []found
@@ -369,25 +369,25 @@ func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 
 func ratio(x float64) string { return strconv.FormatFloat(float64(int64(x*1e4+0.5))/1e4, 'f', -1, 64) }
 
-func (d *Detector) owner(st *keyState, details map[string]string) {
+func (d *Instance) owner(st *keyState, details map[string]string) {
 	if m, ok := st.owners.Main(); ok {
 		details["pid"], details["comm"] = strconv.FormatUint(uint64(m.Pid), 10), m.Comm
 	}
 }
 
-func (d *Detector) samples(st *keyState, now time.Time, match func(sample) bool) []Sample {
+func (d *Instance) samples(st *keyState, now time.Time, match func(sample) bool) []Sample {
 	var l []Sample
 	from := now.Add(-d.cfg.Window).UnixNano()
 	for _, s := range st.recent {
 		if s.t <= from || s.t > now.UnixNano() || !match(s) {
 			continue
 		}
-		smp := Sample{Time: time.Unix(0, s.t).UTC(), Type: typeName(s.typ), Pid: s.pid, Comm: s.comm,
+		smp := Sample{Time: time.Unix(0, s.t).UTC(), Type: wire.EventTypes.Name(s.typ), Pid: s.pid, Comm: s.comm,
 			Local: s.local.String(), Remote: s.peer.String(), Errno: s.errno}
 		if s.typ == eventpb.EventType_EVENT_TYPE_CONNECT_FAILED {
 			smp.WaitedMs = float64(s.waitedUs/10) / 100
 		} else {
-			smp.State = stateName(s.state)
+			smp.State = wire.States.Name(s.state)
 		}
 		l = append(l, smp)
 	}
@@ -402,7 +402,7 @@ var explain = [...]string{
 	otherError:  "the kernel reported another error on connect; see errno in the samples.",
 }
 
-func (d *Detector) failure(k key, r reason, st *keyState, v view, now time.Time) detect.Condition {
+func (d *Instance) failure(k key, r reason, st *keyState, v view, now time.Time) detect.Condition {
 	c := v.failed[r]
 	share := float64(c) / float64(max(v.attempts(), 1))
 	sev := detect.Warning
@@ -457,7 +457,7 @@ func reasonCounts(v view) map[string]uint32 {
 	return m
 }
 
-func (d *Detector) storm(k key, st *keyState, v view, now time.Time) detect.Condition {
+func (d *Instance) storm(k key, st *keyState, v view, now time.Time) detect.Condition {
 	c := v.resets()
 	threshold := max(float64(d.cfg.MinResets), d.cfg.ResetFactor*st.resets.Value)
 	details := map[string]string{
@@ -498,32 +498,6 @@ func (d *Detector) storm(k key, st *keyState, v view, now time.Time) detect.Cond
 	}
 }
 
-func typeName(t eventpb.EventType) string {
-	name, ok := eventpb.EventType_name[int32(t)]
-	if !ok {
-		return strconv.Itoa(int(t))
-	}
-	return lower(name[len("EVENT_TYPE_"):])
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
-
-func stateName(s eventpb.TcpState) string {
-	name, ok := eventpb.TcpState_name[int32(s)]
-	if !ok {
-		return strconv.Itoa(int(s))
-	}
-	return name[len("TCP_STATE_"):]
-}
-
 var errnos = [...]string{
 	refused:     "error = 111",
 	timeout:     "(error = 110 OR error = 0)",
@@ -531,13 +505,13 @@ var errnos = [...]string{
 	otherError:  "error NOT IN (0, 101, 110, 111, 113)",
 }
 
-func (d *Detector) failureSQL(k key, r reason, now time.Time) string {
+func (d *Instance) failureSQL(k key, r reason, now time.Time) string {
 	return fmt.Sprintf("SELECT time, pid, comm, saddr, sport, daddr, dport, error, state_duration_us\nFROM %s\nWHERE host = %s AND type = 'connect_failed' AND daddr = %s AND dport = %d AND %s\n  AND %s\nORDER BY time DESC\nLIMIT 100",
 		chsql.Table("tcp_events"), chsql.Str(d.host), chsql.Str(endpoint.String(k.addr)), k.port, errnos[r],
 		chsql.Window(now.Add(-d.cfg.Window), now))
 }
 
-func (d *Detector) resetSQL(k key, now time.Time) string {
+func (d *Instance) resetSQL(k key, now time.Time) string {
 	match := fmt.Sprintf("daddr = %s AND dport = %d", chsql.Str(endpoint.String(k.addr)), k.port)
 	if k.server {
 		match = fmt.Sprintf("sport = %d", k.port)

@@ -14,14 +14,14 @@ import (
 
 var kinds = []string{wire.KindError, wire.KindReset, wire.KindState}
 
-func newDetector(t testing.TB, edit func(*Config)) *Detector {
+func newInstance(t testing.TB, edit func(*Config)) *Instance {
 	t.Helper()
-	return dtest.New[Config, *Detector](t, Name, edit)
+	return dtest.New[Config, *Instance](t, Name, edit)
 }
 
 func run(t *testing.T, tr dtest.Traffic, edit func(*Config), every time.Duration) []dtest.Result {
 	steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), every, 100*time.Millisecond, kinds)
-	return dtest.Run(newDetector(t, edit), steps, true)
+	return dtest.Run(newInstance(t, edit), steps, true)
 }
 
 // spans is, per identity, when it was first and last held, and its worst
@@ -133,7 +133,7 @@ func TestHealthyTrafficRaisesNothing(t *testing.T) {
 // 100k distinct remotes refusing once each: endpoints stay at max_keys,
 // evictions are counted, nothing fires (one failure each).
 func TestBoundedState(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MaxKeys = 1000 })
+	d := newInstance(t, func(c *Config) { c.MaxKeys = 1000 })
 	b := &eventpb.Batch{}
 	for i := range 100000 {
 		sk := dtest.Sock{ID: uint64(i + 1), Pid: 200, Comm: "scanner", Local: "10.0.0.10:40000",
@@ -155,7 +155,7 @@ func TestBoundedState(t *testing.T) {
 }
 
 func TestClassify(t *testing.T) {
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	for _, c := range []struct {
 		errno  int32
 		waited time.Duration

@@ -16,7 +16,7 @@ func BenchmarkObserve(b *testing.B) {
 	tr := dtest.Healthy(3, 2*time.Minute)
 	tr.ServerConns, tr.ClientConns = 2000, 1000
 	steps := tr.Stream().Steps(dtest.T0, dtest.At(2*time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }
 
 // BenchmarkHotPath: only CLOSE_WAIT transitions (5000 sockets/s enter, each
@@ -32,5 +32,5 @@ func BenchmarkHotPath(b *testing.B) {
 		s.Event(sk.State(at.Add(time.Duration(i%60)*time.Second), dtest.CloseWait, dtest.LastAck))
 	}
 	steps := s.Steps(dtest.T0, dtest.At(2*time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }

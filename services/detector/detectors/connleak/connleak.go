@@ -87,8 +87,8 @@ type keyState struct {
 	view    agg // this evaluation's
 }
 
-// Detector is one host's conn_leak.
-type Detector struct {
+// Instance is conn_leak for one host (detect.Instance).
+type Instance struct {
 	cfg    Config
 	host   string
 	socks  map[uint64]sock
@@ -115,8 +115,8 @@ type Stats struct {
 }
 
 // New makes the detector for host from a validated config.
-func New(cfg Config, host string) *Detector {
-	return &Detector{
+func New(cfg Config, host string) *Instance {
+	return &Instance{
 		cfg: cfg, host: host,
 		socks:  map[uint64]sock{},
 		keys:   map[key]*keyState{},
@@ -127,13 +127,13 @@ func New(cfg Config, host string) *Detector {
 }
 
 // Stats returns the counters.
-func (d *Detector) Stats() Stats { return d.stats }
+func (d *Instance) Stats() Stats { return d.stats }
 
 // Counters are the counters by name, for the framework to log or export.
-func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.stats) }
+func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.stats) }
 
 // Observe takes state changes and snapshots.
-func (d *Detector) Observe(in detect.Input) {
+func (d *Instance) Observe(in detect.Input) {
 	if in.Batch == nil {
 		return
 	}
@@ -164,7 +164,7 @@ func (d *Detector) Observe(in detect.Input) {
 	}
 }
 
-func (d *Detector) owner(pid uint32, comm string, src eventpb.OwnerSource) (uint32, string) {
+func (d *Instance) owner(pid uint32, comm string, src eventpb.OwnerSource) (uint32, string) {
 	if src == eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN {
 		// pid and comm are whatever task the softirq interrupted: naming it
 		// would blame an innocent process.
@@ -173,7 +173,7 @@ func (d *Detector) owner(pid uint32, comm string, src eventpb.OwnerSource) (uint
 	return pid, comm
 }
 
-func (d *Detector) keyOf(pid uint32, comm string, src eventpb.OwnerSource, side eventpb.Side, sport, dport uint32) (key, bool) {
+func (d *Instance) keyOf(pid uint32, comm string, src eventpb.OwnerSource, side eventpb.Side, sport, dport uint32) (key, bool) {
 	pid, comm = d.owner(pid, comm, src)
 	server := endpoint.IsServer(side, sport, dport, d.listening)
 	k := key{pid: pid, comm: comm}
@@ -183,14 +183,14 @@ func (d *Detector) keyOf(pid uint32, comm string, src eventpb.OwnerSource, side 
 	return k, server
 }
 
-func (d *Detector) listening(port uint32) bool { return d.listen[port] }
+func (d *Instance) listening(port uint32) bool { return d.listen[port] }
 
 func addrPort(b []byte, port uint32) netip.AddrPort {
 	a, _ := endpoint.Addr(b)
 	return netip.AddrPortFrom(a, uint16(port))
 }
 
-func (d *Detector) enter(ev *eventpb.Event) {
+func (d *Instance) enter(ev *eventpb.Event) {
 	t := int64(ev.TimeUnixNano)
 	id := ev.SockId
 	if d.snapAt != 0 && t < d.snapAt {
@@ -214,7 +214,7 @@ func (d *Detector) enter(ev *eventpb.Event) {
 	}
 }
 
-func (d *Detector) leave(ev *eventpb.Event) {
+func (d *Instance) leave(ev *eventpb.Event) {
 	t := int64(ev.TimeUnixNano)
 	id := ev.SockId
 	if _, ok := d.socks[id]; ok {
@@ -235,7 +235,7 @@ func (d *Detector) leave(ev *eventpb.Event) {
 	d.closed[id] = t
 }
 
-func (d *Detector) state(k key, server bool) *keyState {
+func (d *Instance) state(k key, server bool) *keyState {
 	st := d.keys[k]
 	if st == nil {
 		st = &keyState{server: server}
@@ -256,7 +256,7 @@ func snapshotSockID(ss *eventpb.SnapshotSocket) uint64 {
 
 // apply makes snapshot sn the view of the host, keeping what events said
 // after it was taken.
-func (d *Detector) apply(sn *eventpb.Snapshot) {
+func (d *Instance) apply(sn *eventpb.Snapshot) {
 	d.stats.Snapshots++
 	T := int64(sn.TimeUnixNano)
 	if T <= d.snapAt {
@@ -352,7 +352,7 @@ func (a *agg) addSample(s sock, max int) {
 }
 
 // Evaluate returns one condition per leaking (pid, comm, local port).
-func (d *Detector) Evaluate(now time.Time) []detect.Condition {
+func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 	n := now.UnixNano()
 	for _, st := range d.keys {
 		a := &st.view
@@ -406,7 +406,7 @@ func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 // grows is the growth rule: GrowthIntervals+1 samples, each above the one
 // before, GrowthMin more at the end than at the start, and no fewer sockets
 // now than at the last sample.
-func (d *Detector) grows(st *keyState, count int) bool {
+func (d *Instance) grows(st *keyState, count int) bool {
 	s := st.samples
 	if d.cfg.GrowthMin == 0 || len(s) < d.cfg.GrowthIntervals+1 || count < s[len(s)-1] {
 		return false
@@ -438,7 +438,7 @@ type Sample struct {
 	RecvQueue    uint32 `json:"recv_queue,omitempty"`
 }
 
-func (d *Detector) condition(k key, st *keyState, a *agg, now time.Time) detect.Condition {
+func (d *Instance) condition(k key, st *keyState, a *agg, now time.Time) detect.Condition {
 	n := now.UnixNano()
 	oldestAge := int64(0)
 	if len(a.oldest) > 0 {
@@ -526,7 +526,7 @@ func contains(ss []string, s string) bool {
 
 // span is the SQL time window: back to the oldest socket (and the growth
 // samples), at least 5 minutes, at most a day.
-func (d *Detector) span(oldestAge int64) time.Duration {
+func (d *Instance) span(oldestAge int64) time.Duration {
 	s := time.Duration(oldestAge+60) * time.Second
 	if g := d.cfg.GrowthInterval * time.Duration(d.cfg.GrowthIntervals+1); g > s {
 		s = g
@@ -534,13 +534,13 @@ func (d *Detector) span(oldestAge int64) time.Duration {
 	return min(max(s, 5*time.Minute), 24*time.Hour)
 }
 
-func (d *Detector) snapshotSQL(k key, now time.Time, oldestAge int64) string {
+func (d *Instance) snapshotSQL(k key, now time.Time, oldestAge int64) string {
 	return fmt.Sprintf("SELECT time, pid, comm, local_port, count, age\nFROM %s\nWHERE host = %s AND state = 'CLOSE_WAIT' AND pid = %d AND comm = %s AND local_port = %d\n  AND %s\nORDER BY time DESC, age DESC\nLIMIT 1000",
 		chsql.Table("socket_snapshots"), chsql.Str(d.host), k.pid, chsql.Str(k.comm), k.port,
 		chsql.Window(now.Add(-d.span(oldestAge)), now))
 }
 
-func (d *Detector) eventsSQL(k key, now time.Time, oldestAge int64) string {
+func (d *Instance) eventsSQL(k key, now time.Time, oldestAge int64) string {
 	port := ""
 	if k.port != 0 {
 		port = fmt.Sprintf(" AND sport = %d", k.port)

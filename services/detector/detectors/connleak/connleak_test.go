@@ -14,9 +14,9 @@ import (
 
 var kinds = []string{wire.KindState, wire.KindSnapshot}
 
-func newDetector(t testing.TB, edit func(*Config)) *Detector {
+func newInstance(t testing.TB, edit func(*Config)) *Instance {
 	t.Helper()
-	return dtest.New[Config, *Detector](t, Name, edit)
+	return dtest.New[Config, *Instance](t, Name, edit)
 }
 
 // api is the leaking server's i-th accepted socket.
@@ -40,7 +40,7 @@ func TestLeakFromEvents(t *testing.T) {
 			To:   dtest.At(closeAt + time.Duration(i)*time.Millisecond)})
 	}
 	s := tr.Stream()
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	res := dtest.Run(d, s.Steps(dtest.T0, dtest.At(5*time.Minute), time.Second, 100*time.Millisecond, kinds), true)
 	dtest.Golden(t, "leak_events", res)
 
@@ -105,7 +105,7 @@ func TestLateStartFromSnapshot(t *testing.T) {
 		s.Event(legacy(i).State(dtest.At(21*time.Second), dtest.CloseWait, dtest.LastAck))
 	}
 	s.Snapshot(&eventpb.Snapshot{TimeUnixNano: dtest.Ns(dtest.At(45 * time.Second)), Seq: 10, Seeded: true})
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	res := dtest.Run(d, s.Steps(dtest.T0, dtest.At(time.Minute), 5*time.Second, 100*time.Millisecond, kinds), true)
 	dtest.Golden(t, "late_start", res)
 
@@ -141,7 +141,7 @@ func TestGrowthRule(t *testing.T) {
 			s.Event(sk.State(at.Add(25*time.Second), dtest.CloseWait, dtest.LastAck))
 		}
 	}
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	res := dtest.Run(d, s.Steps(dtest.T0, dtest.At(5*time.Minute), 15*time.Second, 100*time.Millisecond, kinds), true)
 	dtest.Golden(t, "growth", res)
 	f := firstFiring(res)
@@ -159,7 +159,7 @@ func TestGrowthRule(t *testing.T) {
 func TestHealthyTrafficRaisesNothing(t *testing.T) {
 	s := dtest.Healthy(2, 10*time.Minute).Stream()
 	steps := s.Steps(dtest.T0, dtest.At(10*time.Minute), time.Second, 100*time.Millisecond, kinds)
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	for _, r := range dtest.Run(d, steps, true) {
 		if len(r.Conditions) > 0 {
 			t.Fatalf("healthy traffic raised at %v: %s", r.Now, r.Conditions[0].Summary)
@@ -170,7 +170,7 @@ func TestHealthyTrafficRaisesNothing(t *testing.T) {
 	}
 	// The same stream with a threshold the three stuck sockets reach must
 	// fire: the test above can fail.
-	d = newDetector(t, func(c *Config) { c.MinSockets, c.ResolveSockets = 3, 1 })
+	d = newInstance(t, func(c *Config) { c.MinSockets, c.ResolveSockets = 3, 1 })
 	res := dtest.Run(d, steps, true)
 	if f := firstFiring(res); f == nil || f.Conditions[0].Labels["comm"] != "legacy" {
 		t.Fatalf("stuck sockets of legacy not seen: %+v", f)
@@ -179,7 +179,7 @@ func TestHealthyTrafficRaisesNothing(t *testing.T) {
 
 // Snapshots and events disagree in every way the stream can order them.
 func TestSnapshotReconciliation(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MinSockets, c.MinAge = 1, 0 })
+	d := newInstance(t, func(c *Config) { c.MinSockets, c.MinAge = 1, 0 })
 	in := func(b *eventpb.Batch) { d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: b}) }
 	ev := func(es ...*eventpb.Event) { in(&eventpb.Batch{Events: es}) }
 	snap := func(at time.Duration, socks ...*eventpb.SnapshotSocket) {
@@ -224,7 +224,7 @@ func TestSnapshotReconciliation(t *testing.T) {
 // Unknown owners are never blamed on the interrupted task; client sockets
 // group under local port 0.
 func TestOwnerAndSide(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MinSockets, c.MinAge = 2, 0 })
+	d := newInstance(t, func(c *Config) { c.MinSockets, c.MinAge = 2, 0 })
 	var es []*eventpb.Event
 	for i := range 2 {
 		sk := api(i)
@@ -248,7 +248,7 @@ func TestOwnerAndSide(t *testing.T) {
 // A host with 100k distinct peers in CLOSE_WAIT: tracking stops at
 // max_sockets, the rest is counted, the alert still says 100000.
 func TestBoundedState(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MaxSockets = 1000 })
+	d := newInstance(t, func(c *Config) { c.MaxSockets = 1000 })
 	b := &eventpb.Batch{}
 	for i := range 100000 {
 		sk := dtest.Sock{ID: uint64(i + 1), Pid: 4242, Comm: "api", Local: "10.0.0.10:8080",
@@ -305,7 +305,7 @@ func TestConfigValidate(t *testing.T) {
 // Sockets older than the probe that had no event yet are listed by cookie
 // only (sock_id 0): each still counts once.
 func TestSnapshotSocketsWithoutSockID(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MinSockets, c.MinAge = 3, 0 })
+	d := newInstance(t, func(c *Config) { c.MinSockets, c.MinAge = 3, 0 })
 	var socks []*eventpb.SnapshotSocket
 	for i := 1; i <= 3; i++ {
 		s := api(i).SnapshotSocket(time.Minute, true)

@@ -20,7 +20,7 @@ func BenchmarkObserve(b *testing.B) {
 		tr.Loss = append(tr.Loss, dtest.Loss{Remote: r, From: dtest.T0, To: dtest.At(2 * time.Minute), Sent: 50000, Retrans: 1000})
 	}
 	steps := tr.Stream().Steps(dtest.T0, dtest.At(2*time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }
 
 // BenchmarkHotPath: only retransmits (50k segments/s to 10k remotes),
@@ -35,5 +35,5 @@ func BenchmarkHotPath(b *testing.B) {
 		s.Event(e)
 	}
 	steps := s.Steps(dtest.T0, dtest.At(time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }

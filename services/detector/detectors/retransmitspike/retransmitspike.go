@@ -102,8 +102,8 @@ type hostCounters struct {
 	have, haveDelta bool
 }
 
-// Detector is one host's retransmit_spike.
-type Detector struct {
+// Instance is retransmit_spike for one host (detect.Instance).
+type Instance struct {
 	cfg     Config
 	host    string
 	all     keyState
@@ -136,8 +136,8 @@ type Stats struct {
 }
 
 // New makes the detector for host from a validated config.
-func New(cfg Config, host string) *Detector {
-	d := &Detector{
+func New(cfg Config, host string) *Instance {
+	d := &Instance{
 		cfg: cfg, host: host,
 		remotes: keys.New[netip.Addr, keyState](cfg.MaxRemotes, func(st *keyState) { st.reset() }),
 		segsOut: keys.New[uint64, uint32](cfg.MaxSockets, nil),
@@ -147,12 +147,12 @@ func New(cfg Config, host string) *Detector {
 	return d
 }
 
-func (d *Detector) newRing() window.Ring[slot] {
+func (d *Instance) newRing() window.Ring[slot] {
 	return window.New[slot](time.Second, int(d.cfg.Window/time.Second), nil)
 }
 
 // Stats returns the counters.
-func (d *Detector) Stats() Stats {
+func (d *Instance) Stats() Stats {
 	s := d.stats
 	s.Evicted = d.remotes.Evicted
 	s.SocketsEvicted = d.segsOut.Evicted
@@ -160,9 +160,9 @@ func (d *Detector) Stats() Stats {
 }
 
 // Counters are the counters by name, for the framework to log or export.
-func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
+func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
 
-func (d *Detector) remote(a netip.Addr, t int64) *keyState {
+func (d *Instance) remote(a netip.Addr, t int64) *keyState {
 	st, added := d.remotes.GetOrAdd(a, t)
 	if !added {
 		return st
@@ -190,7 +190,7 @@ func (st *keyState) reset() {
 }
 
 // Observe takes retransmits, finished connections and snapshots.
-func (d *Detector) Observe(in detect.Input) {
+func (d *Instance) Observe(in detect.Input) {
 	if in.Batch == nil {
 		return
 	}
@@ -220,7 +220,7 @@ func (d *Detector) Observe(in detect.Input) {
 	}
 }
 
-func (d *Detector) retransmit(ev *eventpb.Event) {
+func (d *Instance) retransmit(ev *eventpb.Event) {
 	d.stats.Retransmits++
 	t := int64(ev.TimeUnixNano)
 	segs := max(ev.Segments, 1)
@@ -278,7 +278,7 @@ func (st *keyState) keep(s sample) {
 	st.next = (st.next + 1) % samples
 }
 
-func (d *Detector) snapshot(sn *eventpb.Snapshot) {
+func (d *Instance) snapshot(sn *eventpb.Snapshot) {
 	d.stats.Snapshots++
 	t := int64(sn.TimeUnixNano)
 	c := &d.snap
@@ -315,7 +315,7 @@ type view struct {
 	otherNetns   bool // the events are mostly from other network namespaces
 }
 
-func (d *Detector) window(st *keyState, now int64, host bool) view {
+func (d *Instance) window(st *keyState, now int64, host bool) view {
 	var v view
 	var segs uint32
 	var cr, co, lr, lo uint64
@@ -363,7 +363,7 @@ func (d *Detector) window(st *keyState, now int64, host bool) view {
 }
 
 // judge runs the key's state machine and reports whether it fires.
-func (d *Detector) judge(st *keyState, v view, now int64, learn bool) bool {
+func (d *Instance) judge(st *keyState, v view, now int64, learn bool) bool {
 	c := d.cfg
 	ready := st.base.Ready(c.BaselineWindows)
 	bound := c.MinRate
@@ -416,7 +416,7 @@ func (d *Detector) judge(st *keyState, v view, now int64, learn bool) bool {
 
 // Evaluate returns the host's condition (remote "*") and one per remote
 // address with a spike.
-func (d *Detector) Evaluate(now time.Time) []detect.Condition {
+func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 	n := now.UnixNano()
 	if d.watchedSince == 0 {
 		d.watchedSince = n
@@ -469,7 +469,7 @@ type RemoteRate struct {
 }
 
 // condition describes a firing key; remote is "" for the host.
-func (d *Detector) condition(remote string, st *keyState, v view, now time.Time) detect.Condition {
+func (d *Instance) condition(remote string, st *keyState, v view, now time.Time) detect.Condition {
 	n := now.UnixNano()
 	label := remote
 	if remote == "" {
@@ -494,7 +494,7 @@ func (d *Detector) condition(remote string, st *keyState, v view, now time.Time)
 	for _, s := range st.recent {
 		if s.t > n-int64(d.cfg.Window)-int64(d.cfg.MinDuration) && s.t <= n {
 			recent = append(recent, Sample{Time: time.Unix(0, s.t).UTC(), Pid: s.pid, Comm: s.comm,
-				Local: s.local.String(), Remote: s.peer.String(), State: stateName(s.state), Segments: s.segs})
+				Local: s.local.String(), Remote: s.peer.String(), State: wire.States.Name(s.state), Segments: s.segs})
 		}
 	}
 	sort.Slice(recent, func(i, j int) bool { return recent[i].Time.Before(recent[j].Time) })
@@ -546,7 +546,7 @@ func (d *Detector) condition(remote string, st *keyState, v view, now time.Time)
 }
 
 // topRemotes are the remotes retransmitting most in the window.
-func (d *Detector) topRemotes(n int64) []RemoteRate {
+func (d *Instance) topRemotes(n int64) []RemoteRate {
 	var l []RemoteRate
 	d.remotes.Range(func(a netip.Addr, st *keyState, _ int64) bool {
 		var segs uint32
@@ -565,15 +565,7 @@ func (d *Detector) topRemotes(n int64) []RemoteRate {
 	return l[:min(len(l), topRemotes)]
 }
 
-func stateName(s eventpb.TcpState) string {
-	name, ok := eventpb.TcpState_name[int32(s)]
-	if !ok {
-		return strconv.Itoa(int(s))
-	}
-	return name[len("TCP_STATE_"):]
-}
-
-func (d *Detector) sql(remote string, now time.Time) string {
+func (d *Instance) sql(remote string, now time.Time) string {
 	match := ""
 	if remote != "" {
 		match = " AND daddr = " + chsql.Str(remote)

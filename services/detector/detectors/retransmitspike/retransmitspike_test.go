@@ -14,14 +14,14 @@ import (
 
 var kinds = []string{wire.KindRetransmit, wire.KindConn, wire.KindSnapshot}
 
-func newDetector(t testing.TB, edit func(*Config)) *Detector {
+func newInstance(t testing.TB, edit func(*Config)) *Instance {
 	t.Helper()
-	return dtest.New[Config, *Detector](t, Name, edit)
+	return dtest.New[Config, *Instance](t, Name, edit)
 }
 
 func run(t *testing.T, tr dtest.Traffic, edit func(*Config), every time.Duration) []dtest.Result {
 	steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), every, 100*time.Millisecond, kinds)
-	return dtest.Run(newDetector(t, edit), steps, true)
+	return dtest.Run(newInstance(t, edit), steps, true)
 }
 
 // periods lists, per identity, the [start, end) of each period it was held.
@@ -132,7 +132,7 @@ func TestHealthyTrafficRaisesNothing(t *testing.T) {
 // ratio. A steady 100/s from the start is learned, not reported; three
 // times as much later is.
 func TestUnknownRatioNeedsBaseline(t *testing.T) {
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	sk := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
 	var fired []string
 	for sec := range 600 {
@@ -160,7 +160,7 @@ func TestUnknownRatioNeedsBaseline(t *testing.T) {
 
 // Host counters going down (a reboot) make the ratio unknown, not negative.
 func TestCounterReset(t *testing.T) {
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	for i, c := range []struct{ out, re uint64 }{{1000, 10}, {101000, 2010}, {500, 5}} {
 		d.Observe(detect.Input{Kind: wire.KindSnapshot, Batch: &eventpb.Batch{Snapshot: &eventpb.Snapshot{
 			TimeUnixNano: dtest.Ns(dtest.At(time.Duration(i) * 15 * time.Second)), TcpOutSegs: c.out, TcpRetransSegs: c.re, IntervalMs: 15000}}})
@@ -184,7 +184,7 @@ func TestCounterReset(t *testing.T) {
 // 100k distinct remotes retransmitting: remotes stay at max_remotes, the
 // evictions are counted, the host-level view is whole.
 func TestBoundedState(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MaxRemotes = 1000 })
+	d := newInstance(t, func(c *Config) { c.MaxRemotes = 1000 })
 	b := &eventpb.Batch{}
 	for i := range 100000 {
 		sk := dtest.Sock{ID: uint64(i + 1), Pid: 200, Comm: "crawler", Local: "10.0.0.10:40000",
@@ -234,11 +234,11 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // retransmits feeds rate retransmits of one segment each over second sec.
-func retransmits(d *Detector, sk dtest.Sock, sec, rate int) { sending(d, sk, sec, rate, 0, nil) }
+func retransmits(d *Instance, sk dtest.Sock, sec, rate int) { sending(d, sk, sec, rate, 0, nil) }
 
 // sending is retransmits by a connection that sends perSec segments a
 // second: each retransmit carries segs_out, *sent so far.
-func sending(d *Detector, sk dtest.Sock, sec, rate, perSec int, sent *uint32) {
+func sending(d *Instance, sk dtest.Sock, sec, rate, perSec int, sent *uint32) {
 	b := &eventpb.Batch{}
 	for i := range rate {
 		e := sk.Event(dtest.At(time.Duration(sec)*time.Second+time.Duration(i)*time.Second/time.Duration(rate)), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
@@ -258,7 +258,7 @@ func sending(d *Detector, sk dtest.Sock, sec, rate, perSec int, sent *uint32) {
 // retransmitting since the detector started is learned instead (see
 // TestUnknownRatioNeedsBaseline): the test can fail.
 func TestNewRemoteAfterLearning(t *testing.T) {
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	old := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
 	lossy := dtest.Sock{ID: 2, Pid: 300, Comm: "backup", Local: "10.0.0.10:40001", Peer: "10.1.0.7:873", Side: eventpb.Side_SIDE_CLIENT}
 	start := 0
@@ -286,7 +286,7 @@ func TestNewRemoteAfterLearning(t *testing.T) {
 // retransmits than the events (which come from every namespace) do not
 // give the ratio: it is unknown, and the evidence says why.
 func TestCountersOfAnotherNamespace(t *testing.T) {
-	d := newDetector(t, nil)
+	d := newInstance(t, nil)
 	sk := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
 	for i, c := range []struct{ out, re uint64 }{{1000, 10}, {1001000, 20}} {
 		if i == 1 {
@@ -312,7 +312,7 @@ func TestOpenConnectionRatio(t *testing.T) {
 		retrans int
 		fire    bool
 	}{{80, false}, {1600, true}} {
-		d := newDetector(t, nil)
+		d := newInstance(t, nil)
 		old := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
 		bulk := dtest.Sock{ID: 2, Pid: 300, Comm: "backup", Local: "10.0.0.10:40001", Peer: "10.1.0.7:873", Side: eventpb.Side_SIDE_CLIENT}
 		var fired []detect.Condition

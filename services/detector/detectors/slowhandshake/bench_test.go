@@ -17,7 +17,7 @@ func BenchmarkObserve(b *testing.B) {
 	tr := dtest.Healthy(4, 2*time.Minute)
 	tr.ServerConns, tr.ClientConns, tr.Remotes, tr.SnapshotEvery = 2000, 1000, 200, 0
 	steps := tr.Stream().Steps(dtest.T0, dtest.At(2*time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }
 
 // BenchmarkHotPath: only handshakes (20k/s to 1000 remotes and into 10
@@ -37,5 +37,5 @@ func BenchmarkHotPath(b *testing.B) {
 		s.Event(e)
 	}
 	steps := s.Steps(dtest.T0, dtest.At(time.Minute), time.Second, 100*time.Millisecond, kinds)
-	dtest.Bench(b, steps, func() detect.Detector { return newDetector(b, nil) })
+	dtest.Bench(b, steps, func() detect.Instance { return newInstance(b, nil) })
 }

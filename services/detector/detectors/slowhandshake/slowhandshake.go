@@ -100,8 +100,8 @@ type keyState struct {
 	hot    bool
 }
 
-// Detector is one host's slow_handshake.
-type Detector struct {
+// Instance is slow_handshake for one host (detect.Instance).
+type Instance struct {
 	cfg   Config
 	host  string
 	keys  *keys.Map[key, keyState]
@@ -123,8 +123,8 @@ type Stats struct {
 }
 
 // New makes the detector for host from a validated config.
-func New(cfg Config, host string) *Detector {
-	d := &Detector{
+func New(cfg Config, host string) *Instance {
+	d := &Instance{
 		cfg: cfg, host: host,
 		learn: baseline.NewCadence(int64(cfg.Window)),
 	}
@@ -139,18 +139,18 @@ func New(cfg Config, host string) *Detector {
 }
 
 // Stats returns the counters.
-func (d *Detector) Stats() Stats {
+func (d *Instance) Stats() Stats {
 	s := d.stats
 	s.Evicted = d.keys.Evicted
 	return s
 }
 
 // Counters are the counters by name, for the framework to log or export.
-func (d *Detector) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
+func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
 
-func (d *Detector) slotWidth() time.Duration { return d.cfg.Window / slots }
+func (d *Instance) slotWidth() time.Duration { return d.cfg.Window / slots }
 
-func (d *Detector) resetSlot(s *slot) {
+func (d *Instance) resetSlot(s *slot) {
 	if s.h != nil {
 		*s.h = hist{}
 		d.pool = append(d.pool, s.h)
@@ -158,7 +158,7 @@ func (d *Detector) resetSlot(s *slot) {
 	*s = slot{}
 }
 
-func (d *Detector) state(k key, t int64) *keyState {
+func (d *Instance) state(k key, t int64) *keyState {
 	st, added := d.keys.GetOrAdd(k, t)
 	if added && st.ring.Width() == 0 {
 		st.ring = window.New(d.slotWidth(), slots, d.resetSlot)
@@ -168,7 +168,7 @@ func (d *Detector) state(k key, t int64) *keyState {
 
 // Observe takes handshakes (state changes to ESTABLISHED) and SYN-ACK
 // retransmits.
-func (d *Detector) Observe(in detect.Input) {
+func (d *Instance) Observe(in detect.Input) {
 	if in.Batch == nil {
 		return
 	}
@@ -187,7 +187,7 @@ func (d *Detector) Observe(in detect.Input) {
 	}
 }
 
-func (d *Detector) handshake(ev *eventpb.Event) {
+func (d *Instance) handshake(ev *eventpb.Event) {
 	d.stats.Handshakes++
 	server := ev.Side == eventpb.Side_SIDE_SERVER ||
 		ev.Side == eventpb.Side_SIDE_UNSPECIFIED && ev.OldState != eventpb.TcpState_TCP_STATE_SYN_SENT
@@ -229,7 +229,7 @@ func (d *Detector) handshake(ev *eventpb.Event) {
 }
 
 // slowAt is the lowest threshold a handshake of st can cross, in µs.
-func (d *Detector) slowAt(st *keyState) float64 {
+func (d *Instance) slowAt(st *keyState) float64 {
 	x := float64(d.cfg.Ceiling.Microseconds())
 	if st.base.Ready(d.cfg.BaselineWindows) {
 		x = min(x, d.bound(st))
@@ -238,11 +238,11 @@ func (d *Detector) slowAt(st *keyState) float64 {
 }
 
 // bound is the learned limit in µs.
-func (d *Detector) bound(st *keyState) float64 {
+func (d *Instance) bound(st *keyState) float64 {
 	return st.base.Value*d.cfg.BaselineFactor + float64(d.cfg.BaselineMargin.Microseconds())
 }
 
-func (st *keyState) keep(ev *eventpb.Event, us uint64, d *Detector) {
+func (st *keyState) keep(ev *eventpb.Event, us uint64, d *Instance) {
 	la, _ := endpoint.Addr(ev.Saddr)
 	pa, _ := endpoint.Addr(ev.Daddr)
 	pid, comm := top.Name(ev.Pid, ev.Comm, ev.OwnerSource)
@@ -264,7 +264,7 @@ type view struct {
 }
 
 // Evaluate returns one condition per endpoint whose handshakes are slow now.
-func (d *Detector) Evaluate(now time.Time) []detect.Condition {
+func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 	n := now.UnixNano()
 	learn := d.learn.Due(n)
 	type found struct {
@@ -331,7 +331,7 @@ func (d *Detector) Evaluate(now time.Time) []detect.Condition {
 	return out
 }
 
-func (d *Detector) forget(k key, st *keyState) {
+func (d *Instance) forget(k key, st *keyState) {
 	st.ring.Clear() // its histograms go back to the pool
 	d.keys.Delete(k)
 }
@@ -342,7 +342,7 @@ func msString(us float64) string { return strconv.FormatFloat(ms(us), 'f', -1, 6
 
 // condition describes endpoint k whose window v (histogram in d.sum) has
 // quantile q over a limit.
-func (d *Detector) condition(k key, st *keyState, v view, q float64, now time.Time) detect.Condition {
+func (d *Instance) condition(k key, st *keyState, v view, q float64, now time.Time) detect.Condition {
 	ceiling := float64(d.cfg.Ceiling.Microseconds())
 	ready := st.base.Ready(d.cfg.BaselineWindows)
 	rule, threshold := "ceiling", ceiling
@@ -433,7 +433,7 @@ func describe(server bool, v view) string {
 		v.retrans, v.retried)
 }
 
-func (d *Detector) sql(k key, now time.Time) string {
+func (d *Instance) sql(k key, now time.Time) string {
 	match := fmt.Sprintf("side = 'client' AND daddr = %s AND dport = %d", chsql.Str(endpoint.String(k.addr)), k.port)
 	if k.server {
 		match = fmt.Sprintf("side = 'server' AND sport = %d", k.port)

@@ -14,14 +14,14 @@ import (
 
 var kinds = []string{wire.KindState, wire.KindRetransmit}
 
-func newDetector(t testing.TB, edit func(*Config)) *Detector {
+func newInstance(t testing.TB, edit func(*Config)) *Instance {
 	t.Helper()
-	return dtest.New[Config, *Detector](t, Name, edit)
+	return dtest.New[Config, *Instance](t, Name, edit)
 }
 
 func run(t *testing.T, tr dtest.Traffic, edit func(*Config), every time.Duration) []dtest.Result {
 	steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), every, 100*time.Millisecond, kinds)
-	return dtest.Run(newDetector(t, edit), steps, true)
+	return dtest.Run(newInstance(t, edit), steps, true)
 }
 
 // firing returns, per identity, the times of the first and last evaluation
@@ -126,7 +126,7 @@ func TestBaselineAfterLearning(t *testing.T) {
 // not an incident; the third is (min_slow).
 func TestMinSlow(t *testing.T) {
 	for slow, want := range map[int]int{1: 0, 2: 0, 3: 1} {
-		d := newDetector(t, nil)
+		d := newInstance(t, nil)
 		b := &eventpb.Batch{}
 		for i := range 12 {
 			sk := dtest.Sock{ID: uint64(i + 1), Pid: 200, Comm: "worker", Local: fmt.Sprintf("10.0.0.10:%d", 40000+i),
@@ -164,7 +164,7 @@ func TestHealthyTrafficRaisesNothing(t *testing.T) {
 // 100k distinct remotes: the endpoints stay at max_keys, the rest is
 // evicted and counted, a slow endpoint that keeps busy is still reported.
 func TestBoundedState(t *testing.T) {
-	d := newDetector(t, func(c *Config) { c.MaxKeys = 1000 })
+	d := newInstance(t, func(c *Config) { c.MaxKeys = 1000 })
 	b := &eventpb.Batch{}
 	for i := range 100000 {
 		sk := dtest.Sock{ID: uint64(i + 1), Pid: 200, Comm: "crawler", Local: "10.0.0.10:40000",

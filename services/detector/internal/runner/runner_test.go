@@ -96,7 +96,7 @@ func sampleBatch(host string, n int) []byte {
 
 func benchRunner(partitions int) *Runner {
 	p := detect.Plugin{Name: "nop", Kinds: []string{"state"}, Config: func() any { return &struct{}{} },
-		New: func(any, string) (detect.Detector, error) { return &nopDetector{}, nil }}
+		New: func(any, string) (detect.Instance, error) { return &nopDetector{}, nil }}
 	r := New(Settings{Plugin: p, Group: group.Spec{Partitions: partitions}, EvaluateInterval: time.Hour, IdleTimeout: time.Hour},
 		Deps{Clock: clock.Real{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	r.ctx = context.Background()

@@ -44,7 +44,7 @@ type control struct {
 // hostState is one host's detector instance and alerts.
 type hostState struct {
 	host string
-	inst detect.Detector
+	inst detect.Instance
 	tr   *lifecycle.Tracker
 	// lastSeq is the highest NETPULSE_EVENTS sequence observed.
 	lastSeq uint64
@@ -202,7 +202,7 @@ func (w *worker) panicked(where, host string, p any) string {
 }
 
 // newInstance calls Plugin.New, turning a panic into an error.
-func (w *worker) newInstance(host string) (inst detect.Detector, err error) {
+func (w *worker) newInstance(host string) (inst detect.Instance, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("panic: %s", w.panicked("New", host, p))

@@ -9,7 +9,7 @@ import (
 // Bench feeds the steps round and round (a fresh detector per round), one
 // step per benchmark iteration with its evaluation, and reports events per
 // second: what one core of a replica sustains for this detector.
-func Bench(b *testing.B, steps []Step, fresh func() detect.Detector) {
+func Bench(b *testing.B, steps []Step, fresh func() detect.Instance) {
 	counts := make([]int, len(steps))
 	for i, st := range steps {
 		counts[i] = Count([]Step{st})
@@ -17,7 +17,7 @@ func Bench(b *testing.B, steps []Step, fresh func() detect.Detector) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	events := 0
-	var d detect.Detector
+	var d detect.Instance
 	for i := range b.N {
 		j := i % len(steps)
 		if j == 0 {

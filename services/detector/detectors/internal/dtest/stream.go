@@ -157,7 +157,7 @@ type Result struct {
 // Run feeds the steps to d and returns every evaluation's conditions.
 // With onlyChanges, steps whose conditions equal the previous step's (by
 // labels, value and details) are left out: golden files stay readable.
-func Run(d detect.Detector, steps []Step, onlyChanges bool) []Result {
+func Run(d detect.Instance, steps []Step, onlyChanges bool) []Result {
 	var out []Result
 	prev := "-"
 	for i, st := range steps {
@@ -196,7 +196,7 @@ func Count(steps []Step) int {
 
 // New makes detector name's instance for Host from its registered
 // defaults, changed by edit (nil: none).
-func New[C any, D detect.Detector](t testing.TB, name string, edit func(*C)) D {
+func New[C any, D detect.Instance](t testing.TB, name string, edit func(*C)) D {
 	t.Helper()
 	p, ok := detect.Default.Lookup(name)
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // EphemeralStart is the lowest port of Linux's default ephemeral range
@@ -60,10 +61,10 @@ func IsServer(side eventpb.Side, sport, dport uint32, listening func(port uint32
 	return sport < EphemeralStart && dport >= EphemeralStart
 }
 
-// SideName is the contract's side label: "client", "server" or "unknown".
+// SideName is the contract's side label, "server" or "client".
 func SideName(server bool) string {
 	if server {
-		return "server"
+		return wire.Sides.Name(eventpb.Side_SIDE_SERVER)
 	}
-	return "client"
+	return wire.Sides.Name(eventpb.Side_SIDE_CLIENT)
 }

@@ -1,4 +1,4 @@
-package detector
+package supervisor
 
 import (
 	"context"
@@ -66,7 +66,7 @@ func (s *alertSub) none(t *testing.T, within time.Duration) {
 
 // startDetector runs d until the test ends and waits until it owns all
 // partitions of every detector.
-func startDetector(t *testing.T, ctx context.Context, d *Detector, partitions int) {
+func startDetector(t *testing.T, ctx context.Context, d *Supervisor, partitions int) {
 	t.Helper()
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -117,7 +117,7 @@ func TestAlertsEndToEnd(t *testing.T) {
 
 	// Garbage and a batch of an unknown schema: dead-lettered, acknowledged,
 	// and the partition goes on (the clear below resolves the alert).
-	dl, err := js.CreateOrUpdateConsumer(ctx, DeadLetterStream, jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy})
+	dl, err := js.CreateOrUpdateConsumer(ctx, wire.DeadLetterStream, jetstream.ConsumerConfig{AckPolicy: jetstream.AckNonePolicy})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +263,7 @@ func TestTakeoverReplaysSnapshotThenWindow(t *testing.T) {
 	reg := &detect.Registry{}
 	if err := reg.Register(detect.Plugin{
 		Name: "snap", Kinds: []string{wire.KindState, wire.KindSnapshot}, Config: func() any { return &struct{}{} },
-		New: func(any, string) (detect.Detector, error) {
+		New: func(any, string) (detect.Instance, error) {
 			return observeFunc(func(in detect.Input) {
 				mu.Lock()
 				got = append(got, seen{in.Kind, in.Batch.BatchSeq, in.Replay})

@@ -1,4 +1,4 @@
-package detector
+package supervisor
 
 import (
 	"context"
@@ -40,11 +40,11 @@ func TestScalingAndTakeover(t *testing.T) {
 	)
 	rec := &recorder{}
 	replicas := []string{"r1", "r2", "r3"}
-	ds := map[string]*Detector{}
+	ds := map[string]*crashable{}
 	for _, name := range replicas {
 		reg := markerRegistry(t, name, rec)
 		cfg := testConfig(t, reg, ns, name)
-		d, err := New(cfg, reg, quietLog())
+		d, err := newCrashable(cfg, reg, quietLog())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package detector
+package supervisor
 
 import (
 	"fmt"
@@ -69,13 +69,6 @@ type GroupConfig struct {
 type StatsConfig struct {
 	Interval time.Duration `koanf:"interval"`
 }
-
-// DeadLetterStream is the stream of messages a service could not use.
-const DeadLetterStream = "NETPULSE_DEADLETTER"
-
-// DeadLetterPrefix starts every dead-letter subject; the detector's are
-// netpulse.deadletter.detector.<detector>.
-const DeadLetterPrefix = "netpulse.deadletter"
 
 // DefaultDeadLetterStream keeps a week of unusable messages, at most 256 MiB.
 func DefaultDeadLetterStream() config.Stream {

@@ -1,4 +1,4 @@
-package detector
+package supervisor
 
 import (
 	"context"
@@ -12,9 +12,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 )
@@ -24,7 +27,7 @@ type nop struct{}
 func (nop) Observe(detect.Input)                  {}
 func (nop) Evaluate(time.Time) []detect.Condition { return nil }
 
-func newNop(any, string) (detect.Detector, error) { return nop{}, nil }
+func newNop(any, string) (detect.Instance, error) { return nop{}, nil }
 
 // The marker plugin raises one condition per "marker" a host announced:
 // an event with pid FirePid and sport N raises marker N, one with ClearPid
@@ -117,7 +120,7 @@ func markerRegistry(t testing.TB, replica string, rec *recorder) *detect.Registr
 	err := reg.Register(detect.Plugin{
 		Name: "marker", Description: "test plugin", Kinds: []string{wire.KindState},
 		Config: func() any { return &markerConfig{FirePid: 666, ClearPid: 667, PanicPid: 999} },
-		New: func(cfg any, host string) (detect.Detector, error) {
+		New: func(cfg any, host string) (detect.Instance, error) {
 			return &marker{cfg: cfg.(*markerConfig), host: host, replica: replica, rec: rec, active: map[uint32]bool{}}, nil
 		},
 	})
@@ -202,12 +205,35 @@ func publish(t testing.TB, ctx context.Context, js jetstream.JetStream, subject 
 	return a.Sequence
 }
 
-// crash cuts every connection of d: no leave, no drain, like a killed
-// process.
-func (d *Detector) crash() {
-	d.connMu.Lock()
-	defer d.connMu.Unlock()
-	for _, nc := range d.conns {
+// crashable is a replica whose NATS connections a test can cut.
+type crashable struct {
+	*Supervisor
+	mu    sync.Mutex
+	conns []*nats.Conn
+}
+
+// newCrashable is New with the connections recorded.
+func newCrashable(cfg Config, reg *detect.Registry, log *slog.Logger) (*crashable, error) {
+	c := &crashable{}
+	s, err := New(cfg, reg, log, WithDialer(func(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error) {
+		nc, err := natsutil.Connect(cfg, name, log)
+		if err == nil {
+			c.mu.Lock()
+			c.conns = append(c.conns, nc)
+			c.mu.Unlock()
+		}
+		return nc, err
+	}))
+	c.Supervisor = s
+	return c, err
+}
+
+// crash cuts every connection of the replica: no leave, no drain, like a
+// killed process.
+func (c *crashable) crash() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nc := range c.conns {
 		nc.Close()
 	}
 }

@@ -1,4 +1,4 @@
-package detector
+package supervisor
 
 import (
 	"context"
@@ -22,7 +22,7 @@ func TestStuckKindHoldsBackNoOther(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	release := make(chan struct{})
-	stuck := func(any, string) (detect.Detector, error) {
+	stuck := func(any, string) (detect.Instance, error) {
 		return observeFunc(func(detect.Input) { <-release }), nil
 	}
 	reg := &detect.Registry{}
