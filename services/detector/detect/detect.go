@@ -78,6 +78,13 @@ type Instance interface {
 	Evaluate(now time.Time) []Condition
 }
 
+// Counting is an Instance that counts what it saw (bad events, evictions,
+// ...). The framework adds up the counters of a plugin's instances and shows
+// them in the plugin's stats line as <plugin>.<name>; names are snake_case.
+type Counting interface {
+	Counters() map[string]uint64
+}
+
 // Plugin describes a detector kind.
 type Plugin struct {
 	// Name is the detector's name in config, subjects and labels:

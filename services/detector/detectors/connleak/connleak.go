@@ -129,8 +129,11 @@ func New(cfg Config, host string) *Instance {
 // Stats returns the counters.
 func (d *Instance) Stats() Stats { return d.stats }
 
-// Counters are the counters by name, for the framework to log or export.
-func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.stats) }
+// Counters are the counters by name; the framework adds them up across
+// hosts into the stats line.
+func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
+
+var _ detect.Counting = (*Instance)(nil)
 
 // Observe takes state changes and snapshots.
 func (d *Instance) Observe(in detect.Input) {

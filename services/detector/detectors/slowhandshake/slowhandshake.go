@@ -145,8 +145,11 @@ func (d *Instance) Stats() Stats {
 	return s
 }
 
-// Counters are the counters by name, for the framework to log or export.
+// Counters are the counters by name; the framework adds them up across
+// hosts into the stats line.
 func (d *Instance) Counters() map[string]uint64 { return counters.Map(d.Stats()) }
+
+var _ detect.Counting = (*Instance)(nil)
 
 func (d *Instance) slotWidth() time.Duration { return d.cfg.Window / slots }
 

@@ -3,7 +3,6 @@ package alertout
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -12,15 +11,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/alert"
+	"github.com/netpulse/netpulse/lib/retry"
 	"github.com/netpulse/netpulse/lib/wire"
 )
-
-// MsgID is the Nats-Msg-Id of an alert message: fingerprint, status and
-// the time the message was made, so that a retry of the same message is
-// stored once and a later transition never is mistaken for it.
-func MsgID(a alert.Alert) string {
-	return fmt.Sprintf("%s-%s-%d", a.Fingerprint, a.Status, a.SentAt.UnixNano())
-}
 
 // Message is the NATS message of a: JSON on netpulse.alerts.<detector>.<severity>.<host>.
 func Message(a alert.Alert) (*nats.Msg, error) {
@@ -30,7 +23,7 @@ func Message(a alert.Alert) (*nats.Msg, error) {
 	}
 	m := nats.NewMsg(wire.AlertSubject(a.Detector, a.Severity, a.Host))
 	m.Data = b
-	m.Header.Set(jetstream.MsgIDHeader, MsgID(a))
+	m.Header.Set(jetstream.MsgIDHeader, wire.AlertMsgID(a))
 	return m, nil
 }
 
@@ -84,24 +77,17 @@ func (p *Publisher) publish(ctx context.Context, st Stored) bool {
 		p.Log.Error("alert not encodable", "fingerprint", st.Alert.Fingerprint, "err", err)
 		return true
 	}
-	wait := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	if _, err := retry.Do(ctx, retry.Backoff{First: 100 * time.Millisecond, Max: 5 * time.Second}, func() (*jetstream.PubAck, error) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err = p.JS.PublishMsg(pctx, m)
-		cancel()
-		if err == nil {
-			break
-		}
+		defer cancel()
+		return p.JS.PublishMsg(pctx, m)
+	}, func(attempt int, err error, _ time.Duration) {
 		p.Errors.Add(1)
 		if attempt == 1 || attempt%20 == 0 {
-			p.Log.Warn("publishing alert failed; retrying", "subject", m.Subject, "msg_id", MsgID(st.Alert), "attempt", attempt, "err", err)
+			p.Log.Warn("publishing alert failed; retrying", "subject", m.Subject, "msg_id", wire.AlertMsgID(st.Alert), "attempt", attempt, "err", err)
 		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 5*time.Second)
+	}); err != nil {
+		return false // ctx ended
 	}
 	p.Published.Add(1)
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)

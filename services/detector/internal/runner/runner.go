@@ -14,6 +14,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +26,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/pcgroups"
 
+	"github.com/netpulse/netpulse/lib/retry"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/alertout"
@@ -89,25 +92,25 @@ type Counters struct {
 	Partitions       atomic.Int64
 }
 
-// Runner is one kind in one replica.
+// Runner is one plugin in one replica.
 type Runner struct {
 	s   Settings
 	d   Deps
 	log *slog.Logger
 	c   *Counters
 
-	store   *alertout.Store
-	pub     *alertout.Publisher
-	history history.Reader
+	store *alertout.Store
+	pub   *alertout.Publisher
+	once  *onceLog
 	// part[p] is epoch<<1 | owned: one load tells whether partition p is
 	// ours and which ownership period a delivery belongs to.
 	part    []atomic.Uint64
 	workers []*worker
 	// floor: messages below this NETPULSE_EVENTS sequence are older than
 	// the warmup window.
-	floor atomic.Uint64
-	once  sync.Map // log-once keys
-	ctx   context.Context
+	floor   atomic.Uint64
+	history history.Reader
+	ctx     context.Context
 }
 
 // New makes a runner; it starts nothing.
@@ -121,12 +124,19 @@ func New(s Settings, d Deps) *Runner {
 		s: s, d: d, log: log, c: d.Counters,
 		store:   store,
 		pub:     alertout.NewPublisher(d.JS, store, 1024, log),
+		once:    &onceLog{log: log},
 		history: history.Reader{JS: d.JS},
 		part:    make([]atomic.Uint64, s.Group.Partitions),
 	}
+	dead := &deadLetters{js: d.JS, subject: s.DeadLetterSubject, detector: s.Plugin.Name, c: r.c, once: r.once}
 	r.workers = make([]*worker, s.Group.Partitions)
 	for p := range r.workers {
-		r.workers[p] = &worker{r: r, p: p, in: make(chan delivery, 256), ctrl: make(chan control, 4), hosts: map[string]*hostState{}}
+		r.workers[p] = &worker{
+			owner: &r.part[p], floor: &r.floor, s: &r.s, clock: d.Clock, c: r.c,
+			store: store, pub: r.pub, history: r.history, dead: dead, once: r.once,
+			in: make(chan delivery, 256), ctrl: make(chan control, 4),
+			hosts: map[string]*hostState{}, retired: map[string]uint64{},
+		}
 	}
 	return r
 }
@@ -143,12 +153,12 @@ func (r *Runner) Run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(ctx)
 	defer stopWork()
 	r.ctx = workCtx
-	if err := retry(ctx, r.log, "create consumer group "+r.s.Group.Name, func(ctx context.Context) error {
+	if err := retryUntilDone(ctx, r.log, "create consumer group "+r.s.Group.Name, func(ctx context.Context) error {
 		return group.Ensure(ctx, r.d.JS, r.s.Group)
 	}); err != nil {
 		return err
 	}
-	if err := retry(ctx, r.log, "find the warmup window", r.refreshFloor); err != nil {
+	if err := retryUntilDone(ctx, r.log, "find the warmup window", r.refreshFloor); err != nil {
 		return err
 	}
 
@@ -184,7 +194,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			stopPub() // what is left stays unpublished in the store for the next owner
 			<-pubDone
 		}
-		r.logStats("detector stopped")
+		r.logStats("detector stopped", false)
 		return err
 	}
 	consume := func(context.Context) error {
@@ -210,12 +220,12 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		return consume(ctx)
 	}
-	if err := retry(ctx, r.log, "watch group "+r.s.Group.Name, func(ctx context.Context) error {
+	if err := retryUntilDone(ctx, r.log, "watch group "+r.s.Group.Name, func(ctx context.Context) error {
 		return group.WatchOwnership(workCtx, r.d.JS, r.s.Group.Name, r.s.Member, r.s.Group.Partitions, r.log, r.setOwned)
 	}); err != nil || ctx.Err() != nil {
 		return stop(err)
 	}
-	if err := retry(ctx, r.log, "join group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
+	if err := retryUntilDone(ctx, r.log, "join group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
 		return stop(err)
 	}
 	go m.Run(workCtx)
@@ -242,7 +252,7 @@ func (r *Runner) Run(ctx context.Context) error {
 				return stop(nil)
 			case <-time.After(time.Second):
 			}
-			if err := retry(ctx, r.log, "rejoin group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
+			if err := retryUntilDone(ctx, r.log, "rejoin group "+r.s.Group.Name, join); err != nil || ctx.Err() != nil {
 				return stop(err)
 			}
 		case <-health.C:
@@ -270,7 +280,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			r.log.Warn("group consumer gone; consuming again", "group", r.s.Group.Name)
 			cc.Stop()
 			cc = nil
-			if err := retry(ctx, r.log, "consume group "+r.s.Group.Name, consume); err != nil || ctx.Err() != nil {
+			if err := retryUntilDone(ctx, r.log, "consume group "+r.s.Group.Name, consume); err != nil || ctx.Err() != nil {
 				return stop(err)
 			}
 		case <-floor.C:
@@ -278,19 +288,54 @@ func (r *Runner) Run(ctx context.Context) error {
 				r.log.Warn("finding the warmup window", "err", err)
 			}
 		case <-stats.C:
-			r.logStats("detector stats")
+			r.logStats("detector stats", true)
 		}
 	}
 }
 
-func (r *Runner) logStats(msg string) {
+// logStats logs the runner's counters and the plugin's, named
+// <plugin>.<counter>. While the workers run they are asked for the
+// plugin's counters (an instance is only touched on its worker's
+// goroutine); once they stopped, the counters are read directly.
+func (r *Runner) logStats(msg string, workersRunning bool) {
 	c := r.c
-	r.log.Info(msg, "messages", c.Messages.Load(), "events", c.Events.Load(), "replayed", c.Replayed.Load(), "evaluations", c.Evaluations.Load(),
+	args := []any{"messages", c.Messages.Load(), "events", c.Events.Load(), "replayed", c.Replayed.Load(), "evaluations", c.Evaluations.Load(),
 		"fired", c.Fired.Load(), "resolved", c.Resolved.Load(), "reminders", c.Reminders.Load(),
 		"published", r.pub.Published.Load(), "publish_errors", r.pub.Errors.Load(),
 		"dead_lettered", c.DeadLettered.Load(), "dead_letter_errors", c.DeadLetterErrors.Load(),
 		"stale", c.Stale.Load(), "duplicates", c.Duplicates.Load(), "panics", c.Panics.Load(),
-		"takeovers", c.Takeovers.Load(), "hosts", c.Hosts.Load(), "partitions", c.Partitions.Load())
+		"takeovers", c.Takeovers.Load(), "hosts", c.Hosts.Load(), "partitions", c.Partitions.Load()}
+	plugin := r.pluginCounters(workersRunning)
+	for _, name := range slices.Sorted(maps.Keys(plugin)) {
+		args = append(args, r.s.Plugin.Name+"."+name, plugin[name])
+	}
+	r.log.Info(msg, args...)
+}
+
+// pluginCounters adds up the counters of the plugin's instances, live and
+// dropped, over every partition.
+func (r *Runner) pluginCounters(workersRunning bool) map[string]uint64 {
+	total := map[string]uint64{}
+	for _, w := range r.workers {
+		var part map[string]uint64
+		if workersRunning {
+			reply := make(chan map[string]uint64, 1)
+			if !r.control(w, control{counters: reply}) {
+				return total
+			}
+			select {
+			case part = <-reply:
+			case <-r.ctx.Done():
+				return total
+			}
+		} else {
+			part = w.pluginCounters()
+		}
+		for k, v := range part {
+			total[k] += v
+		}
+	}
+	return total
 }
 
 func (r *Runner) refreshFloor(ctx context.Context) error {
@@ -319,7 +364,7 @@ func (r *Runner) setOwned(owned []bool) {
 		switch {
 		case have && !want:
 			r.part[p].Store((st>>1 + 1) << 1)
-			r.workers[p].send(control{evict: true})
+			r.control(r.workers[p], control{evict: true})
 		case !have && want:
 			r.part[p].Store((st>>1+1)<<1 | 1)
 			gained = append(gained, p)
@@ -346,7 +391,7 @@ func (r *Runner) setOwned(owned []bool) {
 	}
 	for _, p := range gained {
 		if len(byPart[p]) > 0 {
-			r.workers[p].send(control{adopt: byPart[p]})
+			r.control(r.workers[p], control{adopt: byPart[p]})
 		}
 	}
 }
@@ -356,10 +401,10 @@ func (r *Runner) setOwned(owned []bool) {
 // is left unacknowledged: the group redelivers it to the owner.
 func (r *Runner) onMsg(m jetstream.Msg) {
 	subject := m.Subject()
-	host, kind, ok := splitSubject(subject)
+	host, kind, ok := wire.ParseEventSubject(subject)
 	if !ok {
 		// Cannot happen with the group's filters; never block on it.
-		r.logOnce("message on an unexpected subject acknowledged", "subject", subject)
+		r.once.Error("message on an unexpected subject acknowledged", "subject", subject)
 		_ = m.Ack()
 		return
 	}
@@ -373,16 +418,6 @@ func (r *Runner) onMsg(m jetstream.Msg) {
 	case r.workers[p].in <- d:
 	case <-r.ctx.Done():
 	}
-}
-
-// splitSubject parses netpulse.events.<host>.<kind>.
-func splitSubject(s string) (host, kind string, ok bool) {
-	rest, ok := strings.CutPrefix(s, wire.EventsPrefix+".")
-	if !ok {
-		return "", "", false
-	}
-	host, kind, ok = strings.Cut(rest, ".")
-	return host, kind, ok && host != "" && kind != "" && !strings.Contains(kind, ".")
 }
 
 // sourceSeq is the NETPULSE_EVENTS sequence of a message the group's
@@ -403,63 +438,82 @@ func sourceSeq(h nats.Header) uint64 {
 	return seq
 }
 
-// logOnce logs the first occurrence of what per kind; counters tell the rest.
-func (r *Runner) logOnce(what string, args ...any) {
-	if _, seen := r.once.LoadOrStore(what, true); !seen {
-		r.log.Error(what+" (logged once; see the counters in the stats lines)", args...)
+// control hands c to worker w; false when the runner stopped first.
+func (r *Runner) control(w *worker, c control) bool {
+	select {
+	case w.ctrl <- c:
+		return true
+	case <-r.ctx.Done():
+		return false
 	}
 }
 
-// deadLetter moves an unusable message to the dead-letter subject with the
-// reason, then acknowledges it. When the dead-letter publish fails the
-// message is handed back (nak) to be tried again.
-func (r *Runner) deadLetter(d delivery, reason string) {
-	m := nats.NewMsg(r.s.DeadLetterSubject)
-	m.Data = d.data
-	m.Header.Set("Netpulse-Reason", reason)
-	m.Header.Set("Netpulse-Subject", d.subject)
-	m.Header.Set("Netpulse-Detector", r.s.Plugin.Name)
-	if d.seq != 0 {
-		m.Header.Set("Netpulse-Stream-Seq", strconv.FormatUint(d.seq, 10))
-		m.Header.Set(jetstream.MsgIDHeader, r.s.Plugin.Name+"-"+strconv.FormatUint(d.seq, 10))
+// onceLog logs the first occurrence of each message as an error; the
+// counters in the stats lines tell the rest.
+type onceLog struct {
+	log  *slog.Logger
+	seen sync.Map
+}
+
+func (o *onceLog) Error(what string, args ...any) {
+	if _, seen := o.seen.LoadOrStore(what, true); !seen {
+		o.log.Error(what+" (logged once; see the counters in the stats lines)", args...)
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+}
+
+// deadLetters moves the messages a plugin cannot use to its dead-letter
+// subject.
+type deadLetters struct {
+	js       jetstream.JetStream
+	subject  string
+	detector string
+	c        *Counters
+	once     *onceLog
+}
+
+// move publishes d on the dead-letter subject with the reason, then
+// acknowledges it. When the publish fails the message is handed back (nak)
+// to be tried again.
+func (dl *deadLetters) move(ctx context.Context, d delivery, reason string) {
+	m := nats.NewMsg(dl.subject)
+	m.Data = d.data
+	m.Header.Set(wire.HeaderReason, reason)
+	m.Header.Set(wire.HeaderSubject, d.subject)
+	m.Header.Set(wire.HeaderDetector, dl.detector)
+	if d.seq != 0 {
+		m.Header.Set(wire.HeaderStreamSeq, strconv.FormatUint(d.seq, 10))
+		m.Header.Set(jetstream.MsgIDHeader, wire.DeadLetterMsgID(dl.detector, d.seq))
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := r.d.JS.PublishMsg(ctx, m); err != nil {
-		r.c.DeadLetterErrors.Add(1)
-		r.logOnce("dead-letter publish failed", "subject", r.s.DeadLetterSubject, "err", err)
+	if _, err := dl.js.PublishMsg(ctx, m); err != nil {
+		dl.c.DeadLetterErrors.Add(1)
+		dl.once.Error("dead-letter publish failed", "subject", dl.subject, "err", err)
 		if d.msg != nil {
 			_ = d.msg.NakWithDelay(time.Second)
 		}
 		return
 	}
-	r.c.DeadLettered.Add(1)
-	r.logOnce("bad input moved to the dead-letter subject", "subject", d.subject, "dead_letter", r.s.DeadLetterSubject, "reason", reason)
+	dl.c.DeadLettered.Add(1)
+	dl.once.Error("bad input moved to the dead-letter subject", "subject", d.subject, "dead_letter", dl.subject, "reason", reason)
 	if d.msg != nil {
 		_ = d.msg.Ack()
 	}
 }
 
-// retry calls fn until it succeeds, ctx ends (nil) or the error says the
-// configuration is at fault (group.ErrMismatch), backing off to 5 s.
-func retry(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
-	wait := 250 * time.Millisecond
-	for {
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := fn(cctx)
-		cancel()
-		switch {
-		case err == nil || ctx.Err() != nil:
-			return nil
-		case errors.Is(err, group.ErrMismatch):
-			return err
+// retryUntilDone calls fn (each attempt bounded by retry.AttemptTimeout)
+// until it succeeds, ctx ends (nil) or the configuration is at fault
+// (group.ErrMismatch, returned).
+func retryUntilDone(ctx context.Context, log *slog.Logger, what string, fn func(context.Context) error) error {
+	_, err := retry.Logged(ctx, log, what, func(ctx context.Context) (struct{}, error) {
+		err := fn(ctx)
+		if errors.Is(err, group.ErrMismatch) {
+			return struct{}{}, retry.Permanent(err)
 		}
-		log.Warn("retrying", "what", what, "err", err, "in", wait)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 5*time.Second)
+		return struct{}{}, err
+	})
+	if ctx.Err() != nil {
+		return nil
 	}
+	return err
 }

@@ -20,24 +20,6 @@ import (
 	"github.com/netpulse/netpulse/services/detector/internal/lifecycle"
 )
 
-func TestSplitSubject(t *testing.T) {
-	for _, tt := range []struct {
-		subj, host, kind string
-		ok               bool
-	}{
-		{"netpulse.events.web-1.state", "web-1", "state", true},
-		{"netpulse.events.web-1.x.state", "", "", false},
-		{"netpulse.events.web-1", "", "", false},
-		{"netpulse.alerts.a.b.c", "", "", false},
-		{"netpulse.events..state", "", "", false},
-	} {
-		host, kind, ok := splitSubject(tt.subj)
-		if ok != tt.ok || ok && (host != tt.host || kind != tt.kind) {
-			t.Errorf("splitSubject(%q) = %q, %q, %v", tt.subj, host, kind, ok)
-		}
-	}
-}
-
 func TestSourceSeq(t *testing.T) {
 	h := nats.Header{}
 	if sourceSeq(h) != 0 {
@@ -100,8 +82,9 @@ func benchRunner(partitions int) *Runner {
 	r := New(Settings{Plugin: p, Group: group.Spec{Partitions: partitions}, EvaluateInterval: time.Hour, IdleTimeout: time.Hour},
 		Deps{Clock: clock.Real{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	r.ctx = context.Background()
-	for p := range r.part {
+	for p, w := range r.workers {
 		r.part[p].Store(1) // owned, epoch 0
+		w.ctx = r.ctx
 	}
 	return r
 }

@@ -3,7 +3,9 @@ package runner
 import (
 	"context"
 	"fmt"
+	"maps"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/netpulse/netpulse/lib/alert"
@@ -11,6 +13,7 @@ import (
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/alertout"
+	"github.com/netpulse/netpulse/services/detector/internal/clock"
 	"github.com/netpulse/netpulse/services/detector/internal/history"
 	"github.com/netpulse/netpulse/services/detector/internal/lifecycle"
 )
@@ -35,10 +38,11 @@ type delivery struct {
 	state uint64
 }
 
-// control changes what a worker owns.
+// control changes what a worker owns, or asks it for its counters.
 type control struct {
-	evict bool     // the partition moved away: drop every host
-	adopt []string // hosts with firing alerts in a partition that arrived
+	evict    bool                     // the partition moved away: drop every host
+	adopt    []string                 // hosts with firing alerts in a partition that arrived
+	counters chan<- map[string]uint64 // reply with pluginCounters
 }
 
 // hostState is one host's detector instance and alerts.
@@ -59,28 +63,37 @@ type hostState struct {
 	lastEvent time.Time
 }
 
-// worker owns one partition's hosts; everything here runs on its goroutine.
+// worker owns the hosts of one partition: every method runs on its
+// goroutine. What it shares with the runner is read-only or safe for
+// concurrent use.
 type worker struct {
-	r     *Runner
-	p     int
+	owner   *atomic.Uint64 // the partition's epoch<<1|owned (the runner writes it)
+	floor   *atomic.Uint64 // batches below this sequence are older than the warmup
+	s       *Settings
+	clock   clock.Clock
+	c       *Counters
+	store   *alertout.Store
+	pub     *alertout.Publisher
+	history history.Reader
+	dead    *deadLetters
+	once    *onceLog
+	ctx     context.Context // the runner's work context, from run
+
 	in    chan delivery
 	ctrl  chan control
 	hosts map[string]*hostState
 	batch eventpb.Batch // the live batch being handled
 	old   eventpb.Batch // a replayed one
-}
-
-func (w *worker) send(c control) {
-	select {
-	case w.ctrl <- c:
-	case <-w.r.ctx.Done():
-	}
+	// retired adds up the plugin counters of the instances dropped, so
+	// the totals in the stats lines never go down.
+	retired map[string]uint64
 }
 
 func (w *worker) run(ctx context.Context) {
-	t := w.r.d.Clock.NewTicker(w.r.s.EvaluateInterval)
+	w.ctx = ctx
+	t := w.clock.NewTicker(w.s.EvaluateInterval)
 	defer t.Stop()
-	defer func() { w.r.c.Hosts.Add(-int64(len(w.hosts))) }()
+	defer func() { w.c.Hosts.Add(-int64(len(w.hosts))) }()
 	for {
 		select {
 		case <-ctx.Done():
@@ -96,13 +109,20 @@ func (w *worker) run(ctx context.Context) {
 }
 
 func (w *worker) control(c control) {
-	if c.evict {
-		w.r.c.Hosts.Add(-int64(len(w.hosts)))
+	switch {
+	case c.counters != nil:
+		c.counters <- w.pluginCounters()
+		return
+	case c.evict:
+		for _, h := range w.hosts {
+			w.retire(h.inst)
+		}
+		w.c.Hosts.Add(-int64(len(w.hosts)))
 		clear(w.hosts)
 		// Deliveries queued before the move are dropped by their epoch.
 		return
 	}
-	if w.r.part[w.p].Load()&1 == 0 {
+	if w.owner.Load()&1 == 0 {
 		return // the partition moved on again before this ran
 	}
 	for _, h := range c.adopt {
@@ -114,22 +134,21 @@ func (w *worker) control(c control) {
 
 // handle observes one live batch.
 func (w *worker) handle(d delivery) {
-	r := w.r
-	if d.state != r.part[w.p].Load() {
+	if d.state != w.owner.Load() {
 		return // the partition moved while this waited: its new owner gets it
 	}
-	if d.seq != 0 && d.seq < r.floor.Load() {
+	if d.seq != 0 && d.seq < w.floor.Load() {
 		// A backlog older than the warmup window (the group buffered it
 		// while no replica ran): not news any more.
-		r.c.Stale.Add(1)
-		r.logOnce("skipping batches older than warmup (a backlog)", "subject", d.subject, "warmup", r.s.Warmup)
+		w.c.Stale.Add(1)
+		w.once.Error("skipping batches older than warmup (a backlog)", "subject", d.subject, "warmup", w.s.Warmup)
 		_ = d.msg.Ack()
 		return
 	}
 	b := &w.batch
 	b.ResetVT()
-	if reason := decode(b, d.data, d.host); reason != "" {
-		r.deadLetter(d, reason)
+	if rej := wire.DecodeBatch(b, d.data, d.host, "detector"); rej != nil {
+		w.dead.move(w.ctx, d, rej.Error())
 		return
 	}
 	h := w.hosts[d.host]
@@ -140,14 +159,14 @@ func (w *worker) handle(d delivery) {
 		}
 	}
 	if d.seq != 0 && (d.seq <= h.replayedTo || h.seen.covers(d.seq)) {
-		r.c.Duplicates.Add(1)
+		w.c.Duplicates.Add(1)
 		_ = d.msg.Ack()
 		return
 	}
-	r.c.Messages.Add(1)
-	r.c.Events.Add(uint64(batchSize(b)))
+	w.c.Messages.Add(1)
+	w.c.Events.Add(uint64(batchSize(b)))
 	if perr := w.observe(h, detect.Input{Host: d.host, Kind: d.kind, Batch: b}); perr != "" {
-		r.deadLetter(d, "detector panicked on this batch: "+perr)
+		w.dead.move(w.ctx, d, "detector panicked on this batch: "+perr)
 		w.rebuild(d.host, h, d.seq) // without the batch that made it panic
 		h.lastSeq = max(h.lastSeq, d.seq)
 		h.seen.add(d.seq)
@@ -157,22 +176,8 @@ func (w *worker) handle(d delivery) {
 		h.lastSeq = max(h.lastSeq, d.seq)
 		h.seen.add(d.seq)
 	}
-	h.lastEvent = r.d.Clock.Now()
+	h.lastEvent = w.clock.Now()
 	_ = d.msg.Ack()
-}
-
-// decode fills b from data and says what is wrong with it, if anything.
-func decode(b *eventpb.Batch, data []byte, host string) string {
-	if err := b.UnmarshalVT(data); err != nil {
-		return fmt.Sprintf("undecodable batch: %v", err)
-	}
-	if b.SchemaVersion != eventpb.SchemaVersion {
-		return fmt.Sprintf("schema_version %d, this detector reads %d", b.SchemaVersion, eventpb.SchemaVersion)
-	}
-	if b.Host != "" && b.Host != host {
-		return fmt.Sprintf("batch of host %q on the subject of host %q", b.Host, host)
-	}
-	return ""
 }
 
 func batchSize(b *eventpb.Batch) int {
@@ -195,9 +200,9 @@ func (w *worker) observe(h *hostState, in detect.Input) (panicked string) {
 }
 
 func (w *worker) panicked(where, host string, p any) string {
-	w.r.c.Panics.Add(1)
+	w.c.Panics.Add(1)
 	msg := fmt.Sprint(p)
-	w.r.logOnce("detector panicked; its instance for the host is rebuilt", "in", where, "host", host, "panic", msg, "stack", string(debug.Stack()))
+	w.once.Error("detector panicked; its instance for the host is rebuilt", "in", where, "host", host, "panic", msg, "stack", string(debug.Stack()))
 	return msg
 }
 
@@ -208,7 +213,31 @@ func (w *worker) newInstance(host string) (inst detect.Instance, err error) {
 			err = fmt.Errorf("panic: %s", w.panicked("New", host, p))
 		}
 	}()
-	return w.r.s.Plugin.New(w.r.s.PluginConfig, host)
+	return w.s.Plugin.New(w.s.PluginConfig, host)
+}
+
+// retire adds the counters of an instance being dropped to the retired
+// totals.
+func (w *worker) retire(inst detect.Instance) {
+	if c, ok := inst.(detect.Counting); ok {
+		for k, v := range c.Counters() {
+			w.retired[k] += v
+		}
+	}
+}
+
+// pluginCounters adds up the counters of the partition's instances, live
+// and retired.
+func (w *worker) pluginCounters() map[string]uint64 {
+	total := maps.Clone(w.retired)
+	for _, h := range w.hosts {
+		if c, ok := h.inst.(detect.Counting); ok {
+			for k, v := range c.Counters() {
+				total[k] += v
+			}
+		}
+	}
+	return total
 }
 
 // takeover starts owning host: a new instance, the alerts that fire for it
@@ -216,23 +245,22 @@ func (w *worker) newInstance(host string) (inst detect.Instance, err error) {
 // latest snapshot and the warmup window below sequence before. It returns
 // nil when the plugin cannot make an instance.
 func (w *worker) takeover(host string, before uint64) *hostState {
-	r := w.r
 	inst, err := w.newInstance(host)
 	if err != nil {
-		r.logOnce("detector cannot make an instance; the host's events are skipped", "host", host, "err", err)
+		w.once.Error("detector cannot make an instance; the host's events are skipped", "host", host, "err", err)
 		return nil
 	}
-	r.c.Takeovers.Add(1)
+	w.c.Takeovers.Add(1)
 	h := &hostState{
 		host: host,
 		inst: inst,
-		tr: lifecycle.New(lifecycle.Settings{Detector: r.s.Plugin.Name, Host: host,
-			For: r.s.For, RepeatInterval: r.s.RepeatInterval, Severity: r.s.Severity}),
-		lastEvent: r.d.Clock.Now(),
+		tr: lifecycle.New(lifecycle.Settings{Detector: w.s.Plugin.Name, Host: host,
+			For: w.s.For, RepeatInterval: w.s.RepeatInterval, Severity: w.s.Severity}),
+		lastEvent: w.clock.Now(),
 	}
 	var recs []alertout.Stored
-	_ = retry(r.ctx, r.log, "load firing alerts of "+host, func(ctx context.Context) error {
-		recs, err = r.store.Load(ctx, host)
+	_ = retryUntilDone(w.ctx, w.once.log, "load firing alerts of "+host, func(ctx context.Context) error {
+		recs, err = w.store.Load(ctx, host)
 		return err
 	})
 	for _, st := range recs {
@@ -240,23 +268,24 @@ func (w *worker) takeover(host string, before uint64) *hostState {
 		if !st.Published {
 			// Its owner stored it and may have died before publishing: send
 			// it again under the same message ID (stored once).
-			r.pub.Enqueue(r.ctx, st)
+			w.pub.Enqueue(w.ctx, st)
 		}
 	}
 	w.replay(host, h, before)
 	w.hosts[host] = h
-	r.c.Hosts.Add(1)
+	w.c.Hosts.Add(1)
 	return h
 }
 
 // rebuild replaces a host's instance after a panic, replaying the window
 // below sequence upTo.
 func (w *worker) rebuild(host string, h *hostState, upTo uint64) {
+	w.retire(h.inst)
 	inst, err := w.newInstance(host)
 	if err != nil {
-		w.r.logOnce("detector cannot make an instance; the host's events are skipped", "host", host, "err", err)
+		w.once.Error("detector cannot make an instance; the host's events are skipped", "host", host, "err", err)
 		delete(w.hosts, host)
-		w.r.c.Hosts.Add(-1)
+		w.c.Hosts.Add(-1)
 		return
 	}
 	h.inst = inst
@@ -268,16 +297,15 @@ func (w *worker) rebuild(host string, h *hostState, upTo uint64) {
 // Replay set. A batch that makes the instance panic ends the replay with a
 // fresh instance: better empty state than a broken one.
 func (w *worker) replay(host string, h *hostState, before uint64) {
-	r := w.r
-	kinds := r.s.Plugin.Kinds
+	kinds := w.s.Plugin.Kinds
 	subjects := make([]string, len(kinds))
 	var snap *history.Msg
 	for i, k := range kinds {
 		subjects[i] = wire.EventSubject(host, k)
 		if k == wire.KindSnapshot {
-			_ = retry(r.ctx, r.log, "read the latest snapshot of "+host, func(ctx context.Context) error {
+			_ = retryUntilDone(w.ctx, w.once.log, "read the latest snapshot of "+host, func(ctx context.Context) error {
 				var err error
-				snap, err = r.history.LastOf(ctx, subjects[i])
+				snap, err = w.history.LastOf(ctx, subjects[i])
 				return err
 			})
 			if snap != nil && snap.Seq >= before {
@@ -294,23 +322,24 @@ func (w *worker) replay(host string, h *hostState, before uint64) {
 		}
 		b := &w.old
 		b.ResetVT()
-		if decode(b, m.Data, host) != "" {
+		if wire.DecodeBatch(b, m.Data, host, "detector") != nil {
 			return // dead-lettered when it was live
 		}
-		_, kind, _ := splitSubject(m.Subject)
+		_, kind, _ := wire.ParseEventSubject(m.Subject)
 		if perr := w.observe(h, detect.Input{Host: host, Kind: kind, Batch: b, Replay: true}); perr != "" {
 			broken = true
 			if inst, err := w.newInstance(host); err == nil {
+				w.retire(h.inst)
 				h.inst = inst
 			}
 			return
 		}
-		r.c.Replayed.Add(1)
+		w.c.Replayed.Add(1)
 	}
-	since := r.d.Clock.Now().Add(-r.s.Warmup)
-	_ = retry(r.ctx, r.log, "replay "+host, func(ctx context.Context) error {
+	since := w.clock.Now().Add(-w.s.Warmup)
+	_ = retryUntilDone(w.ctx, w.once.log, "replay "+host, func(ctx context.Context) error {
 		first := true
-		return r.history.Replay(ctx, subjects, since, before, func(m history.Msg) {
+		return w.history.Replay(ctx, subjects, since, before, func(m history.Msg) {
 			if first {
 				first = false
 				if snap != nil && snap.Seq < m.Seq {
@@ -335,24 +364,24 @@ func (w *worker) replay(host string, h *hostState, before uint64) {
 // evaluate asks every host's instance what holds now and publishes the
 // transitions; idle hosts without alerts are dropped.
 func (w *worker) evaluate(now time.Time) {
-	r := w.r
 	for host, h := range w.hosts {
 		conds, perr := w.evaluateOne(h, now)
-		r.c.Evaluations.Add(1)
+		w.c.Evaluations.Add(1)
 		if perr != "" {
 			w.rebuild(host, h, h.lastSeq+1)
 			continue
 		}
 		alerts, dups := h.tr.Update(now, conds)
 		if dups > 0 {
-			r.logOnce("detector returned one condition twice; the first counts", "host", host)
+			w.once.Error("detector returned one condition twice; the first counts", "host", host)
 		}
 		for _, a := range alerts {
 			w.emit(a)
 		}
-		if p, f := h.tr.Counts(); p == 0 && f == 0 && now.Sub(h.lastEvent) > r.s.IdleTimeout {
+		if p, f := h.tr.Counts(); p == 0 && f == 0 && now.Sub(h.lastEvent) > w.s.IdleTimeout {
+			w.retire(h.inst)
 			delete(w.hosts, host)
-			r.c.Hosts.Add(-1)
+			w.c.Hosts.Add(-1)
 		}
 	}
 }
@@ -370,25 +399,24 @@ func (w *worker) evaluateOne(h *hostState, now time.Time) (conds []detect.Condit
 // then hands it to the publisher. Storing waits out a NATS outage: alerts
 // of this partition wait with it, nothing is lost.
 func (w *worker) emit(a alert.Alert) {
-	r := w.r
 	var st alertout.Stored
 	st.Record = alertout.Record{Alert: a}
-	if err := retry(r.ctx, r.log, "store alert "+a.Fingerprint, func(ctx context.Context) error {
+	if err := retryUntilDone(w.ctx, w.once.log, "store alert "+a.Fingerprint, func(ctx context.Context) error {
 		var err error
-		st.Key, st.Revision, err = r.store.Put(ctx, st.Record)
+		st.Key, st.Revision, err = w.store.Put(ctx, st.Record)
 		return err
-	}); err != nil || r.ctx.Err() != nil {
+	}); err != nil || w.ctx.Err() != nil {
 		return
 	}
 	switch {
 	case a.Status == alert.Resolved:
-		r.c.Resolved.Add(1)
+		w.c.Resolved.Add(1)
 	case a.SentAt.Equal(a.StartsAt):
-		r.c.Fired.Add(1)
+		w.c.Fired.Add(1)
 	default:
-		r.c.Reminders.Add(1)
+		w.c.Reminders.Add(1)
 	}
-	r.pub.Enqueue(r.ctx, st)
+	w.pub.Enqueue(w.ctx, st)
 }
 
 // seqRing holds the last sequences observed live, to tell a redelivery
