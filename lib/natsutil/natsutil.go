@@ -55,20 +55,20 @@ func Connect(cfg config.NATS, name string, log *slog.Logger) (*nats.Conn, error)
 	return nc, nil
 }
 
-// EventsStreamConfig is the NETPULSE_EVENTS stream the settings describe.
-func EventsStreamConfig(s config.Stream) jetstream.StreamConfig {
+// eventsStreamConfig is the NETPULSE_EVENTS stream the settings describe.
+func eventsStreamConfig(s config.Stream) jetstream.StreamConfig {
 	return StreamConfig(s, wire.EventsStream, "netpulse raw TCP events, netpulse.events.<host>.<kind>", wire.EventsPrefix+".>")
 }
 
-// AlertsStreamConfig is the NETPULSE_ALERTS stream the settings describe.
-func AlertsStreamConfig(s config.Stream) jetstream.StreamConfig {
+// alertsStreamConfig is the NETPULSE_ALERTS stream the settings describe.
+func alertsStreamConfig(s config.Stream) jetstream.StreamConfig {
 	return StreamConfig(s, wire.AlertsStream, "netpulse alerts, netpulse.alerts.<detector>.<severity>.<host>", wire.AllAlerts)
 }
 
 // EnsureAlertsStream creates or updates NETPULSE_ALERTS, retrying while the
 // server is unreachable until ctx ends.
 func EnsureAlertsStream(ctx context.Context, js jetstream.JetStream, s config.Stream, log *slog.Logger) (jetstream.Stream, error) {
-	return EnsureStream(ctx, js, AlertsStreamConfig(s), log)
+	return EnsureStream(ctx, js, alertsStreamConfig(s), log)
 }
 
 // StreamConfig is a limits stream named name on subject with the limits
@@ -95,7 +95,7 @@ func StreamConfig(s config.Stream, name, description, subject string) jetstream.
 // EnsureEventsStream creates or updates NETPULSE_EVENTS, retrying while the
 // server is unreachable until ctx ends.
 func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, s config.Stream, log *slog.Logger) (jetstream.Stream, error) {
-	return EnsureStream(ctx, js, EventsStreamConfig(s), log)
+	return EnsureStream(ctx, js, eventsStreamConfig(s), log)
 }
 
 // EnsureStream creates or updates the stream cfg, retrying while the server
