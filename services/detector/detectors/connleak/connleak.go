@@ -114,7 +114,7 @@ type Stats struct {
 	BadEvents uint64
 }
 
-// New makes the detector for host from a validated config.
+// New makes the instance for host from a validated config.
 func New(cfg Config, host string) *Instance {
 	return &Instance{
 		cfg: cfg, host: host,

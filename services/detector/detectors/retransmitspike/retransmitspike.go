@@ -135,7 +135,7 @@ type Stats struct {
 	SocketsEvicted uint64
 }
 
-// New makes the detector for host from a validated config.
+// New makes the instance for host from a validated config.
 func New(cfg Config, host string) *Instance {
 	d := &Instance{
 		cfg: cfg, host: host,

@@ -110,7 +110,9 @@ type Runner struct {
 	// the warmup window.
 	floor   atomic.Uint64
 	history history.Reader
-	ctx     context.Context
+	// lastCounters are the plugin counters each worker reported last.
+	lastCounters []map[string]uint64
+	ctx          context.Context
 }
 
 // New makes a runner; it starts nothing.
@@ -128,6 +130,7 @@ func New(s Settings, d Deps) *Runner {
 		history: history.Reader{JS: d.JS},
 		part:    make([]atomic.Uint64, s.Group.Partitions),
 	}
+	r.lastCounters = make([]map[string]uint64, s.Group.Partitions)
 	dead := &deadLetters{js: d.JS, subject: s.DeadLetterSubject, detector: s.Plugin.Name, c: r.c, once: r.once}
 	r.workers = make([]*worker, s.Group.Partitions)
 	for p := range r.workers {
@@ -294,9 +297,7 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // logStats logs the runner's counters and the plugin's, named
-// <plugin>.<counter>. While the workers run they are asked for the
-// plugin's counters (an instance is only touched on its worker's
-// goroutine); once they stopped, the counters are read directly.
+// <plugin>.<counter>.
 func (r *Runner) logStats(msg string, workersRunning bool) {
 	c := r.c
 	args := []any{"messages", c.Messages.Load(), "events", c.Events.Load(), "replayed", c.Replayed.Load(), "evaluations", c.Evaluations.Load(),
@@ -313,24 +314,42 @@ func (r *Runner) logStats(msg string, workersRunning bool) {
 }
 
 // pluginCounters adds up the counters of the plugin's instances, live and
-// dropped, over every partition.
+// dropped, over every partition. An instance is only touched on its
+// worker's goroutine, so running workers are asked; one too busy to answer
+// within a second (a long replay, a NATS outage) counts with what it said
+// last time, so the stats line is never held up and never goes down. Once
+// the workers stopped, their counters are read directly.
 func (r *Runner) pluginCounters(workersRunning bool) map[string]uint64 {
-	total := map[string]uint64{}
-	for _, w := range r.workers {
-		var part map[string]uint64
-		if workersRunning {
-			reply := make(chan map[string]uint64, 1)
-			if !r.control(w, control{counters: reply}) {
-				return total
+	if workersRunning {
+		replies := make([]chan map[string]uint64, len(r.workers))
+		for p, w := range r.workers {
+			ch := make(chan map[string]uint64, 1)
+			select {
+			case w.ctrl <- control{counters: ch}:
+				replies[p] = ch
+			default: // its control queue is full: busy
+			}
+		}
+		deadline := time.NewTimer(time.Second)
+		defer deadline.Stop()
+	collect:
+		for p, ch := range replies {
+			if ch == nil {
+				continue
 			}
 			select {
-			case part = <-reply:
-			case <-r.ctx.Done():
-				return total
+			case r.lastCounters[p] = <-ch:
+			case <-deadline.C:
+				break collect
 			}
-		} else {
-			part = w.pluginCounters()
 		}
+	} else {
+		for p, w := range r.workers {
+			r.lastCounters[p] = w.pluginCounters()
+		}
+	}
+	total := map[string]uint64{}
+	for _, part := range r.lastCounters {
 		for k, v := range part {
 			total[k] += v
 		}
