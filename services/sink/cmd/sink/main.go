@@ -8,12 +8,12 @@ import (
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/service"
-	"github.com/netpulse/netpulse/services/sink/internal/sink"
+	"github.com/netpulse/netpulse/services/sink/internal/ingest"
 )
 
 func main() {
-	cfg := sink.DefaultConfig()
+	cfg := ingest.DefaultConfig()
 	service.Main("sink", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
-		return sink.New(cfg, log).Run(ctx)
+		return ingest.New(cfg, log).Run(ctx)
 	})
 }

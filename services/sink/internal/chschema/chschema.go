@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// DefaultDatabase is used when Options.Database is empty.
-const DefaultDatabase = "netpulse"
+// defaultDatabase is used when Options.Database is empty.
+const defaultDatabase = "netpulse"
 
 // Options are the parts of the schema that come from configuration.
 type Options struct {
@@ -26,7 +26,7 @@ type Options struct {
 
 func (o Options) database() string {
 	if o.Database == "" {
-		return DefaultDatabase
+		return defaultDatabase
 	}
 	return o.Database
 }
@@ -83,7 +83,7 @@ type Table struct {
 	TTLFrom string
 }
 
-// Tables are the tables Render and Migrate manage, in creation order.
+// Tables are the tables Migrate manages, in creation order.
 var Tables = []*Table{&TCPEvents, &TCPConnections, &SocketSnapshots, &Alerts}
 
 // PartitionBy is the table's partition key expression.
@@ -130,16 +130,6 @@ func (t *Table) ColumnNames() []string {
 	return names
 }
 
-// Column returns the named column.
-func (t *Table) Column(name string) (Column, bool) {
-	for _, c := range t.Columns {
-		if c.Name == name {
-			return c, true
-		}
-	}
-	return Column{}, false
-}
-
 // ttl is the TTL expression for a server with features f, "" for none.
 func (t *Table) ttl(f Features, o Options) string {
 	if !f.TTL || t.TTLFrom == "" || o.TTLDays <= 0 {
@@ -183,16 +173,6 @@ func statements(f Features, o Options) []statement {
 		stmts = append(stmts, statement{"create table " + t.qualified(o), t.Create(f, o)})
 	}
 	return stmts
-}
-
-// Render returns the statements that create the schema on a server with
-// features f, in order. The text is deterministic.
-func Render(f Features, o Options) []string {
-	var out []string
-	for _, s := range statements(f, o) {
-		out = append(out, s.sql)
-	}
-	return out
 }
 
 var plainIdent = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

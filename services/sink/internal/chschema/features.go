@@ -17,9 +17,6 @@ type Features struct {
 	Version        string
 }
 
-// Modern is a server with every feature, e.g. any 24.x or 25.x release.
-var Modern = Features{DateTime64: true, LowCardinality: true, Codecs: true, TTL: true}
-
 // supports reports whether the server has every type family typ names that
 // not all servers have.
 func (f Features) supports(typ string) bool {

@@ -1,15 +1,14 @@
 package chschema
 
-// Enum8 value lists shared with the insert code's codes (chwriter appends
-// the numbers, not the names).
-const (
-	familyEnum = "Enum8('unknown' = 0, 'ipv4' = 4, 'ipv6' = 6)"
-	stateEnum  = "Enum8('UNKNOWN' = 0, 'ESTABLISHED' = 1, 'SYN_SENT' = 2, 'SYN_RECV' = 3, " +
-		"'FIN_WAIT1' = 4, 'FIN_WAIT2' = 5, 'TIME_WAIT' = 6, 'CLOSE' = 7, 'CLOSE_WAIT' = 8, " +
-		"'LAST_ACK' = 9, 'LISTEN' = 10, 'CLOSING' = 11, 'NEW_SYN_RECV' = 12)"
-	// The contract's OwnerSource and Side, numbered like the proto enums.
-	ownerEnum = "Enum8('unknown' = 0, 'task' = 1, 'socket' = 2, 'listener' = 3, 'scan' = 4)"
-	sideEnum  = "Enum8('unspecified' = 0, 'client' = 1, 'server' = 2)"
+import "github.com/netpulse/netpulse/lib/wire"
+
+// Enum8 value lists: the wire contract's names and numbers, which chwriter
+// appends as codes (wire's Code), so the two cannot drift apart.
+var (
+	familyEnum = wire.Families.Enum8()
+	stateEnum  = wire.States.Enum8()
+	ownerEnum  = wire.OwnerSources.Enum8()
+	sideEnum   = wire.Sides.Enum8()
 )
 
 // Codecs: Delta before ZSTD for values that grow along the sort order

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // connRows are tcp_connections rows.
@@ -27,9 +28,9 @@ func (r *connRows) add(host, probeID string, streamSeq uint64, c *eventpb.Connec
 	r.pid = append(r.pid, c.Pid)
 	r.comm = append(r.comm, c.Comm)
 	r.cgroup = append(r.cgroup, c.CgroupId)
-	r.owner = append(r.owner, ownerCode(c.OwnerSource))
-	r.side = append(r.side, sideCode(c.Side))
-	r.family = append(r.family, familyCode(c.Family))
+	r.owner = append(r.owner, wire.OwnerSources.Code(c.OwnerSource))
+	r.side = append(r.side, wire.Sides.Code(c.Side))
+	r.family = append(r.family, wire.Families.Code(c.Family))
 	r.saddr = append(r.saddr, addrs.string(c.Saddr))
 	r.sport = append(r.sport, uint16(c.Sport))
 	r.daddr = append(r.daddr, addrs.string(c.Daddr))
@@ -45,7 +46,7 @@ func (r *connRows) add(host, probeID string, streamSeq uint64, c *eventpb.Connec
 	r.srtt = append(r.srtt, c.SrttUs)
 	r.hsUs = append(r.hsUs, c.HandshakeUs)
 	r.hsRetrans = append(r.hsRetrans, c.HandshakeRetransmits)
-	r.lastState = append(r.lastState, stateCode(c.LastState))
+	r.lastState = append(r.lastState, wire.States.Code(c.LastState))
 	r.errno = append(r.errno, c.Error)
 	r.sockID = append(r.sockID, c.SockId)
 	r.cookie = append(r.cookie, c.Cookie)

@@ -58,7 +58,7 @@ func Check(kind string, b *eventpb.Batch) (reason string, err error) {
 				if k == "" {
 					return kind + ": unknown event type", fmt.Errorf("event %d has type %d, unknown to this sink", i, ev.Type)
 				}
-				return kind + ": event type of another kind", fmt.Errorf("event %d is %s, published under kind %s", i, TypeName(ev.Type), k)
+				return kind + ": event type of another kind", fmt.Errorf("event %d is %s, published under kind %s", i, wire.EventTypes.Name(ev.Type), k)
 			}
 			if badNs(ev.TimeUnixNano) {
 				return kind + ": time out of range", fmt.Errorf("event %d has time_unix_nano %d", i, ev.TimeUnixNano)

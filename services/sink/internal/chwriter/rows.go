@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // rowBuffer is one partition's pending rows of one table, column by column,
@@ -61,25 +62,25 @@ func (r *eventRows) add(host, probeID string, streamSeq uint64, ev *eventpb.Even
 	r.time = append(r.time, time.Unix(0, int64(ns)).UTC())
 	r.timeNs = append(r.timeNs, ns)
 	r.host = append(r.host, host)
-	r.typ = append(r.typ, TypeName(ev.Type))
+	r.typ = append(r.typ, wire.EventTypes.Name(ev.Type))
 	r.pid = append(r.pid, ev.Pid)
 	r.tid = append(r.tid, ev.Tid)
 	r.comm = append(r.comm, ev.Comm)
-	r.family = append(r.family, familyCode(ev.Family))
+	r.family = append(r.family, wire.Families.Code(ev.Family))
 	r.saddr = append(r.saddr, addrs.string(ev.Saddr))
 	r.sport = append(r.sport, uint16(ev.Sport))
 	r.daddr = append(r.daddr, addrs.string(ev.Daddr))
 	r.dport = append(r.dport, uint16(ev.Dport))
-	r.oldState = append(r.oldState, stateCode(ev.OldState))
-	r.newState = append(r.newState, stateCode(ev.NewState))
+	r.oldState = append(r.oldState, wire.States.Code(ev.OldState))
+	r.newState = append(r.newState, wire.States.Code(ev.NewState))
 	r.durationUs = append(r.durationUs, ev.StateDurationUs)
 	r.sockID = append(r.sockID, ev.SockId)
-	r.owner = append(r.owner, ownerCode(ev.OwnerSource))
+	r.owner = append(r.owner, wire.OwnerSources.Code(ev.OwnerSource))
 	r.cgroup = append(r.cgroup, ev.CgroupId)
 	r.errno = append(r.errno, ev.Error)
 	r.hsUs = append(r.hsUs, ev.HandshakeUs)
 	r.hsRetrans = append(r.hsRetrans, ev.HandshakeRetransmits)
-	r.side = append(r.side, sideCode(ev.Side))
+	r.side = append(r.side, wire.Sides.Code(ev.Side))
 	r.segments = append(r.segments, ev.Segments)
 	r.cookie = append(r.cookie, ev.Cookie)
 	r.segsOut = append(r.segsOut, ev.SegsOut)
@@ -115,62 +116,4 @@ func b2u(b bool) uint8 {
 		return 1
 	}
 	return 0
-}
-
-// TypeName is the contract's name of an event type (the tcp_events.type value).
-func TypeName(t eventpb.EventType) string {
-	switch t {
-	case eventpb.EventType_EVENT_TYPE_STATE_CHANGE:
-		return "state_change"
-	case eventpb.EventType_EVENT_TYPE_RETRANSMIT:
-		return "retransmit"
-	case eventpb.EventType_EVENT_TYPE_SYNACK_RETRANSMIT:
-		return "synack_retransmit"
-	case eventpb.EventType_EVENT_TYPE_RESET_SENT:
-		return "reset_sent"
-	case eventpb.EventType_EVENT_TYPE_RESET_RECEIVED:
-		return "reset_received"
-	case eventpb.EventType_EVENT_TYPE_SOCKET_ERROR:
-		return "socket_error"
-	case eventpb.EventType_EVENT_TYPE_CONNECT_FAILED:
-		return "connect_failed"
-	}
-	return "unknown"
-}
-
-// familyCode is the family's value in the Enum8 column ('ipv4' = 4,
-// 'ipv6' = 6, 'unknown' = 0).
-func familyCode(f eventpb.Family) int8 {
-	switch f {
-	case eventpb.Family_FAMILY_IPV4, eventpb.Family_FAMILY_IPV6:
-		return int8(f)
-	}
-	return 0
-}
-
-// stateCode is the state's value in the Enum8 columns: the kernel's number,
-// 0 ('UNKNOWN') for anything else.
-func stateCode(s eventpb.TcpState) int8 {
-	if s < eventpb.TcpState_TCP_STATE_UNSPECIFIED || s > eventpb.TcpState_TCP_STATE_NEW_SYN_RECV {
-		return 0
-	}
-	return int8(s)
-}
-
-// ownerCode is the owner source's value in the Enum8 columns: the proto's
-// number, 0 ('unknown') for values this sink does not know.
-func ownerCode(o eventpb.OwnerSource) int8 {
-	if o < eventpb.OwnerSource_OWNER_SOURCE_UNKNOWN || o > eventpb.OwnerSource_OWNER_SOURCE_SCAN {
-		return 0
-	}
-	return int8(o)
-}
-
-// sideCode is the side's value in the Enum8 columns: the proto's number,
-// 0 ('unspecified') for values this sink does not know.
-func sideCode(s eventpb.Side) int8 {
-	if s < eventpb.Side_SIDE_UNSPECIFIED || s > eventpb.Side_SIDE_SERVER {
-		return 0
-	}
-	return int8(s)
 }

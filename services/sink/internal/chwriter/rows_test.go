@@ -8,24 +8,25 @@ import (
 
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 )
 
 func TestEnumCodesMatchTheSchema(t *testing.T) {
 	// The Enum8 columns number states like the kernel and families as 4/6.
-	if stateCode(eventpb.TcpState_TCP_STATE_CLOSE_WAIT) != 8 || stateCode(eventpb.TcpState_TCP_STATE_NEW_SYN_RECV) != 12 || stateCode(eventpb.TcpState(99)) != 0 {
+	if wire.States.Code(eventpb.TcpState_TCP_STATE_CLOSE_WAIT) != 8 || wire.States.Code(eventpb.TcpState_TCP_STATE_NEW_SYN_RECV) != 12 || wire.States.Code(eventpb.TcpState(99)) != 0 {
 		t.Error("state codes differ from the kernel's numbering")
 	}
-	if familyCode(eventpb.Family_FAMILY_IPV6) != 6 || familyCode(eventpb.Family(5)) != 0 {
+	if wire.Families.Code(eventpb.Family_FAMILY_IPV6) != 6 || wire.Families.Code(eventpb.Family(5)) != 0 {
 		t.Error("family codes differ from the schema's Enum8")
 	}
-	if ownerCode(eventpb.OwnerSource_OWNER_SOURCE_SCAN) != 4 || ownerCode(eventpb.OwnerSource(9)) != 0 || ownerCode(eventpb.OwnerSource(-1)) != 0 {
+	if wire.OwnerSources.Code(eventpb.OwnerSource_OWNER_SOURCE_SCAN) != 4 || wire.OwnerSources.Code(eventpb.OwnerSource(9)) != 0 || wire.OwnerSources.Code(eventpb.OwnerSource(-1)) != 0 {
 		t.Error("owner source codes differ from the schema's Enum8")
 	}
-	if sideCode(eventpb.Side_SIDE_SERVER) != 2 || sideCode(eventpb.Side(3)) != 0 {
+	if wire.Sides.Code(eventpb.Side_SIDE_SERVER) != 2 || wire.Sides.Code(eventpb.Side(3)) != 0 {
 		t.Error("side codes differ from the schema's Enum8")
 	}
-	if TypeName(eventpb.EventType_EVENT_TYPE_CONNECT_FAILED) != "connect_failed" || TypeName(eventpb.EventType(42)) != "unknown" {
+	if wire.EventTypes.Name(eventpb.EventType_EVENT_TYPE_CONNECT_FAILED) != "connect_failed" || wire.EventTypes.Name(eventpb.EventType(42)) != "unknown" {
 		t.Error("type names differ from the contract")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // Row kinds of socket_snapshots (chschema's Enum8 codes).
@@ -79,15 +80,15 @@ func (r *snapRows) add(host, probeID string, streamSeq uint64, s *eventpb.Snapsh
 	for _, g := range s.Groups {
 		r.row(rowGroup, host, probeID, streamSeq, s)
 		i := r.rows - 1
-		r.tcpState[i], r.pid[i], r.comm[i], r.cgroup[i] = stateCode(g.State), g.Pid, g.Comm, g.CgroupId
-		r.localPort[i], r.count[i], r.side[i] = uint16(g.LocalPort), g.Count, sideCode(g.Side)
+		r.tcpState[i], r.pid[i], r.comm[i], r.cgroup[i] = wire.States.Code(g.State), g.Pid, g.Comm, g.CgroupId
+		r.localPort[i], r.count[i], r.side[i] = uint16(g.LocalPort), g.Count, wire.Sides.Code(g.Side)
 	}
 	for _, c := range s.CloseWait {
 		r.row(rowCloseWait, host, probeID, streamSeq, s)
 		i := r.rows - 1
 		r.tcpState[i] = int8(eventpb.TcpState_TCP_STATE_CLOSE_WAIT)
-		r.pid[i], r.comm[i], r.cgroup[i], r.owner[i], r.side[i] = c.Pid, c.Comm, c.CgroupId, ownerCode(c.OwnerSource), sideCode(c.Side)
-		r.localPort[i], r.count[i], r.family[i] = uint16(c.Sport), 1, familyCode(c.Family)
+		r.pid[i], r.comm[i], r.cgroup[i], r.owner[i], r.side[i] = c.Pid, c.Comm, c.CgroupId, wire.OwnerSources.Code(c.OwnerSource), wire.Sides.Code(c.Side)
+		r.localPort[i], r.count[i], r.family[i] = uint16(c.Sport), 1, wire.Families.Code(c.Family)
 		r.saddr[i], r.daddr[i], r.dport[i] = addrs.string(c.Saddr), addrs.string(c.Daddr), uint16(c.Dport)
 		r.sockID[i], r.cookie[i], r.ageUs[i] = c.SockId, c.Cookie, c.AgeUs
 		r.ageEstimated[i], r.recvQueue[i] = b2u(c.AgeEstimated), c.RecvQueue

@@ -105,9 +105,9 @@ func (w *Writer) Buffered() int {
 // which Check has accepted: events into tcp_events, connections into
 // tcp_connections, a snapshot into socket_snapshots. redelivered says
 // whether the server delivered the message before; then rows already stored
-// are skipped, and their number returned. An error (the look-up failed)
+// are skipped (counted in RowsDuplicate). An error (the look-up failed)
 // leaves nothing of the message buffered: call Add again.
-func (w *Writer) Add(ctx context.Context, kind string, streamSeq uint64, redelivered bool, b *eventpb.Batch) (dup int, err error) {
+func (w *Writer) Add(ctx context.Context, kind string, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
 	switch TableOf(kind) {
 	case chschema.TCPEvents.Name:
 		return w.addEvents(ctx, streamSeq, redelivered, b)
@@ -116,10 +116,10 @@ func (w *Writer) Add(ctx context.Context, kind string, streamSeq uint64, redeliv
 	case chschema.SocketSnapshots.Name:
 		return w.addSnapshot(ctx, streamSeq, redelivered, b)
 	}
-	return 0, fmt.Errorf("no table for kind %q", kind)
+	return fmt.Errorf("no table for kind %q", kind)
 }
 
-func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) (dup int, err error) {
+func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
 	t := &w.events
 	var stored map[uint32]bool
 	if redelivered && len(b.Events) > 0 {
@@ -127,8 +127,9 @@ func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bo
 		for _, ev := range b.Events {
 			lo, hi = min(lo, ev.TimeUnixNano), max(hi, ev.TimeUnixNano)
 		}
+		var err error
 		if stored, err = w.storedPartitions(ctx, t.spec, t.name, streamSeq, lo, hi); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	// Consecutive events share a partition: look the buffer up once per run.
@@ -137,7 +138,7 @@ func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bo
 	for _, ev := range b.Events {
 		p := t.spec.PartitionOf(int64(ev.TimeUnixNano))
 		if stored[p] {
-			dup++
+			w.Counters.RowsDuplicate++
 			continue
 		}
 		if r == nil || p != cur {
@@ -146,11 +147,10 @@ func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bo
 		r.add(b.Host, b.ProbeId, streamSeq, ev, &w.addrs)
 		t.buffered++
 	}
-	w.Counters.RowsDuplicate += uint64(dup)
-	return dup, nil
+	return nil
 }
 
-func (w *Writer) addConnections(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) (dup int, err error) {
+func (w *Writer) addConnections(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
 	t := &w.conns
 	var stored map[uint32]bool
 	if redelivered && len(b.Connections) > 0 {
@@ -158,64 +158,64 @@ func (w *Writer) addConnections(ctx context.Context, streamSeq uint64, redeliver
 		for _, c := range b.Connections {
 			lo, hi = min(lo, c.TimeUnixNano), max(hi, c.TimeUnixNano)
 		}
+		var err error
 		if stored, err = w.storedPartitions(ctx, t.spec, t.name, streamSeq, lo, hi); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	for _, c := range b.Connections {
 		p := t.spec.PartitionOf(int64(c.TimeUnixNano))
 		if stored[p] {
-			dup++
+			w.Counters.RowsDuplicate++
 			continue
 		}
 		t.rows(p).add(b.Host, b.ProbeId, streamSeq, c, &w.addrs)
 		t.buffered++
 	}
-	w.Counters.RowsDuplicate += uint64(dup)
-	return dup, nil
+	return nil
 }
 
 // addSnapshot: all rows of a snapshot share its time, so its partition.
-func (w *Writer) addSnapshot(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) (dup int, err error) {
+func (w *Writer) addSnapshot(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
 	t, s := &w.snaps, b.Snapshot
 	if s == nil {
-		return 0, nil
+		return nil
 	}
 	n := 1 + len(s.Groups) + len(s.CloseWait)
 	p := t.spec.PartitionOf(int64(s.TimeUnixNano))
 	if redelivered {
 		stored, err := w.storedPartitions(ctx, t.spec, t.name, streamSeq, s.TimeUnixNano, s.TimeUnixNano)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if stored[p] {
 			w.Counters.RowsDuplicate += uint64(n)
-			return n, nil
+			return nil
 		}
 	}
 	t.rows(p).add(b.Host, b.ProbeId, streamSeq, s, &w.addrs)
 	t.buffered += n
-	return 0, nil
+	return nil
 }
 
 // AddAlert buffers the row of one alert message; like Add otherwise.
-func (w *Writer) AddAlert(ctx context.Context, streamSeq uint64, redelivered bool, a *AlertMessage) (dup int, err error) {
+func (w *Writer) AddAlert(ctx context.Context, streamSeq uint64, redelivered bool, a *AlertMessage) error {
 	t := &w.alerts
 	ns := a.SentAt.UnixNano()
 	p := t.spec.PartitionOf(ns)
 	if redelivered {
 		stored, err := w.storedPartitions(ctx, t.spec, t.name, streamSeq, uint64(ns), uint64(ns))
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if stored[p] {
 			w.Counters.RowsDuplicate++
-			return 1, nil
+			return nil
 		}
 	}
 	t.rows(p).add(streamSeq, a)
 	t.buffered++
-	return 0, nil
+	return nil
 }
 
 // Flush inserts every buffered partition of every table. On error the

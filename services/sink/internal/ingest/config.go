@@ -1,7 +1,4 @@
-// Package sink moves raw events and alerts from JetStream into ClickHouse:
-// one durable consumer per stream, batches by size and time, acks only
-// after the rows are stored.
-package sink
+package ingest
 
 import (
 	"fmt"

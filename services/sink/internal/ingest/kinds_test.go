@@ -1,4 +1,4 @@
-package sink
+package ingest
 
 import (
 	"context"
@@ -612,16 +612,14 @@ func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
 			return err
 		}
 		_, kind, _ := wire.ParseEventSubject(m.Subject())
-		_, err := w.Add(ctx, kind, seq, re, &b)
-		return err
+		return w.Add(ctx, kind, seq, re, &b)
 	})
 	crash(wire.AlertsStream, e.cfg.Consumer.AlertsDurable, nil, 5, func(m jetstream.Msg, seq uint64, re bool) error {
 		a, err := chwriter.DecodeAlert(m.Data())
 		if err != nil {
 			return err
 		}
-		_, err = w.AddAlert(ctx, seq, re, a)
-		return err
+		return w.AddAlert(ctx, seq, re, a)
 	})
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,9 @@
-package sink
+// Package ingest consumes NETPULSE_EVENTS (every data kind) and
+// NETPULSE_ALERTS, one durable consumer each, and writes each message's
+// rows into ClickHouse exactly once: rows are batched by size and time, a
+// message is acked only after its rows are stored, and the rows of a
+// redelivered message that are already stored are skipped (chwriter).
+package ingest
 
 import (
 	"context"
@@ -10,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
@@ -23,23 +29,20 @@ import (
 // rows not stored by then are simply not acknowledged and come back.
 const finalFlushTimeout = 15 * time.Second
 
-// Counters are the sink's running totals.
+// Waits between attempts while ClickHouse fails: an INSERT backs off to 10 s
+// (the rows wait in memory, ack deadlines kept alive); a duplicate look-up,
+// which holds up the whole consumer, is tried again every second.
+var (
+	flushBackoff  = retry.Backoff{First: 250 * time.Millisecond, Max: 10 * time.Second}
+	lookupBackoff = retry.Backoff{First: time.Second, Max: time.Second}
+)
+
+// Counters are a consumer's running totals (its stats line).
 type Counters struct {
 	Messages    uint64 // NATS messages handled (acked or terminated)
 	Redelivered uint64 // deliveries of a message the sink already held
 	BadMessages uint64 // undecodable, of an unknown schema version or kind, or not what their kind holds: terminated
 	chwriter.Counters
-}
-
-func (c *Counters) add(o Counters) {
-	c.Messages += o.Messages
-	c.Redelivered += o.Redelivered
-	c.BadMessages += o.BadMessages
-	c.RowsInserted += o.RowsInserted
-	c.RowsDuplicate += o.RowsDuplicate
-	c.Inserts += o.Inserts
-	c.InsertErrors += o.InsertErrors
-	c.Lookups += o.Lookups
 }
 
 // Sink is one running sink: a consumer of raw events and one of alerts,
@@ -123,15 +126,11 @@ func (s *Sink) Run(ctx context.Context) error {
 	defer alIt.Stop()
 
 	// Both loops end when ctx does, each after a final flush; if one fails,
-	// the other is stopped too.
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errs := make(chan error, 2)
-	go func() { errs <- s.events.loop(lctx, evIt) }()
-	go func() { errs <- s.alerts.loop(lctx, alIt) }()
-	first := <-errs
-	cancel()
-	return errors.Join(first, <-errs)
+	// the group's context stops the other.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.events.loop(gctx, evIt) })
+	g.Go(func() error { return s.alerts.loop(gctx, alIt) })
+	return g.Wait()
 }
 
 func (s *Sink) consumerConfig(durable, description string, filter []string) jetstream.ConsumerConfig {
@@ -145,13 +144,6 @@ func (s *Sink) consumerConfig(durable, description string, filter []string) jets
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		MaxDeliver:     -1,
 	}
-}
-
-// Counters returns the running totals of both consumers.
-func (s *Sink) Counters() Counters {
-	c := s.events.counters()
-	c.add(s.alerts.counters())
-	return c
 }
 
 // consumer is one durable consumer's loop: it buffers the rows of its
@@ -286,10 +278,7 @@ func (c *consumer) addBatch(ctx context.Context, m jetstream.Msg, seq uint64, re
 	if reason, err := chwriter.Check(kind, b); reason != "" {
 		return reason, err
 	}
-	return "", c.retryLookup(ctx, func() error {
-		_, err := c.w.Add(ctx, kind, seq, redelivered, b)
-		return err
-	})
+	return "", c.retryLookup(ctx, func() error { return c.w.Add(ctx, kind, seq, redelivered, b) })
 }
 
 // addAlert buffers the row of an alert message (JSON).
@@ -301,26 +290,18 @@ func (c *consumer) addAlert(ctx context.Context, m jetstream.Msg, seq uint64, re
 	case err != nil:
 		return "undecodable alert", err
 	}
-	return "", c.retryLookup(ctx, func() error {
-		_, err := c.w.AddAlert(ctx, seq, redelivered, a)
-		return err
-	})
+	return "", c.retryLookup(ctx, func() error { return c.w.AddAlert(ctx, seq, redelivered, a) })
 }
 
 // retryLookup calls add until it succeeds (its only failure is ClickHouse
 // not answering a duplicate look-up) or ctx ends.
 func (c *consumer) retryLookup(ctx context.Context, add func() error) error {
-	for {
-		err := add()
-		if err == nil {
-			return nil
-		}
-		c.log.Warn("ClickHouse unreachable while checking for duplicates; retrying", "err", err)
-		c.keepAlive()
-		if !sleep(ctx, time.Second) {
-			return ctx.Err()
-		}
-	}
+	_, err := retry.Do(ctx, lookupBackoff, func() (struct{}, error) { return struct{}{}, add() },
+		func(_ int, err error, _ time.Duration) {
+			c.log.Warn("ClickHouse unreachable while checking for duplicates; retrying", "err", err)
+			c.keepAlive()
+		})
+	return err
 }
 
 func (c *consumer) bad(m jetstream.Msg, reason string, err error) {
@@ -336,19 +317,12 @@ func (c *consumer) bad(m jetstream.Msg, reason string, err error) {
 // flushRetrying stores the buffer, retrying with back-off while ClickHouse
 // fails, until ctx ends.
 func (c *consumer) flushRetrying(ctx context.Context) error {
-	wait := 250 * time.Millisecond
-	for {
-		err := c.flush(ctx)
-		if err == nil {
-			return nil
-		}
-		c.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait, "buffered_rows", c.w.Buffered())
-		c.keepAlive()
-		if !sleep(ctx, wait) {
-			return ctx.Err()
-		}
-		wait = min(wait*2, 10*time.Second)
-	}
+	_, err := retry.Do(ctx, flushBackoff, func() (struct{}, error) { return struct{}{}, c.flush(ctx) },
+		func(_ int, err error, wait time.Duration) {
+			c.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait.Round(time.Millisecond), "buffered_rows", c.w.Buffered())
+			c.keepAlive()
+		})
+	return err
 }
 
 func (c *consumer) flush(ctx context.Context) error {
@@ -392,15 +366,4 @@ func (c *consumer) stats() {
 	c.log.Info("sink stats", "messages", t.Messages, "rows_inserted", t.RowsInserted, "rows_duplicate", t.RowsDuplicate, "lookups", t.Lookups,
 		"inserts", t.Inserts, "insert_errors", t.InsertErrors, "bad_messages", t.BadMessages,
 		"redelivered", t.Redelivered, "buffered_rows", c.w.Buffered())
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
