@@ -54,8 +54,12 @@ func Do[T any](ctx context.Context, b Backoff, op func() (T, error), notify Noti
 				notify(attempt, err, wait)
 			}
 		}))
-	if err != nil && ctx.Err() != nil && last != nil && errors.Is(err, ctx.Err()) {
-		err = fmt.Errorf("%w (last error: %v)", err, last)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Cause(ctx)) {
+		// backoff returns the context's cause; the caller asked for ctx.Err().
+		err = ctx.Err()
+		if last != nil {
+			err = fmt.Errorf("%w (last error: %v)", err, last)
+		}
 	}
 	return v, err
 }

@@ -76,3 +76,20 @@ func TestLoggedBoundsAttemptsAndNamesWhat(t *testing.T) {
 		t.Fatalf("Logged = %v after %d calls", err, calls)
 	}
 }
+
+// Under a context cancelled with a cause (an errgroup's sibling failed), Do
+// still says context.Canceled, with the last failure.
+func TestDoEndsWithContextCause(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sibling := errors.New("the other loop failed")
+	calls := 0
+	_, err := Do(ctx, quick, func() (int, error) {
+		if calls++; calls == 3 {
+			cancel(sibling)
+		}
+		return 0, errors.New("ClickHouse unreachable")
+	}, nil)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, sibling) || !strings.Contains(err.Error(), "ClickHouse unreachable") {
+		t.Fatalf("Do = %v; want context.Canceled naming the last error", err)
+	}
+}
