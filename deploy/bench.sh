@@ -78,11 +78,11 @@ if step probe; then
 	bench "micro-benchmarks" -bench . -benchmem \
 		./services/probe/internal/batch/ ./services/probe/internal/tracer/
 	bench "probe overhead: $ROUNDS rounds of $ROUND per mode" -bench '^BenchmarkOverhead$' -benchtime "${ROUNDS}x" \
-		./services/probe/internal/probe/ -args -bench.round="$ROUND"
+		./services/probe/internal/agent/ -args -bench.round="$ROUND"
 fi
 if step sink; then
 	bench "sink throughput: batch.max_rows $MAX_ROWS" -bench '^BenchmarkSinkThroughput$' -benchtime 1x \
-		./services/sink/internal/sink/ -args -bench.max_rows="$MAX_ROWS"
+		./services/sink/internal/ingest/ -args -bench.max_rows="$MAX_ROWS"
 fi
 
 rss_line="probe memory: not measured (STEPS)"

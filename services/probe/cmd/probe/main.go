@@ -9,18 +9,18 @@ import (
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/service"
-	"github.com/netpulse/netpulse/services/probe/internal/probe"
+	"github.com/netpulse/netpulse/services/probe/internal/agent"
 )
 
 func main() {
-	cfg := probe.DefaultConfig()
+	cfg := agent.DefaultConfig()
 	service.Main("probe", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
 		if cfg.MemoryLimit > 0 {
 			// Process-wide, so here rather than in Run, which tests call
 			// in their own process.
 			debug.SetMemoryLimit(cfg.MemoryLimit)
 		}
-		p, err := probe.New(cfg, log)
+		p, err := agent.New(cfg, log)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package probe
+package agent
 
 import (
 	"bytes"
@@ -37,7 +37,7 @@ var benchRound = flag.Duration("bench.round", 4*time.Second, "BenchmarkOverhead:
 // interleaved so that drift on a noisy 2-core VM hits every mode alike:
 //
 //	none      no tracing
-//	probe     probe.New(cfg).Run: tracer, decoder, batches, async JetStream
+//	probe     agent.New(cfg).Run: tracer, decoder, batches, async JetStream
 //	          publishing to an embedded server (file storage); both run in
 //	          this process, so the server's work counts as overhead too
 //	tcpstates libbpf-tools tcpstates writing to /dev/null

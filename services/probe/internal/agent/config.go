@@ -1,6 +1,4 @@
-// Package probe wires the eBPF tracer to JetStream: decode, batch, publish,
-// and report its own health.
-package probe
+package agent
 
 import (
 	"fmt"

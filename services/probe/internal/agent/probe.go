@@ -1,7 +1,7 @@
-// Package probe wires the eBPF tracer to JetStream: decode, attribute,
-// batch per kind, publish, keep a socket table for snapshots, and report
-// its own health.
-package probe
+// Package agent is what netpulse-probe runs: it wires the eBPF tracer to
+// JetStream (decode, attribute, batch per kind, publish), keeps a socket
+// table for snapshots, and reports its own health.
+package agent
 
 import (
 	"context"
@@ -46,7 +46,7 @@ type Probe struct {
 	// resyncReady: the start-up seed is over (or off), resyncs may run.
 	resyncReady bool
 	// kernelSubmitted reads how many records the kernel has written to
-	// the ring buffer (nil without a tracer).
+	// the ring buffer; false when it cannot.
 	kernelSubmitted func() (uint64, bool)
 
 	rs resyncer
@@ -83,9 +83,6 @@ func New(cfg Config, log *slog.Logger) (*Probe, error) {
 	_, _ = rand.Read(id[:])
 	return &Probe{cfg: cfg, log: log.With("component", "probe", "host", host), host: host, probeID: hex.EncodeToString(id[:])}, nil
 }
-
-// Host is the host token used in subjects.
-func (p *Probe) Host() string { return p.host }
 
 // Run loads the eBPF programs, publishes events until ctx ends, then
 // flushes what it holds and returns.

@@ -1,4 +1,4 @@
-package probe
+package agent
 
 import (
 	"runtime/debug"
@@ -134,11 +134,8 @@ func (p *Probe) resync(states sockdiag.StateSet, full bool) {
 // caughtUp waits, for at most maxResyncLag, until the probe has read every
 // record the kernel had written to the ring buffer when it is called. It
 // reports false if it gave up; true when the kernel's counters cannot be
-// read (tests without a tracer).
+// read.
 func (p *Probe) caughtUp() bool {
-	if p.kernelSubmitted == nil {
-		return true
-	}
 	target, ok := p.kernelSubmitted()
 	if !ok {
 		return true

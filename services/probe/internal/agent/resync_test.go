@@ -1,4 +1,4 @@
-package probe
+package agent
 
 import (
 	"context"
@@ -156,10 +156,12 @@ func countCloseWait(socks []sockdiag.Socket, port uint16) int {
 	return n
 }
 
-// resyncProbe is a Probe with only what resync uses: a table, and a
-// Dumper of the test's namespace.
+// resyncProbe is a Probe with only what resync uses: a table, a Dumper of
+// the test's namespace, and no kernel counters (so it never waits for the
+// reader).
 func resyncProbe(d *sockdiag.Dumper) *Probe {
-	p := &Probe{log: slog.New(slog.NewTextHandler(io.Discard, nil)), table: socktable.New(4096), resyncReady: true}
+	p := &Probe{log: slog.New(slog.NewTextHandler(io.Discard, nil)), table: socktable.New(4096), resyncReady: true,
+		kernelSubmitted: func() (uint64, bool) { return 0, false }}
 	p.table.AbandonSeed()
 	p.rs.dumper = d
 	return p

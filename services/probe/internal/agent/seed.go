@@ -1,9 +1,11 @@
-package probe
+package agent
 
 import (
 	"context"
 	"runtime/debug"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
@@ -74,9 +76,9 @@ func (p *Probe) seed(ctx context.Context, tr *tracer.Tracer) {
 		if l.PID == 0 {
 			continue
 		}
-		family := uint16(2) // AF_INET
+		family := uint16(unix.AF_INET)
 		if l.Family == eventpb.Family_FAMILY_IPV6 {
-			family = 10 // AF_INET6
+			family = unix.AF_INET6
 		}
 		if err := tr.SeedListener(family, l.Addr.Port(), tracer.Owner{PID: l.PID, Comm: l.Comm, CgroupID: l.CgroupID}); err != nil {
 			p.log.Warn("seeding a listener's owner", "port", l.Addr.Port(), "err", err)

@@ -1,4 +1,4 @@
-package probe
+package agent
 
 import (
 	"os/exec"

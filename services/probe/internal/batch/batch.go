@@ -5,7 +5,6 @@
 package batch
 
 import (
-	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -31,7 +30,8 @@ type Batch struct {
 	Events  int    // records in it (events, connections or 1 snapshot)
 	Data    []byte
 	Subject string // netpulse.events.<host>.<kind>
-	// MsgID is <probe id>-<kind>-<seq>: a retried publish is stored once.
+	// MsgID is wire.BatchMsgID: <probe id>-<kind>-<seq>, so a retried
+	// publish is stored once.
 	MsgID string
 
 	enc *Encoder
@@ -64,11 +64,11 @@ func NewBuffers(spares int) *Buffers {
 	return &Buffers{free: make(chan []byte, max(spares, 0))}
 }
 
-// Encoder accumulates records// Encoder accumulates records until the batch is full by size or count.
+// Encoder accumulates records until the batch is full by size or count.
 type Encoder struct {
 	host, probeID string
+	kind          string
 	subject       string
-	idPrefix      string
 	maxBytes      int
 	maxEvents     int
 
@@ -88,9 +88,8 @@ func NewEncoder(host, probeID, kind string, maxBytes, maxEvents int, bufs *Buffe
 		bufs = NewBuffers(DefaultSpares)
 	}
 	return &Encoder{
-		host: host, probeID: probeID,
+		host: host, probeID: probeID, kind: kind,
 		subject:  wire.EventSubject(host, kind),
-		idPrefix: probeID + "-" + kind + "-",
 		maxBytes: maxBytes, maxEvents: maxEvents,
 		bufs: bufs,
 	}
@@ -149,7 +148,7 @@ func (e *Encoder) Age(now time.Time) time.Duration {
 // hands Data back with Recycle once it is no longer needed.
 func (e *Encoder) Take() Batch {
 	b := Batch{Seq: e.seq, Events: e.events, Data: e.buf, Subject: e.subject,
-		MsgID: e.idPrefix + strconv.FormatUint(e.seq, 10), enc: e}
+		MsgID: wire.BatchMsgID(e.probeID, e.kind, e.seq), enc: e}
 	e.buf, e.events = nil, 0
 	return b
 }

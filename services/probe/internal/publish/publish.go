@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/netpulse/netpulse/lib/retry"
 	"github.com/netpulse/netpulse/services/probe/internal/batch"
 )
 
@@ -25,9 +26,13 @@ type Config struct {
 	MaxInFlight int `koanf:"max_in_flight"`
 	// AckTimeout is how long one attempt waits for the server's ack.
 	AckTimeout time.Duration `koanf:"ack_timeout"`
-	// RetryBackoff is the first wait between attempts; it doubles up to 5 s.
+	// RetryBackoff is the first wait between attempts; it doubles up to 5 s
+	// (each wait spread ±50 %, see lib/retry).
 	RetryBackoff time.Duration `koanf:"retry_backoff"`
 }
+
+// maxRetryWait caps the doubling of RetryBackoff.
+const maxRetryWait = 5 * time.Second
 
 // DefaultConfig suits a busy host: 64 x 256 KiB in flight.
 func DefaultConfig() Config {
@@ -145,28 +150,29 @@ func (p *Publisher) await(stop context.Context, j *job) bool {
 			return false
 		}
 	}
-	wait := p.cfg.RetryBackoff
-	for attempt := 1; ; attempt++ {
-		if stop.Err() != nil {
-			return false
+	// That was attempt 1: its error starts the retries, each a synchronous
+	// publish of the same message (same ID), until one is acknowledged or
+	// stop ends.
+	first := err
+	_, err = retry.Do(stop, retry.Backoff{First: p.cfg.RetryBackoff, Max: maxRetryWait}, func() (*jetstream.PubAck, error) {
+		if first != nil {
+			e := first
+			first = nil
+			return nil, e
 		}
+		ctx, cancel := context.WithTimeout(stop, p.cfg.AckTimeout)
+		defer cancel()
+		return p.js.PublishMsg(ctx, j.msg)
+	}, func(attempt int, err error, wait time.Duration) {
 		p.errs.Add(1)
 		p.log.Warn("publish failed, retrying with the same message ID",
-			"subject", j.msg.Subject, "msg_id", j.msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempt, "err", err, "in", wait)
-		select {
-		case <-stop.Done():
-			return false
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 5*time.Second)
-		ctx, cancel := context.WithTimeout(stop, p.cfg.AckTimeout)
-		_, err = p.js.PublishMsg(ctx, j.msg)
-		cancel()
-		if err == nil {
-			p.acked(j)
-			return true
-		}
+			"subject", j.msg.Subject, "msg_id", j.msg.Header.Get(jetstream.MsgIDHeader), "attempt", attempt, "err", err, "in", wait.Round(time.Millisecond))
+	})
+	if err != nil { // only when stop ended
+		return false
 	}
+	p.acked(j)
+	return true
 }
 
 func (p *Publisher) acked(j *job) {

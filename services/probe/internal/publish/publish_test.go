@@ -2,9 +2,11 @@ package publish
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -132,5 +134,50 @@ func TestPublishSurvivesServerRestart(t *testing.T) {
 	}
 	if c.PublishErrors == 0 {
 		t.Errorf("no publish error was counted although the server was down")
+	}
+}
+
+// flaky is a server that fails the first `fails` synchronous publishes; it
+// records the message ID of each.
+type flaky struct {
+	jetstream.JetStream // only PublishMsg is called
+	fails               int
+	ids                 []string
+}
+
+func (f *flaky) PublishMsg(_ context.Context, m *nats.Msg, _ ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	f.ids = append(f.ids, m.Header.Get(jetstream.MsgIDHeader))
+	if len(f.ids) <= f.fails {
+		return nil, errors.New("server away")
+	}
+	return &jetstream.PubAck{}, nil
+}
+
+// A batch whose first attempt failed is retried with its message ID until
+// acknowledged, every failed attempt counted; when stop ends first it is
+// given up.
+func TestAwaitRetries(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.RetryBackoff = time.Millisecond
+	js := &flaky{fails: 2}
+	p := New(cfg, js, quiet)
+	b := mkBatch(3)
+	msg := nats.NewMsg(b.Subject)
+	msg.Header.Set(jetstream.MsgIDHeader, b.MsgID)
+	if !p.await(context.Background(), &job{msg: msg, events: b.Events, err: errors.New("not sent")}) {
+		t.Fatal("await gave up")
+	}
+	if want := []string{b.MsgID, b.MsgID, b.MsgID}; !slices.Equal(js.ids, want) {
+		t.Errorf("retries sent message IDs %q, want %q", js.ids, want)
+	}
+	if c := p.Counters(); c.PublishErrors != 3 || c.BatchesPublished != 1 || c.EventsPublished != 10 {
+		t.Errorf("counters %+v; want 3 errors (the first attempt and 2 retries), 1 batch of 10 published", c)
+	}
+
+	stop, cancel := context.WithCancel(context.Background())
+	js.fails, js.ids = 1<<30, nil
+	time.AfterFunc(50*time.Millisecond, cancel)
+	if p.await(stop, &job{msg: msg, events: b.Events, err: errors.New("not sent")}) {
+		t.Fatal("await succeeded against a server that never answers")
 	}
 }

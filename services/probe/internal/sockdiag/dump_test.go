@@ -347,6 +347,14 @@ func TestDumpStatesFilters(t *testing.T) {
 	}
 }
 
+// Without returns the set less the given states.
+func (s StateSet) Without(states ...uint8) StateSet {
+	for _, st := range states {
+		s &^= 1 << st
+	}
+	return s
+}
+
 // TestDumpFuncMatchesDump checks that the streamed dump hands over the
 // same sockets as Dump, each once.
 func TestDumpFuncMatchesDump(t *testing.T) {

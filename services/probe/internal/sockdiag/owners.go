@@ -38,7 +38,7 @@ type OwnerStats struct {
 	Failed     int
 	FirstError error
 	// NoCgroup counts owners whose cgroup id is unknown (no cgroup v2 line,
-	// or CgroupRoot is not a cgroup2 mount).
+	// or no cgroup2 mount was found).
 	NoCgroup int
 }
 
@@ -46,13 +46,14 @@ type OwnerStats struct {
 // /proc/<pid>/fd, like `ss -p`. Its buffers are reused from scan to scan;
 // it is not safe for concurrent use. The zero value is ready to use.
 type OwnerScanner struct {
-	// ProcRoot is where procfs is mounted; "/proc" when empty.
-	ProcRoot string
-	// CgroupRoot is where the cgroup v2 hierarchy is mounted; when empty,
+	// procRoot is where procfs is mounted; "/proc" when empty. Only tests
+	// set the two roots, to fake trees.
+	procRoot string
+	// cgroupRoot is where the cgroup v2 hierarchy is mounted; when empty,
 	// /sys/fs/cgroup or, on hybrid hosts, /sys/fs/cgroup/unified.
 	// /proc/<pid>/cgroup paths are relative to it (and to the reader's
 	// cgroup namespace: run the probe in the host's).
-	CgroupRoot string
+	cgroupRoot string
 
 	root string // the cgroup2 mount in use during a scan
 
@@ -60,7 +61,7 @@ type OwnerScanner struct {
 	fdBuf    []byte // getdents of /proc/<pid>/fd
 	fileBuf  []byte // comm and cgroup files
 	link     []byte // readlink target
-	name     []byte // NUL-terminated path relative to ProcRoot
+	name     []byte // NUL-terminated path relative to procRoot
 	cgroupID map[string]uint64
 	// inodes of the process being scanned: a process holding one socket
 	// twice (dup) counts once in Procs.
@@ -95,7 +96,7 @@ func Owners() (map[uint64]Owner, OwnerStats, error) {
 func (s *OwnerScanner) Scan(dst map[uint64]Owner) (OwnerStats, error) {
 	var st OwnerStats
 	s.init()
-	procRoot := s.ProcRoot
+	procRoot := s.procRoot
 	if procRoot == "" {
 		procRoot = "/proc"
 	}
@@ -283,13 +284,13 @@ func (s *OwnerScanner) readOwner(procFd int, pid uint32, cgroupOK bool) Owner {
 	return o
 }
 
-// resolveCgroupRoot picks the cgroup v2 mount: CgroupRoot when set, else
+// resolveCgroupRoot picks the cgroup v2 mount: cgroupRoot when set, else
 // the first cgroup2 mount of systemd's unified (/sys/fs/cgroup) or hybrid
 // (/sys/fs/cgroup/unified) layout. Only on cgroup2 are directory inode
 // numbers cgroup ids.
 func (s *OwnerScanner) resolveCgroupRoot() bool {
-	candidates := []string{s.CgroupRoot}
-	if s.CgroupRoot == "" {
+	candidates := []string{s.cgroupRoot}
+	if s.cgroupRoot == "" {
 		candidates = []string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}
 	}
 	for _, root := range candidates {

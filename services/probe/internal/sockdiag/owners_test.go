@@ -56,14 +56,14 @@ func fakeProc(t *testing.T, procs map[string]map[string]string) string {
 }
 
 func TestScanSharingAndSkips(t *testing.T) {
-	cg := t.TempDir() // stands in for a cgroup2 mount; see CgroupRoot below
+	cg := t.TempDir() // stands in for a cgroup2 mount; see cgroupRoot below
 	root := fakeProc(t, map[string]map[string]string{
 		"300":  {"3": "socket:[555]", "4": "socket:[777]", "5": "/dev/null", "6": "socket:[12x]", "7": "pipe:[555]", "8": "socket:[555]"},
 		"20":   {"0": "/dev/tty", "9": "socket:[555]"},
 		"4000": {"3": "socket:[555]", "8": "socket:[888]"},
 		"50":   nil, // vanished
 	})
-	s := OwnerScanner{ProcRoot: root, CgroupRoot: cg}
+	s := OwnerScanner{procRoot: root, cgroupRoot: cg}
 	owners := map[uint64]Owner{999: {PID: 1}} // Scan must clear it
 	st, err := s.Scan(owners)
 	if err != nil {
@@ -246,7 +246,7 @@ func TestScanInodesOnlyWanted(t *testing.T) {
 		"20":  {"3": "socket:[555]", "4": "socket:[556]"},
 		"300": {"3": "socket:[555]", "4": "socket:[777]", "5": "socket:[888]"},
 	})
-	s := OwnerScanner{ProcRoot: root, CgroupRoot: t.TempDir()}
+	s := OwnerScanner{procRoot: root, cgroupRoot: t.TempDir()}
 	owners := map[uint64]Owner{1: {PID: 1}}
 	if _, err := s.ScanInodes(owners, map[uint64]struct{}{555: {}, 777: {}, 999: {}}); err != nil {
 		t.Fatal(err)

@@ -88,13 +88,5 @@ type StateSet uint32
 // AllStates holds every state.
 const AllStates StateSet = 0xffffffff
 
-// Without returns the set less the given states.
-func (s StateSet) Without(states ...uint8) StateSet {
-	for _, st := range states {
-		s &^= 1 << st
-	}
-	return s
-}
-
 // Has reports whether state is in the set.
 func (s StateSet) Has(state uint8) bool { return state < 32 && s&(1<<state) != 0 }

@@ -80,8 +80,6 @@ func (lb *loopback) close() {
 	}
 }
 
-func (lb *loopback) port() uint16 { return lb.ln.Addr().(*net.TCPAddr).AddrPort().Port() }
-
 // want is what the test expects to find for one socket.
 type want struct {
 	state uint8

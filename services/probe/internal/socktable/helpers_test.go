@@ -32,6 +32,23 @@ const (
 	v6 = eventpb.Family_FAMILY_IPV6
 )
 
+// GetSeeded returns the seeded socket with this cookie that no event has
+// named yet.
+func (t *Table) GetSeeded(cookie uint64) (Entry, bool) {
+	idx, ok := t.byCookie[cookie]
+	if !ok {
+		return Entry{}, false
+	}
+	return t.entryView(idx), true
+}
+
+// BeginSeed makes the table remember closing sockets again, as for a Seed
+// after the first (the probe seeds once: New tables start so, and resyncs
+// use BeginResync).
+func (t *Table) BeginSeed() {
+	t.recording = true
+}
+
 // t0 is an arbitrary wall-clock time (Unix ns) the synthetic events start at.
 const t0 = int64(1_800_000_000_000_000_000)
 

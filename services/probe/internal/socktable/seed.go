@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/services/probe/internal/mix"
 	"github.com/netpulse/netpulse/services/probe/internal/sockdiag"
 )
 
@@ -23,13 +24,6 @@ type SeedResult struct {
 // request sockets never raise a closing event, so they would stay until
 // evicted; a busy host has tens of thousands of them.
 const SeedStates = sockdiag.AllStates &^ (1<<sockdiag.StateTimeWait | 1<<sockdiag.StateNewSynRecv | 1<<sockdiag.StateClose)
-
-// BeginSeed tells the table a dump is about to start, for a Seed after
-// the first: from now to Seed, it remembers the sockets that close, since
-// the dump may still list them. New tables do this from the start.
-func (t *Table) BeginSeed() {
-	t.recording = true
-}
 
 // AbandonSeed tells the table no Seed (or Resync) will follow (the dump
 // failed), so it stops remembering closed sockets.
@@ -377,11 +371,11 @@ func (t *Table) tupleHash(fam uint8, sa *[16]byte, sport uint16, da *[16]byte, d
 }
 
 func tupleHashSeed(seed uint64, fam uint8, sa *[16]byte, sport uint16, da *[16]byte, dport uint16) uint64 {
-	h := mix(seed ^ (uint64(fam)<<32 | uint64(sport)<<16 | uint64(dport)))
-	h = mix(h ^ binary.LittleEndian.Uint64(sa[:8]))
-	h = mix(h ^ binary.LittleEndian.Uint64(sa[8:]))
-	h = mix(h ^ binary.LittleEndian.Uint64(da[:8]))
-	return mix(h ^ binary.LittleEndian.Uint64(da[8:]))
+	h := mix.SplitMix64(seed ^ (uint64(fam)<<32 | uint64(sport)<<16 | uint64(dport)))
+	h = mix.SplitMix64(h ^ binary.LittleEndian.Uint64(sa[:8]))
+	h = mix.SplitMix64(h ^ binary.LittleEndian.Uint64(sa[8:]))
+	h = mix.SplitMix64(h ^ binary.LittleEndian.Uint64(da[:8]))
+	return mix.SplitMix64(h ^ binary.LittleEndian.Uint64(da[8:]))
 }
 
 func matchIf(ok bool, idx int32) int32 {
@@ -394,13 +388,6 @@ func matchIf(ok bool, idx int32) int32 {
 func hasKey[V any](m map[uint64]V, k uint64) bool {
 	_, ok := m[k]
 	return ok
-}
-
-func mix(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
-	x = (x ^ (x >> 27)) * 0x94d049bb133c111b
-	return x ^ (x >> 31)
 }
 
 // Listener is a LISTEN socket that predates the probe, with its owner.

@@ -404,16 +404,6 @@ func (t *Table) Get(id uint64) (Entry, bool) {
 	return t.entryView(idx), true
 }
 
-// GetSeeded returns the seeded socket with this cookie that no event has
-// named yet.
-func (t *Table) GetSeeded(cookie uint64) (Entry, bool) {
-	idx, ok := t.byCookie[cookie]
-	if !ok {
-		return Entry{}, false
-	}
-	return t.entryView(idx), true
-}
-
 func (t *Table) entryView(idx int32) Entry {
 	e := t.at(idx)
 	return Entry{

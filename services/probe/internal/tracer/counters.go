@@ -5,6 +5,9 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/wire"
 )
 
 // RecordType is the first field of every ring-buffer record. 1..7 are the
@@ -25,15 +28,16 @@ const (
 	NumRecordTypes = 9
 )
 
-var recordTypeNames = [NumRecordTypes]string{"", "state_change", "retransmit", "synack_retransmit",
-	"reset_sent", "reset_received", "socket_error", "connect_failed", "conn"}
-
-// String is the type's snake_case name, for counters and logs.
+// String is the type's snake_case name, for counters and logs: the
+// contract's event-type name, or its kind for a finished connection.
 func (r RecordType) String() string {
-	if r == 0 || r >= NumRecordTypes {
+	switch {
+	case r == RecordConn:
+		return wire.KindConn
+	case r == 0 || r >= NumRecordTypes:
 		return fmt.Sprintf("record_type_%d", uint32(r))
 	}
-	return recordTypeNames[r]
+	return wire.EventTypes.Name(eventpb.EventType(r))
 }
 
 // Indexes of the per-CPU counters array: enum counter_index in

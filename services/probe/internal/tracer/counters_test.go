@@ -38,6 +38,18 @@ func TestCounterLayout(t *testing.T) {
 	}
 }
 
+// The names are stats keys (submitted/dropped per type): they stay as
+// they were when they come from wire.
+func TestRecordTypeNames(t *testing.T) {
+	want := []string{"record_type_0", "state_change", "retransmit", "synack_retransmit",
+		"reset_sent", "reset_received", "socket_error", "connect_failed", "conn", "record_type_9"}
+	for r, name := range want {
+		if got := RecordType(r).String(); got != name {
+			t.Errorf("RecordType(%d).String() = %q, want %q", r, got, name)
+		}
+	}
+}
+
 // BenchmarkMapUsage measures MapUsage with a full default-size socket map
 // (filled from user space with fake entries).
 func BenchmarkMapUsage(b *testing.B) {

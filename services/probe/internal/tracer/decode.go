@@ -10,12 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
-)
-
-// Address families as the kernel numbers them (AF_INET, AF_INET6).
-const (
-	afInet  = 2
-	afInet6 = 10
+	"github.com/netpulse/netpulse/services/probe/internal/mix"
 )
 
 // Record sizes: the generated mirrors of the C structs are the only place
@@ -214,14 +209,14 @@ func (d Decoder) sockID(skaddr, born uint64) uint64 {
 	if skaddr == 0 {
 		return 0
 	}
-	return splitmix64(splitmix64(skaddr^d.SockKey) ^ born)
+	return mix.SplitMix64(mix.SplitMix64(skaddr^d.SockKey) ^ born)
 }
 
 func decodeFamily(f uint16) (eventpb.Family, int, error) {
 	switch f {
-	case afInet:
+	case unix.AF_INET:
 		return eventpb.Family_FAMILY_IPV4, 4, nil
-	case afInet6:
+	case unix.AF_INET6:
 		return eventpb.Family_FAMILY_IPV6, 16, nil
 	}
 	return 0, 0, fmt.Errorf("decode: unknown address family %d", f)
@@ -260,14 +255,4 @@ func setComm(dst *string, comm []int8) {
 	if *dst != string(b) { // compiler does not allocate for this comparison
 		*dst = string(b)
 	}
-}
-
-// splitmix64 is the finaliser of the SplitMix64 generator: a bijection that
-// spreads every input bit over the output, so sock ids do not reveal
-// address structure.
-func splitmix64(x uint64) uint64 {
-	x += 0x9e3779b97f4a7c15
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
-	x = (x ^ (x >> 27)) * 0x94d049bb133c111b
-	return x ^ (x >> 31)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/netpulse/netpulse/lib/testutil/priv"
 )
@@ -224,7 +225,7 @@ func lossyFlow(t *testing.T, serverNS, clientNS, network, addr string, pct int) 
 		}
 	}()
 	f := flow{
-		family: afInet,
+		family: unix.AF_INET,
 		client: c.LocalAddr().(*net.TCPAddr).AddrPort(),
 		server: c.RemoteAddr().(*net.TCPAddr).AddrPort(),
 		// Reset, not close: the socket goes at once, and with it its
@@ -237,7 +238,7 @@ func lossyFlow(t *testing.T, serverNS, clientNS, network, addr string, pct int) 
 		},
 	}
 	if network == "tcp6" {
-		f.family = afInet6
+		f.family = unix.AF_INET6
 	}
 	return f
 }
@@ -246,7 +247,7 @@ func lossyFlow(t *testing.T, serverNS, clientNS, network, addr string, pct int) 
 // from the sender.
 func (f flow) matches(ev *tcpstateEvent) bool {
 	n := 4
-	if f.family == afInet6 {
+	if f.family == unix.AF_INET6 {
 		n = 16
 	}
 	s, d := f.client.Addr().AsSlice(), f.server.Addr().AsSlice()

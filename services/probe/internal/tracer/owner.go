@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Owner is the process a socket belongs to.
@@ -20,7 +21,7 @@ type Owner struct {
 // side replaces the entry when a socket starts listening on that port and
 // deletes it when the port's listener closes.
 func (t *Tracer) SeedListener(family uint16, port uint16, o Owner) error {
-	if family != afInet && family != afInet6 {
+	if family != unix.AF_INET && family != unix.AF_INET6 {
 		return fmt.Errorf("tracer: seed listener: family %d is neither AF_INET (2) nor AF_INET6 (10)", family)
 	}
 	if port == 0 {
