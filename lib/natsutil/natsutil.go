@@ -98,6 +98,16 @@ func EnsureEventsStream(ctx context.Context, js jetstream.JetStream, s config.St
 	return EnsureStream(ctx, js, eventsStreamConfig(s), log)
 }
 
+// EnsureEventsAndAlerts creates or updates NETPULSE_EVENTS and
+// NETPULSE_ALERTS, as every consumer does at start.
+func EnsureEventsAndAlerts(ctx context.Context, js jetstream.JetStream, events, alerts config.Stream, log *slog.Logger) error {
+	if _, err := EnsureEventsStream(ctx, js, events, log); err != nil {
+		return err
+	}
+	_, err := EnsureAlertsStream(ctx, js, alerts, log)
+	return err
+}
+
 // EnsureStream creates or updates the stream cfg, retrying while the server
 // is unreachable until ctx ends. A stream whose config cannot be updated in
 // place is not retried: an operator must decide.

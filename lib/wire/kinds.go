@@ -17,9 +17,6 @@ const (
 // but stats.
 var DataKinds = []string{KindState, KindRetransmit, KindReset, KindError, KindConn, KindSnapshot}
 
-// EventKinds are the data kinds whose batches hold Batch.events.
-var EventKinds = []string{KindState, KindRetransmit, KindReset, KindError}
-
 // KindOf is the kind an event of type t is published under; "" for types
 // this code does not know.
 func KindOf(t eventpb.EventType) string {

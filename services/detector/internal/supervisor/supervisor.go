@@ -119,10 +119,7 @@ func (d *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := natsutil.EnsureEventsStream(ctx, js, d.cfg.Stream, d.log); err != nil {
-		return nilIfDone(ctx, err)
-	}
-	if _, err := natsutil.EnsureAlertsStream(ctx, js, d.cfg.AlertsStream, d.log); err != nil {
+	if err := natsutil.EnsureEventsAndAlerts(ctx, js, d.cfg.Stream, d.cfg.AlertsStream, d.log); err != nil {
 		return nilIfDone(ctx, err)
 	}
 	if _, err := natsutil.EnsureStream(ctx, js, deadLetterStreamConfig(d.cfg.DeadLetterStream), d.log); err != nil {

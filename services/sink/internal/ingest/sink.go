@@ -100,10 +100,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if _, err := natsutil.EnsureEventsStream(ctx, js, s.cfg.Stream, s.log); err != nil {
-		return err
-	}
-	if _, err := natsutil.EnsureAlertsStream(ctx, js, s.cfg.AlertsStream, s.log); err != nil {
+	if err := natsutil.EnsureEventsAndAlerts(ctx, js, s.cfg.Stream, s.cfg.AlertsStream, s.log); err != nil {
 		return err
 	}
 	var kinds []string
@@ -119,7 +116,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	defer evIt.Stop()
 	alIt, err := s.alerts.start(ctx, js, wire.AlertsStream, s.consumerConfig(s.cfg.Consumer.AlertsDurable,
-		"netpulse sink: alerts into ClickHouse", []string{wire.AlertsPrefix + ".>"}))
+		"netpulse sink: alerts into ClickHouse", []string{wire.AllAlerts}))
 	if err != nil {
 		return err
 	}
