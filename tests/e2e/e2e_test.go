@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/netpulse/netpulse/lib/testutil/chtest"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
@@ -34,33 +34,60 @@ func TestMain(m *testing.M) {
 	chtest.Main(m, &srv)
 }
 
-// pipeline is one probe + sink (+ detector) on a private NATS server and
-// ClickHouse database.
+// pipeline is one probe + sink (+ detector) on a private NATS server (or
+// cluster) and ClickHouse database.
 type pipeline struct {
-	t    *testing.T
-	ns   *server.Server
-	ch   driver.Conn
-	db   string
-	host string
+	t        *testing.T
+	url      string // nats.url: one server or a cluster's list
+	replicas int    // of every stream and bucket the services make
+	ch       driver.Conn
+	db       string
+	host     string
 }
 
 func newPipeline(t *testing.T) *pipeline {
 	t.Helper()
 	priv.RequireRoot(t)
+	return newPipelineOn(t, natstest.Start(t).ClientURL(), 1)
+}
+
+// newPipelineOn is a pipeline on the NATS servers at url, its streams and
+// buckets with replicas copies.
+func newPipelineOn(t *testing.T, url string, replicas int) *pipeline {
+	t.Helper()
+	priv.RequireRoot(t)
 	db := srv.NewDatabase(t)
-	return &pipeline{t: t, ns: natstest.Start(t), ch: srv.Conn(t, db), db: db, host: "e2e-" + db}
+	return &pipeline{t: t, url: url, replicas: replicas, ch: srv.Conn(t, db), db: db, host: "e2e-" + db}
+}
+
+// natsArgs are the flags every service takes for NATS: the servers and the
+// replicas of the streams (and buckets) svc creates.
+func (p *pipeline) natsArgs(svc string) []string {
+	args := []string{"--nats.url=" + p.url}
+	if p.replicas == 1 {
+		return args
+	}
+	r := strconv.Itoa(p.replicas)
+	args = append(args, "--stream.replicas="+r)
+	if svc != "probe" {
+		args = append(args, "--alerts_stream.replicas="+r)
+	}
+	if svc == "detector" {
+		args = append(args, "--deadletter_stream.replicas="+r)
+	}
+	return args
 }
 
 func (p *pipeline) startProbe(ctx context.Context) *proc {
-	pr := start(p.t, "probe", "--nats.url="+p.ns.ClientURL(), "--host="+p.host,
-		"--batch.flush_interval=50ms", "--stats.interval=1s")
+	pr := start(p.t, "probe", append(p.natsArgs("probe"), "--host="+p.host,
+		"--batch.flush_interval=50ms", "--stats.interval=1s")...)
 	pr.waitLog(ctx, "probe running")
 	return pr
 }
 
 func (p *pipeline) startSink(ctx context.Context) *proc {
-	s := start(p.t, "sink", "--nats.url="+p.ns.ClientURL(), "--clickhouse.addr="+srv.Addr(),
-		"--clickhouse.database="+p.db, "--batch.flush_interval=200ms", "--batch.max_rows=20000")
+	s := start(p.t, "sink", append(p.natsArgs("sink"), "--clickhouse.addr="+srv.Addr(),
+		"--clickhouse.database="+p.db, "--batch.flush_interval=200ms", "--batch.max_rows=20000")...)
 	s.waitLog(ctx, "consuming")
 	return s
 }

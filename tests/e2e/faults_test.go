@@ -35,7 +35,7 @@ var fastDetectors = []string{
 }
 
 func (p *pipeline) startDetector(ctx context.Context, args ...string) *proc {
-	d := start(p.t, "detector", append([]string{"--nats.url=" + p.ns.ClientURL()}, args...)...)
+	d := start(p.t, "detector", append(p.natsArgs("detector"), args...)...)
 	d.waitLog(ctx, "running")
 	return d
 }
@@ -45,8 +45,8 @@ func (p *pipeline) startDetector(ctx context.Context, args ...string) *proc {
 func (p *pipeline) startAll(ctx context.Context, probeArgs ...string) (sink, det, probe *proc) {
 	sink = p.startSink(ctx)
 	det = p.startDetector(ctx, fastDetectors...)
-	probe = start(p.t, "probe", append([]string{"--nats.url=" + p.ns.ClientURL(), "--host=" + p.host,
-		"--batch.flush_interval=50ms", "--stats.interval=1s", "--snapshot.interval=1s"}, probeArgs...)...)
+	probe = start(p.t, "probe", append(append(p.natsArgs("probe"), "--host="+p.host,
+		"--batch.flush_interval=50ms", "--stats.interval=1s", "--snapshot.interval=1s"), probeArgs...)...)
 	probe.waitLog(ctx, "probe running")
 	p.t.Cleanup(func() {
 		if p.t.Failed() {
@@ -67,7 +67,7 @@ type alerts struct {
 }
 
 func (p *pipeline) watchAlerts() *alerts {
-	nc, err := nats.Connect(p.ns.ClientURL())
+	nc, err := nats.Connect(p.url, nats.MaxReconnects(-1))
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -147,7 +147,7 @@ func TestRowsMatchBpftrace(t *testing.T) {
 // gives the last report received.
 func (p *pipeline) statsWatcher(t *testing.T) func(ctx context.Context) map[string]any {
 	t.Helper()
-	nc, err := nats.Connect(p.ns.ClientURL())
+	nc, err := nats.Connect(p.url, nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/wire"
+	"github.com/netpulse/netpulse/services/probe/internal/caps"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
@@ -88,6 +90,9 @@ func New(cfg Config, log *slog.Logger) (*Probe, error) {
 // flushes what it holds and returns.
 func (p *Probe) Run(ctx context.Context) error {
 	p.started = time.Now()
+	if err := p.checkCapabilities(); err != nil {
+		return err
+	}
 	tr, err := tracer.Open(p.cfg.Tracer.tracer())
 	if err != nil {
 		return err
@@ -212,6 +217,28 @@ func (p *Probe) Run(ctx context.Context) error {
 		return fmt.Errorf("ring buffer: %w", readErr)
 	}
 	return nil
+}
+
+// requiredCapabilities is the capability set the probe needs with its
+// configuration on this host (package caps).
+func (p *Probe) requiredCapabilities() []caps.Requirement {
+	return caps.Required(caps.Options{
+		ProcScan:     p.cfg.Sockets.Seed || p.cfg.Sockets.ResyncInterval > 0,
+		MountTracefs: !tracer.TracefsMounted(),
+	})
+}
+
+// checkCapabilities stops the probe at start, naming what it lacks, when
+// it does not hold every capability it needs; as root it holds them all.
+// When the capabilities cannot be read it warns and lets the kernel decide.
+func (p *Probe) checkCapabilities() error {
+	err := caps.Check(p.requiredCapabilities())
+	var missing *caps.Error
+	if err != nil && !errors.As(err, &missing) {
+		p.log.Warn("cannot read this process's capabilities; not checking them", "err", err)
+		return nil
+	}
+	return err
 }
 
 // record decodes one ring-buffer record, attributes it and batches it.

@@ -19,15 +19,19 @@ const bigSeed = 10000
 
 // SeedStats says what the start-up read of the existing sockets found.
 type SeedStats struct {
-	Done      bool    `json:"done"`
-	Error     string  `json:"error,omitempty"`
-	Sockets   int     `json:"sockets"`   // sockets sock_diag listed
-	Added     int     `json:"added"`     // new in the table
-	Merged    int     `json:"merged"`    // already known from events
-	Skipped   int     `json:"skipped"`   // TIME_WAIT and request sockets, not tracked
-	Owners    int     `json:"owners"`    // sockets whose process the /proc scan found
-	Listeners int     `json:"listeners"` // listening ports whose owner was given to the kernel side
-	Seconds   float64 `json:"seconds"`
+	Done    bool   `json:"done"`
+	Error   string `json:"error,omitempty"`
+	Sockets int    `json:"sockets"` // sockets sock_diag listed
+	Added   int    `json:"added"`   // new in the table
+	Merged  int    `json:"merged"`  // already known from events
+	Skipped int    `json:"skipped"` // TIME_WAIT and request sockets, not tracked
+	Owners  int    `json:"owners"`  // sockets whose process the /proc scan found
+	// OwnersDenied counts processes whose descriptors the /proc scan was
+	// not allowed to read (without CAP_SYS_PTRACE: every other user's):
+	// their sockets have no owner.
+	OwnersDenied int     `json:"owners_denied"`
+	Listeners    int     `json:"listeners"` // listening ports whose owner was given to the kernel side
+	Seconds      float64 `json:"seconds"`
 }
 
 // seed reads the sockets that existed before the probe started, with their
@@ -88,7 +92,11 @@ func (p *Probe) seed(ctx context.Context, tr *tracer.Tracer) {
 	}
 	st = SeedStats{
 		Done: true, Sockets: len(sockets), Added: res.Added, Merged: res.Merged, Skipped: res.Skipped,
-		Owners: ost.Sockets, Listeners: seeded, Seconds: time.Since(start).Seconds(),
+		Owners: ost.Sockets, OwnersDenied: ost.Denied, Listeners: seeded, Seconds: time.Since(start).Seconds(),
+	}
+	if ost.Denied > 0 {
+		p.log.Warn("the /proc scan was refused some processes' descriptors; their sockets older than the probe have no owner (another user's need CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE; a security module or hidepid can refuse too)",
+			"processes", ost.Denied)
 	}
 	if len(sockets) >= bigSeed {
 		// The dump and the owner map, no longer used, are the largest heap
@@ -100,5 +108,5 @@ func (p *Probe) seed(ctx context.Context, tr *tracer.Tracer) {
 	p.c.seed = st
 	p.mu.Unlock()
 	p.log.Info("existing sockets read", "sockets", st.Sockets, "added", st.Added, "merged", st.Merged,
-		"skipped", st.Skipped, "owners", st.Owners, "listeners", st.Listeners, "seconds", st.Seconds)
+		"skipped", st.Skipped, "owners", st.Owners, "owners_denied", st.OwnersDenied, "listeners", st.Listeners, "seconds", st.Seconds)
 }

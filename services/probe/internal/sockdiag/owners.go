@@ -30,7 +30,8 @@ type OwnerStats struct {
 	Sockets   int // distinct socket inodes found
 	Shared    int // sockets held by more than one process
 	// Processes left out: exited during the scan, or not ours to read
-	// (scanning others' descriptors needs root or CAP_SYS_PTRACE).
+	// (scanning others' descriptors needs root, or CAP_DAC_READ_SEARCH to
+	// list them and CAP_SYS_PTRACE to read them).
 	Vanished int
 	Denied   int
 	// Failed: processes left out for any other error (the first one is in
@@ -205,6 +206,14 @@ func (s *OwnerScanner) scanProcess(procFd int, pid uint32, dst map[uint64]Owner,
 			}
 			// name is NUL-terminated in fdBuf: readlinkat can use it in place.
 			l, err := readlinkat(fdDir, name[:len(name)+1], s.link)
+			if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+				// Reading a link is a ptrace access check (CAP_SYS_PTRACE
+				// for another user's process), even where listing the
+				// directory was allowed: count the process, do not drop it
+				// silently.
+				st.Denied++
+				return
+			}
 			if err != nil {
 				continue // closed since getdents
 			}

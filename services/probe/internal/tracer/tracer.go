@@ -78,8 +78,8 @@ type Tracer struct {
 // Open loads the programs with cfg's map sizes and attaches each to its
 // tracepoint. A tracepoint this kernel lacks, or whose program it refuses,
 // is skipped (see Skipped) unless it is sock:inet_sock_set_state. It needs
-// root (CAP_BPF, CAP_PERFMON and, when tracefs must be mounted,
-// CAP_SYS_ADMIN).
+// root or CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH (tracefs is root's, mode
+// 0700) and, when tracefs must be mounted, CAP_SYS_ADMIN (package caps).
 func Open(cfg Config) (*Tracer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -202,7 +202,7 @@ func selfNetns() (uint32, error) {
 
 func rootHint(err error) string {
 	if errors.Is(err, os.ErrPermission) {
-		return " (not permitted: run as root, or with CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE)"
+		return " (not permitted: run as root, or with CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE; README \"Running the probe without root\")"
 	}
 	return ""
 }
