@@ -137,18 +137,12 @@ func New(s Settings, d Deps) *Runner {
 		r.workers[p] = &worker{
 			owner: &r.part[p], floor: &r.floor, s: &r.s, clock: d.Clock, c: r.c,
 			store: store, pub: r.pub, history: r.history, dead: dead, once: r.once,
-			in: make(chan delivery, 256), ctrl: make(chan control, 4),
+			in: make(chan delivery, 256), ctrl: make(chan control, 4), countersReq: make(chan chan<- map[string]uint64, 1),
 			hosts: map[string]*hostState{}, retired: map[string]uint64{},
 		}
 	}
 	return r
 }
-
-// Counters gives the running totals.
-func (r *Runner) Counters() *Counters { return r.c }
-
-// PublishErrors counts failed publish attempts.
-func (r *Runner) PublishErrors() uint64 { return r.pub.Errors.Load() }
 
 // Run consumes until ctx ends; it returns nil then, and an error only when
 // the group cannot be used as configured.
@@ -325,9 +319,9 @@ func (r *Runner) pluginCounters(workersRunning bool) map[string]uint64 {
 		for p, w := range r.workers {
 			ch := make(chan map[string]uint64, 1)
 			select {
-			case w.ctrl <- control{counters: ch}:
+			case w.countersReq <- ch:
 				replies[p] = ch
-			default: // its control queue is full: busy
+			default: // still busy with the last request
 			}
 		}
 		deadline := time.NewTimer(time.Second)
@@ -457,13 +451,11 @@ func sourceSeq(h nats.Header) uint64 {
 	return seq
 }
 
-// control hands c to worker w; false when the runner stopped first.
-func (r *Runner) control(w *worker, c control) bool {
+// control hands c to worker w, unless the runner stops first.
+func (r *Runner) control(w *worker, c control) {
 	select {
 	case w.ctrl <- c:
-		return true
 	case <-r.ctx.Done():
-		return false
 	}
 }
 

@@ -38,11 +38,10 @@ type delivery struct {
 	state uint64
 }
 
-// control changes what a worker owns, or asks it for its counters.
+// control changes what a worker owns.
 type control struct {
-	evict    bool                     // the partition moved away: drop every host
-	adopt    []string                 // hosts with firing alerts in a partition that arrived
-	counters chan<- map[string]uint64 // reply with pluginCounters
+	evict bool     // the partition moved away: drop every host
+	adopt []string // hosts with firing alerts in a partition that arrived
 }
 
 // hostState is one host's detector instance and alerts.
@@ -79,11 +78,14 @@ type worker struct {
 	once    *onceLog
 	ctx     context.Context // the runner's work context, from run
 
-	in    chan delivery
-	ctrl  chan control
-	hosts map[string]*hostState
-	batch eventpb.Batch // the live batch being handled
-	old   eventpb.Batch // a replayed one
+	in   chan delivery
+	ctrl chan control
+	// countersReq asks for pluginCounters: a queue of its own, so that
+	// stats requests never hold up an ownership change.
+	countersReq chan chan<- map[string]uint64
+	hosts       map[string]*hostState
+	batch       eventpb.Batch // the live batch being handled
+	old         eventpb.Batch // a replayed one
 	// retired adds up the plugin counters of the instances dropped, so
 	// the totals in the stats lines never go down.
 	retired map[string]uint64
@@ -100,6 +102,8 @@ func (w *worker) run(ctx context.Context) {
 			return
 		case c := <-w.ctrl:
 			w.control(c)
+		case reply := <-w.countersReq:
+			reply <- w.pluginCounters()
 		case d := <-w.in:
 			w.handle(d)
 		case now := <-t.C():
@@ -109,11 +113,7 @@ func (w *worker) run(ctx context.Context) {
 }
 
 func (w *worker) control(c control) {
-	switch {
-	case c.counters != nil:
-		c.counters <- w.pluginCounters()
-		return
-	case c.evict:
+	if c.evict {
 		for _, h := range w.hosts {
 			w.retire(h.inst)
 		}

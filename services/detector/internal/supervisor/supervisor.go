@@ -91,9 +91,6 @@ func New(cfg Config, reg *detect.Registry, log *slog.Logger, opts ...Option) (*S
 	return d, nil
 }
 
-// Member is this replica's name in the consumer groups.
-func (d *Supervisor) Member() string { return d.member }
-
 // Counters gives the running totals of detector name (nil if not running).
 func (d *Supervisor) Counters(name string) *runner.Counters { return d.counters[name] }
 
