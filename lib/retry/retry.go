@@ -15,16 +15,20 @@ import (
 	"github.com/cenkalti/backoff/v5"
 )
 
-// Backoff is the wait after the first failure and the longest wait; each
-// wait doubles up to Max, spread ±50 % so that many clients of one server
-// that came back do not retry in step.
+// Backoff bounds the waits between attempts: each wait is drawn from ½ to
+// 1½ times a value that starts at First and doubles, so that many clients
+// of one server that came back do not retry in step; no wait is longer
+// than Max.
 type Backoff struct {
 	First time.Duration
 	Max   time.Duration
 }
 
-// Default is 250 ms doubling to 5 s.
+// Default waits about 250 ms at first, at most 5 s.
 var Default = Backoff{First: 250 * time.Millisecond, Max: 5 * time.Second}
+
+// spread is how far a wait strays from its value (backoff's randomization).
+const spread = 0.5
 
 // AttemptTimeout bounds one attempt of Logged.
 const AttemptTimeout = 10 * time.Second
@@ -39,17 +43,23 @@ func Permanent(err error) error { return backoff.Permanent(err) }
 // unwrapped) or ctx ends (ctx's error, with the last failure in its text).
 func Do[T any](ctx context.Context, b Backoff, op func() (T, error), notify Notify) (T, error) {
 	exp := backoff.NewExponentialBackOff()
-	exp.InitialInterval = b.First
-	exp.MaxInterval = max(b.Max, b.First)
+	exp.RandomizationFactor = spread
+	exp.InitialInterval = min(b.First, time.Duration(float64(b.Max)/(1+spread)))
+	exp.MaxInterval = time.Duration(float64(b.Max) / (1 + spread)) // so a spread wait stays within Max
 	exp.Multiplier = 2
 	attempt := 0
 	var last error
-	v, err := backoff.Retry(ctx, op,
+	v, err := backoff.Retry(ctx, func() (T, error) {
+		v, err := op()
+		if err != nil {
+			last = err // also the attempt that ctx's end cut short
+		}
+		return v, err
+	},
 		backoff.WithBackOff(exp),
 		backoff.WithMaxElapsedTime(0), // until ctx ends
 		backoff.WithNotify(func(err error, wait time.Duration) {
 			attempt++
-			last = err
 			if notify != nil {
 				notify(attempt, err, wait)
 			}
