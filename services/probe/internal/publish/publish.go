@@ -26,8 +26,8 @@ type Config struct {
 	MaxInFlight int `koanf:"max_in_flight"`
 	// AckTimeout is how long one attempt waits for the server's ack.
 	AckTimeout time.Duration `koanf:"ack_timeout"`
-	// RetryBackoff is the first wait between attempts; it doubles up to 5 s
-	// (each wait spread ±50 %, see lib/retry).
+	// RetryBackoff is about the first wait between attempts; the waits
+	// double, spread ±50 % (lib/retry), and are never longer than 5 s.
 	RetryBackoff time.Duration `koanf:"retry_backoff"`
 }
 
@@ -67,6 +67,10 @@ type job struct {
 	batch  batch.Batch
 	fut    jetstream.PubAckFuture
 	err    error // set when the async publish could not even be sent
+	// due is when the ack is late: publish.ack_timeout after the send, so
+	// that acks lost together (a leader that died) time out together, not
+	// one ack_timeout after another.
+	due time.Time
 }
 
 // Publisher publishes batches, each on its own subject with its own message
@@ -109,6 +113,7 @@ func (p *Publisher) Publish(ctx context.Context, b batch.Batch) error {
 		b.Release()
 		return fmt.Errorf("publish batch %s: %w", b.MsgID, ctx.Err())
 	}
+	j.due = time.Now().Add(p.cfg.AckTimeout)
 	j.fut, j.err = p.js.PublishMsgAsync(msg)
 	p.queue <- j // never blocks: it has as much room as there are slots
 	return nil
@@ -139,12 +144,14 @@ func (p *Publisher) Done() <-chan struct{} { return p.done }
 func (p *Publisher) await(stop context.Context, j *job) bool {
 	err := j.err
 	if err == nil {
+		late := time.NewTimer(time.Until(j.due))
+		defer late.Stop()
 		select {
 		case <-j.fut.Ok():
 			p.acked(j)
 			return true
 		case err = <-j.fut.Err():
-		case <-time.After(p.cfg.AckTimeout):
+		case <-late.C:
 			err = errors.New("no ack within publish.ack_timeout")
 		case <-stop.Done():
 			return false
