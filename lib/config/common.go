@@ -9,34 +9,165 @@ import (
 	"time"
 )
 
-// NATS is how a service reaches the NATS server.
+// NATS is how a service reaches the NATS servers, and who it is there.
 type NATS struct {
+	// URL is one server or a comma-separated list of them (a cluster);
+	// the client starts with any and fails over to the others.
 	URL            string        `koanf:"url"`
 	ConnectTimeout time.Duration `koanf:"connect_timeout"`
-	// CredsFile is an optional NATS credentials file.
-	CredsFile string `koanf:"creds_file"`
+	// At most one way to authenticate: User with Password (or
+	// PasswordFile), Token (or TokenFile), NkeySeedFile, or CredsFile (a
+	// JWT and its nkey seed, as nsc writes it). Secrets may come from the
+	// *_file keys; those files are read again at every (re)connect.
+	User         string `koanf:"user"`
+	Password     string `koanf:"password"`
+	PasswordFile string `koanf:"password_file"`
+	Token        string `koanf:"token"`
+	TokenFile    string `koanf:"token_file"`
+	NkeySeedFile string `koanf:"nkey_seed_file"`
+	CredsFile    string `koanf:"creds_file"`
+	// InboxPrefix starts the reply subjects of this connection's requests
+	// (JetStream API calls, acks of publishes, pulled messages). With its
+	// own prefix a user can be allowed to subscribe to its replies only
+	// (deploy/nats: _INBOX.<user>).
+	InboxPrefix string `koanf:"inbox_prefix"`
+	TLS         TLS    `koanf:"tls"`
 }
+
+// DefaultInboxPrefix is the NATS client's own inbox prefix.
+const DefaultInboxPrefix = "_INBOX"
 
 // DefaultNATS is the contract's default server.
 func DefaultNATS() NATS {
-	return NATS{URL: "nats://127.0.0.1:4222", ConnectTimeout: 5 * time.Second}
+	return NATS{URL: "nats://127.0.0.1:4222", ConnectTimeout: 5 * time.Second, InboxPrefix: DefaultInboxPrefix}
 }
 
 // WithURL returns n pointing at url.
 func (n NATS) WithURL(url string) NATS { n.URL = url; return n }
 
-// Validate checks the NATS settings.
-func (n NATS) Validate() error {
+// Servers are the URLs of nats.url, each trimmed, empty entries dropped.
+func (n NATS) Servers() []string {
+	var out []string
 	for _, u := range strings.Split(n.URL, ",") {
-		p, err := url.Parse(strings.TrimSpace(u))
-		if err != nil || p.Host == "" {
-			return fmt.Errorf("nats.url: %q is not a NATS URL like nats://127.0.0.1:4222", u)
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// RedactedURL is nats.url as it may be shown: secrets in URLs redacted.
+func (n NATS) RedactedURL() string { return strings.Join(redactAll(n.Servers()), ",") }
+
+func redactAll(urls []string) []string {
+	out := make([]string, len(urls))
+	for i, u := range urls {
+		out[i] = RedactURL(u)
+	}
+	return out
+}
+
+// natsSchemes are the URL schemes the NATS client dials.
+var natsSchemes = map[string]bool{"nats": true, "tls": true, "ws": true, "wss": true}
+
+// Validate checks the NATS settings: every URL, that at most one way to
+// authenticate is set, and that every file named can be read and holds
+// what it should. Errors name the keys and files, never a secret.
+func (n NATS) Validate() error {
+	servers := n.Servers()
+	if len(servers) == 0 {
+		return fmt.Errorf("nats.url: empty; want one URL or a comma-separated list, like nats://127.0.0.1:4222")
+	}
+	urlAuth := ""
+	for _, u := range servers {
+		// url.Parse's error repeats the URL: never shown.
+		p, err := url.Parse(u)
+		if err != nil || p.Hostname() == "" || !natsSchemes[p.Scheme] {
+			return fmt.Errorf("nats.url: %q is not a NATS URL like nats://127.0.0.1:4222 (schemes nats, tls, ws, wss; a list is comma-separated)", RedactURL(u))
+		}
+		if p.User != nil {
+			urlAuth = "user info in nats.url"
 		}
 	}
 	if n.ConnectTimeout <= 0 {
 		return fmt.Errorf("nats.connect_timeout: must be positive, got %s", n.ConnectTimeout)
 	}
-	return nil
+	if n.Password != "" && n.PasswordFile != "" {
+		return fmt.Errorf("nats.password and nats.password_file: set one of them, not both")
+	}
+	if n.Token != "" && n.TokenFile != "" {
+		return fmt.Errorf("nats.token and nats.token_file: set one of them, not both")
+	}
+	var methods []string
+	if urlAuth != "" {
+		methods = append(methods, urlAuth)
+	}
+	hasPassword := n.Password != "" || n.PasswordFile != ""
+	switch {
+	case n.User != "" && !hasPassword:
+		return fmt.Errorf("nats.user: needs nats.password or nats.password_file")
+	case n.User == "" && hasPassword:
+		return fmt.Errorf("%s: needs nats.user", firstSet("nats.password", n.Password, "nats.password_file", n.PasswordFile))
+	case n.User != "":
+		methods = append(methods, "nats.user")
+	}
+	if k := firstSet("nats.token", n.Token, "nats.token_file", n.TokenFile); k != "" {
+		methods = append(methods, k)
+	}
+	if n.NkeySeedFile != "" {
+		methods = append(methods, "nats.nkey_seed_file")
+	}
+	if n.CredsFile != "" {
+		methods = append(methods, "nats.creds_file")
+	}
+	if len(methods) > 1 {
+		return fmt.Errorf("%s: set one way to authenticate, not several", strings.Join(methods, " and "))
+	}
+	if n.PasswordFile != "" {
+		if _, err := ReadSecretFile("nats.password_file", n.PasswordFile); err != nil {
+			return err
+		}
+	}
+	if n.TokenFile != "" {
+		if _, err := ReadSecretFile("nats.token_file", n.TokenFile); err != nil {
+			return err
+		}
+	}
+	if n.NkeySeedFile != "" {
+		if err := checkNkeySeedFile("nats.nkey_seed_file", n.NkeySeedFile); err != nil {
+			return err
+		}
+	}
+	if n.CredsFile != "" {
+		if err := checkCredsFile("nats.creds_file", n.CredsFile); err != nil {
+			return err
+		}
+	}
+	p := n.InboxPrefix // "" is the client's default, _INBOX
+	if p != "" && (strings.ContainsAny(p, "*> \t") || strings.HasSuffix(p, ".") || strings.HasPrefix(p, ".") || strings.Contains(p, "..")) {
+		return fmt.Errorf("nats.inbox_prefix: %q is not a subject prefix like _INBOX or _INBOX.netpulse-sink (no wildcards, no leading or trailing dot)", p)
+	}
+	return n.TLS.ValidateKey("nats.tls")
+}
+
+// firstSet is the first key whose value is set, "" if none.
+func firstSet(kv ...string) string {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i+1] != "" {
+			return kv[i]
+		}
+	}
+	return ""
+}
+
+// PasswordValue is nats.password, or the content of nats.password_file.
+func (n NATS) PasswordValue() (string, error) {
+	return secret("nats.password", n.Password, "nats.password_file", n.PasswordFile)
+}
+
+// TokenValue is nats.token, or the content of nats.token_file.
+func (n NATS) TokenValue() (string, error) {
+	return secret("nats.token", n.Token, "nats.token_file", n.TokenFile)
 }
 
 // Stream holds the limits of the NETPULSE_EVENTS stream. Every service that

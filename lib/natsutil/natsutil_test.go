@@ -44,3 +44,25 @@ func TestEnsureEventsStreamIsIdempotent(t *testing.T) {
 		t.Errorf("stream config %+v", info.Config)
 	}
 }
+
+func TestStreamDiffers(t *testing.T) {
+	want := StreamConfig(config.DefaultStream(), "S", "d", "s.>")
+	cur := want
+	cur.MaxMsgs, cur.MaxConsumers, cur.Metadata = -1, -1, map[string]string{"_nats.ver": "2.15"} // server defaults
+	if StreamDiffers(cur, want) {
+		t.Error("server defaults count as a difference")
+	}
+	for name, mutate := range map[string]func(*jetstream.StreamConfig){
+		"max_age":  func(c *jetstream.StreamConfig) { c.MaxAge = time.Hour },
+		"subjects": func(c *jetstream.StreamConfig) { c.Subjects = []string{"other.>"} },
+		"replicas": func(c *jetstream.StreamConfig) { c.Replicas = 3 },
+		"storage":  func(c *jetstream.StreamConfig) { c.Storage = jetstream.MemoryStorage },
+		"discard":  func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardNew },
+	} {
+		c := cur
+		mutate(&c)
+		if !StreamDiffers(c, want) {
+			t.Errorf("%s: no difference seen", name)
+		}
+	}
+}

@@ -59,11 +59,13 @@ const (
 
 // Server is a running ClickHouse server, or the reason there is none.
 type Server struct {
-	addr   string
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has been waited for
-	admin  driver.Conn   // creates and drops the tests' databases
+	addr       string
+	secureAddr string // with Options.TLS
+	opts       Options
+	dir        string
+	cmd        *exec.Cmd
+	exited     chan struct{} // closed when cmd has been waited for
+	admin      driver.Conn   // creates and drops the tests' databases
 
 	unavailable string // why tests using this server skip
 }
@@ -92,10 +94,41 @@ func Main(m *testing.M, srv **Server) {
 	os.Exit(code)
 }
 
+// Options add to a test server what Start leaves out.
+type Options struct {
+	// TLS opens the secure native port too, from
+	// deploy/clickhouse/tls.xml.tmpl rendered into config.d/.
+	TLS *TLS
+	// UsersFiles are written into users.d/ (file name: content), users.xml
+	// style: more users next to the passwordless default one.
+	UsersFiles map[string]string
+}
+
+// TLS is the server side of the secure native port.
+type TLS struct {
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes clients present a certificate signed
+	// by it (verificationMode strict); else any client may connect.
+	ClientCAFile string
+}
+
 // Start runs a server in a new temp dir and waits until it answers a ping.
 // The caller must Close it. The error wraps ErrNotInstalled when there is no
 // ClickHouse binary.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return startWith(Options{}) }
+
+// StartWith is Start with the secure port and users of opts. Without a
+// ClickHouse binary it returns a Server that skips its callers, as Main
+// does, rather than an error.
+func StartWith(opts Options) (*Server, error) {
+	s, err := startWith(opts)
+	if errors.Is(err, ErrNotInstalled) {
+		return &Server{unavailable: err.Error()}, nil
+	}
+	return s, err
+}
+
+func startWith(opts Options) (*Server, error) {
 	script, err := findScript()
 	if err != nil {
 		return nil, err
@@ -105,7 +138,7 @@ func Start() (*Server, error) {
 		return nil, fmt.Errorf("clickhouse temp dir: %w", err)
 	}
 	for try := 1; ; try++ {
-		s, err := start(script, dir)
+		s, err := start(script, dir, opts)
 		if err == nil {
 			return s, nil
 		}
@@ -118,16 +151,25 @@ func Start() (*Server, error) {
 
 var errPortTaken = errors.New("port taken")
 
-func start(script, dir string) (*Server, error) {
+func start(script, dir string, opts Options) (*Server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	return startOn(script, dir, port)
+	securePort := 0
+	if opts.TLS != nil {
+		if securePort, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	return startOn(script, dir, port, securePort, opts)
 }
 
-// startOn runs the server on dir and port.
-func startOn(script, dir string, port int) (*Server, error) {
+// startOn runs the server on dir and port (and securePort, with opts.TLS).
+func startOn(script, dir string, port, securePort int, opts Options) (*Server, error) {
+	if err := writeExtraConfig(script, dir, securePort, opts); err != nil {
+		return nil, err
+	}
 	out, err := os.OpenFile(filepath.Join(dir, "start.out"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse output file: %w", err)
@@ -141,6 +183,7 @@ func startOn(script, dir string, port int) (*Server, error) {
 	cmd.SysProcAttr = sysProcAttr()
 	s := &Server{
 		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		opts:   opts,
 		dir:    dir,
 		cmd:    cmd,
 		exited: make(chan struct{}),
@@ -161,11 +204,51 @@ func startOn(script, dir string, port int) (*Server, error) {
 	if err := <-started; err != nil {
 		return nil, fmt.Errorf("run %s: %w", script, err)
 	}
+	if securePort != 0 {
+		s.secureAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(securePort))
+	}
 	if err := s.waitReady(); err != nil {
 		s.stop()
 		return nil, err
 	}
 	return s, nil
+}
+
+// writeExtraConfig writes what opts add: config.d/tls.xml from the
+// template next to script, users.d/ files. start.sh leaves both alone, and
+// the server merges them into config.xml and users.xml.
+func writeExtraConfig(script, dir string, securePort int, opts Options) error {
+	if opts.TLS != nil {
+		tmpl, err := os.ReadFile(filepath.Join(filepath.Dir(script), "tls.xml.tmpl"))
+		if err != nil {
+			return fmt.Errorf("clickhouse TLS config: %w", err)
+		}
+		mode, ca := "none", opts.TLS.ClientCAFile
+		if ca != "" {
+			mode = "strict"
+		}
+		conf := strings.NewReplacer("@TCP_PORT_SECURE@", strconv.Itoa(securePort), "@CERT_FILE@", opts.TLS.CertFile,
+			"@KEY_FILE@", opts.TLS.KeyFile, "@CA_FILE@", ca, "@VERIFICATION_MODE@", mode).Replace(string(tmpl))
+		if err := writeUnder(dir, "config.d", "tls.xml", conf); err != nil {
+			return err
+		}
+	}
+	for name, content := range opts.UsersFiles {
+		if err := writeUnder(dir, "users.d", name, content); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeUnder(dir, sub, name, content string) error {
+	if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+		return fmt.Errorf("clickhouse %s: %w", sub, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, sub, name), []byte(content), 0o644); err != nil {
+		return fmt.Errorf("clickhouse %s: %w", sub, err)
+	}
+	return nil
 }
 
 // waitReady polls with a ping until the server answers, exits or the
@@ -242,6 +325,15 @@ func (s *Server) Addr() string {
 		return ""
 	}
 	return s.addr
+}
+
+// SecureAddr is the secure native port's address (host:port); "" without
+// Options.TLS or without a server.
+func (s *Server) SecureAddr() string {
+	if s == nil {
+		return ""
+	}
+	return s.secureAddr
 }
 
 // Require skips (or fails, see priv.Skip) t when there is no server.
@@ -321,7 +413,12 @@ func (s *Server) Restart() error {
 	}
 	_, portStr, _ := net.SplitHostPort(s.addr)
 	port, _ := strconv.Atoi(portStr)
-	ns, err := startOn(script, s.dir, port)
+	securePort := 0
+	if s.secureAddr != "" {
+		_, portStr, _ = net.SplitHostPort(s.secureAddr)
+		securePort, _ = strconv.Atoi(portStr)
+	}
+	ns, err := startOn(script, s.dir, port, securePort, s.opts)
 	if err != nil {
 		return err
 	}

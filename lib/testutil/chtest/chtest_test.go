@@ -159,7 +159,7 @@ func TestStartFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			script, dir := fakeScript(t, tt.script)
-			s, err := start(script, dir)
+			s, err := start(script, dir, Options{})
 			if err == nil {
 				s.Close()
 				t.Fatal("start succeeded, want an error")

@@ -167,6 +167,9 @@ func (nd *Node) Start() error {
 	}
 	cmd := exec.Command(nd.bin, "-c", nd.conf)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A test binary killed by its timeout runs no cleanup: the server dies
+	// with it instead of staying on as a stranger's traffic.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s: %w", nd.Name, err)

@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/netpulse/netpulse/lib/config"
 )
 
@@ -25,14 +27,84 @@ type Config struct {
 // ClickHouseConfig says where the rows go.
 type ClickHouseConfig struct {
 	// Addr is host:port of the native protocol.
-	Addr        string        `koanf:"addr"`
-	Database    string        `koanf:"database"`
-	Username    string        `koanf:"username"`
-	Password    string        `koanf:"password"`
-	DialTimeout time.Duration `koanf:"dial_timeout"`
+	Addr     string `koanf:"addr"`
+	Database string `koanf:"database"`
+	Username string `koanf:"username"`
+	Password string `koanf:"password"`
+	// PasswordFile holds the password instead of Password (not both).
+	PasswordFile string        `koanf:"password_file"`
+	DialTimeout  time.Duration `koanf:"dial_timeout"`
 	// TTLDays drops rows older than this many days on servers with TTL
 	// support; 0 keeps them for ever.
 	TTLDays int `koanf:"ttl_days"`
+	// TLS: when Enabled, Addr is the server's secure native port
+	// (tcp_port_secure, 9440 by convention).
+	TLS ClickHouseTLS `koanf:"tls"`
+}
+
+// ClickHouseTLS is TLS to ClickHouse's secure native port: the CA that
+// signs the server's certificate (empty: the system's roots), an optional
+// client certificate and key, the name the server's certificate holds
+// (empty: the host of addr).
+type ClickHouseTLS struct {
+	Enabled    bool   `koanf:"enabled"`
+	CAFile     string `koanf:"ca_file"`
+	CertFile   string `koanf:"cert_file"`
+	KeyFile    string `koanf:"key_file"`
+	ServerName string `koanf:"server_name"`
+}
+
+func (t ClickHouseTLS) settings() config.TLS {
+	return config.TLS{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName}
+}
+
+// validate checks the ClickHouse credentials and TLS files; errors name
+// the keys and files, never a secret.
+func (c ClickHouseConfig) validate() error {
+	if c.Password != "" && c.PasswordFile != "" {
+		return fmt.Errorf("clickhouse.password and clickhouse.password_file: set one of them, not both")
+	}
+	if c.PasswordFile != "" {
+		if _, err := config.ReadSecretFile("clickhouse.password_file", c.PasswordFile); err != nil {
+			return err
+		}
+	}
+	if !c.TLS.Enabled {
+		if c.TLS.settings().IsSet() {
+			return fmt.Errorf("clickhouse.tls.enabled: false, but other clickhouse.tls keys are set: set it true (and clickhouse.addr to the secure native port)")
+		}
+		return nil
+	}
+	return c.TLS.settings().ValidateKey("clickhouse.tls")
+}
+
+// Options are the clickhouse-go options of the connection: native
+// protocol, the password read from clickhouse.password_file when set, TLS
+// when enabled.
+func (c ClickHouseConfig) Options() (*clickhouse.Options, error) {
+	password, err := c.password()
+	if err != nil {
+		return nil, err
+	}
+	o := &clickhouse.Options{
+		Protocol:    clickhouse.Native,
+		Addr:        []string{c.Addr},
+		Auth:        clickhouse.Auth{Username: c.Username, Password: password},
+		DialTimeout: c.DialTimeout,
+	}
+	if c.TLS.Enabled {
+		if o.TLS, err = c.TLS.settings().ConfigKey("clickhouse.tls"); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+func (c ClickHouseConfig) password() (string, error) {
+	if c.PasswordFile != "" {
+		return config.ReadSecretFile("clickhouse.password_file", c.PasswordFile)
+	}
+	return c.Password, nil
 }
 
 // ConsumerConfig is the sink's durable JetStream consumers: Durable on
@@ -97,6 +169,11 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("clickhouse.dial_timeout: must be positive, got %s", c.ClickHouse.DialTimeout)
 	case c.ClickHouse.TTLDays < 0:
 		return fmt.Errorf("clickhouse.ttl_days: must be 0 (keep) or more, got %d", c.ClickHouse.TTLDays)
+	}
+	if err := c.ClickHouse.validate(); err != nil {
+		return err
+	}
+	switch {
 	case !consumerName.MatchString(c.Consumer.Durable):
 		return fmt.Errorf("consumer.durable: %q is not a valid consumer name", c.Consumer.Durable)
 	case !consumerName.MatchString(c.Consumer.AlertsDurable):
