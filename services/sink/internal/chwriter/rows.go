@@ -5,6 +5,8 @@
 package chwriter
 
 import (
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
@@ -46,6 +48,8 @@ func (s *bufState) resetState() {
 // eventRows are tcp_events rows.
 type eventRows struct {
 	bufState
+	runs                                    []eventRun // the rows' runs in the table's sort order, see order
+	sorted                                  []span     // order's result, reused
 	time                                    []time.Time
 	timeNs                                  []uint64
 	host, typ, comm, saddr, daddr, probeID  []string
@@ -57,12 +61,31 @@ type eventRows struct {
 	cookie, seq, sSeq                       []uint64
 }
 
+// eventRun is a run of consecutive tcp_events rows already in the table's
+// sort order, ORDER BY (host, type, time): one host and type, times (in
+// seconds, as DateTime stores them) never decreasing. A probe's message is
+// one host and, for state changes, one type, in time order: one run.
+type eventRun struct {
+	start       int // first row
+	host, typ   string
+	first, last uint64 // seconds of the first and the last row
+}
+
+// span is rows [lo, hi).
+type span struct{ lo, hi int }
+
 func (r *eventRows) add(host, probeID string, streamSeq uint64, ev *eventpb.Event, addrs *addrCache) {
 	ns := ev.TimeUnixNano
+	typ := wire.EventTypes.Name(ev.Type)
+	if sec, n := ns/1e9, len(r.runs); n == 0 || r.runs[n-1].typ != typ || sec < r.runs[n-1].last || r.runs[n-1].host != host {
+		r.runs = append(r.runs, eventRun{start: r.rows, host: host, typ: typ, first: sec, last: sec})
+	} else {
+		r.runs[n-1].last = sec
+	}
 	r.time = append(r.time, time.Unix(0, int64(ns)).UTC())
 	r.timeNs = append(r.timeNs, ns)
 	r.host = append(r.host, host)
-	r.typ = append(r.typ, wire.EventTypes.Name(ev.Type))
+	r.typ = append(r.typ, typ)
 	r.pid = append(r.pid, ev.Pid)
 	r.tid = append(r.tid, ev.Tid)
 	r.comm = append(r.comm, ev.Comm)
@@ -99,8 +122,73 @@ func (r *eventRows) values() []any {
 	}
 }
 
+// minRunRows is the shortest average run order puts in sort order: the
+// INSERT appends each run of each column on its own (a call and an
+// allocation each), which shorter runs would not repay.
+const minRunRows = 16
+
+// order returns the rows as spans in the table's sort order (host, type,
+// time), or nil when they are in it already or cannot be put in it by
+// reordering whole runs (then the server sorts them, as it would anyway).
+// ClickHouse skips sorting a block that is already in order
+// (MergeTreeDataWriterBlocksAlreadySorted, 18.16 too): a tenth of its CPU
+// per INSERT. The rows inserted are the same, only their order in the
+// block changes; the order within a run (time ties) is kept.
+func (r *eventRows) order() []span {
+	n := len(r.runs)
+	if n <= 1 || n > r.rows/minRunRows {
+		return nil
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		x, y := &r.runs[a], &r.runs[b]
+		if c := strings.Compare(x.host, y.host); c != 0 {
+			return c
+		}
+		if c := strings.Compare(x.typ, y.typ); c != 0 {
+			return c
+		}
+		switch {
+		case x.first < y.first:
+			return -1
+		case x.first > y.first:
+			return 1
+		}
+		return 0
+	})
+	r.sorted = r.sorted[:0]
+	for k, i := range idx {
+		run := &r.runs[i]
+		if k > 0 {
+			prev := &r.runs[idx[k-1]]
+			if prev.host == run.host && prev.typ == run.typ && run.first < prev.last {
+				return nil // overlapping runs: only a row-by-row sort would do
+			}
+		}
+		hi := r.rows
+		if i+1 < n {
+			hi = r.runs[i+1].start
+		}
+		// Runs that stay adjacent are appended as one.
+		if m := len(r.sorted); m > 0 && r.sorted[m-1].hi == run.start {
+			r.sorted[m-1].hi = hi
+		} else {
+			r.sorted = append(r.sorted, span{run.start, hi})
+		}
+	}
+	if len(r.sorted) == 1 {
+		return nil
+	}
+	return r.sorted
+}
+
 func (r *eventRows) reset() {
 	r.resetState()
+	clear(r.runs) // drop the strings
+	r.runs = r.runs[:0]
 	r.time, r.timeNs = r.time[:0], r.timeNs[:0]
 	r.host, r.typ, r.comm, r.saddr, r.daddr, r.probeID = r.host[:0], r.typ[:0], r.comm[:0], r.saddr[:0], r.daddr[:0], r.probeID[:0]
 	r.pid, r.tid, r.hsRetrans, r.segments, r.segsOut = r.pid[:0], r.tid[:0], r.hsRetrans[:0], r.segments[:0], r.segsOut[:0]

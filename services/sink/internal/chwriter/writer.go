@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
@@ -25,17 +29,68 @@ import (
 // in its table, partition by partition, and what is already there is
 // skipped. After an INSERT fails, its outcome is unknown, so the table is
 // asked before trying again.
+//
+// Detach hands the buffered rows to another goroutine, which inserts them
+// (Detached.Flush) while the Writer buffers the next rows.
 type Writer struct {
-	conn driver.Conn
-	log  *slog.Logger
+	inserter
+	tables
+	addrs addrCache
 
+	Counters Counters
+}
+
+// inserter is what inserting needs; the Writer and its Detached batches
+// share it (driver.Conn is safe for concurrent use).
+type inserter struct {
+	conn    driver.Conn
+	log     *slog.Logger
+	batches *batches
+}
+
+// batches keeps one prepared batch per INSERT statement, sent again for
+// every INSERT of that table: clickhouse-go's columns keep their memory
+// between INSERTs instead of growing from nothing each time (the growing
+// was a third of the sink's CPU, with the garbage collection it caused).
+// Each Send of a batch is an INSERT statement of its own: clickhouse-go
+// takes a connection, sends the query, the block and its end, and returns
+// the server's answer (its batch retry).
+type batches struct {
+	mu   sync.Mutex // held during an INSERT: the Writer's and a Detached's Flush may overlap
+	open map[string]*openBatch
+}
+
+// openBatch is a prepared batch and its columns.
+type openBatch struct {
+	ctx  context.Context // the batch's: it sends with it
+	b    driver.Batch
+	cols []column.Interface
+}
+
+// tables are the pending rows of every table.
+type tables struct {
 	events table[*eventRows]
 	conns  table[*connRows]
 	snaps  table[*snapRows]
 	alerts table[*alertRows]
-	addrs  addrCache
+}
 
-	Counters Counters
+func (ts *tables) buffered() int {
+	return ts.events.buffered + ts.conns.buffered + ts.snaps.buffered + ts.alerts.buffered
+}
+
+// flush inserts every buffered partition of every table; see Writer.Flush.
+func (ts *tables) flush(ctx context.Context, in inserter, c *Counters) error {
+	if err := flush(ctx, in, c, &ts.events); err != nil {
+		return err
+	}
+	if err := flush(ctx, in, c, &ts.conns); err != nil {
+		return err
+	}
+	if err := flush(ctx, in, c, &ts.snaps); err != nil {
+		return err
+	}
+	return flush(ctx, in, c, &ts.alerts)
 }
 
 // Counters are the writer's running totals over all tables.
@@ -45,6 +100,14 @@ type Counters struct {
 	Inserts       uint64
 	InsertErrors  uint64
 	Lookups       uint64 // queries for already-stored rows
+}
+
+func (c *Counters) add(o Counters) {
+	c.RowsInserted += o.RowsInserted
+	c.RowsDuplicate += o.RowsDuplicate
+	c.Inserts += o.Inserts
+	c.InsertErrors += o.InsertErrors
+	c.Lookups += o.Lookups
 }
 
 // table is one table's pending rows, per partition.
@@ -87,18 +150,73 @@ func (t *table[B]) rows(p uint32) B {
 // New makes a Writer for the tables of database.
 func New(conn driver.Conn, database string, log *slog.Logger) *Writer {
 	return &Writer{
-		conn:   conn,
-		log:    log,
-		events: newTable(&chschema.TCPEvents, database, func() *eventRows { return &eventRows{} }),
-		conns:  newTable(&chschema.TCPConnections, database, func() *connRows { return &connRows{} }),
-		snaps:  newTable(&chschema.SocketSnapshots, database, func() *snapRows { return &snapRows{} }),
-		alerts: newTable(&chschema.Alerts, database, func() *alertRows { return &alertRows{} }),
+		inserter: inserter{conn: conn, log: log, batches: &batches{open: map[string]*openBatch{}}},
+		tables: tables{
+			events: newTable(&chschema.TCPEvents, database, func() *eventRows { return &eventRows{} }),
+			conns:  newTable(&chschema.TCPConnections, database, func() *connRows { return &connRows{} }),
+			snaps:  newTable(&chschema.SocketSnapshots, database, func() *snapRows { return &snapRows{} }),
+			alerts: newTable(&chschema.Alerts, database, func() *alertRows { return &alertRows{} }),
+		},
 	}
 }
 
 // Buffered is the number of rows waiting for Flush.
-func (w *Writer) Buffered() int {
-	return w.events.buffered + w.conns.buffered + w.snaps.buffered + w.alerts.buffered
+func (w *Writer) Buffered() int { return w.buffered() }
+
+// Detached is rows taken out of a Writer by Detach, inserted by Flush from
+// a goroutine of its own while the Writer buffers more: the two share no
+// state but the connection pool. The exactly-once rules hold per Detached
+// as per Writer (one INSERT per partition; a failed INSERT is looked up
+// before the next try), and a message's rows are all in one of them.
+type Detached struct {
+	in inserter
+	tables
+	Counters Counters // of this batch's Flush calls; Reclaim adds them to the Writer's
+}
+
+// Detach moves every buffered row into a Detached and leaves the Writer
+// empty, with fresh buffers (those of earlier, reclaimed batches).
+func (w *Writer) Detach() *Detached {
+	return &Detached{in: w.inserter, tables: tables{
+		events: w.events.detach(),
+		conns:  w.conns.detach(),
+		snaps:  w.snaps.detach(),
+		alerts: w.alerts.detach(),
+	}}
+}
+
+// Reclaim takes back what d no longer needs, once no Flush of d runs: its
+// counters, and its emptied buffers for the next rows. Rows d still holds
+// (its last Flush failed) stay in d.
+func (w *Writer) Reclaim(d *Detached) {
+	w.Counters.add(d.Counters)
+	d.Counters = Counters{}
+	reclaim(&w.events, &d.events)
+	reclaim(&w.conns, &d.conns)
+	reclaim(&w.snaps, &d.snaps)
+	reclaim(&w.alerts, &d.alerts)
+}
+
+// Buffered is the number of rows waiting for Flush.
+func (d *Detached) Buffered() int { return d.buffered() }
+
+// Flush inserts every partition of every table; like Writer.Flush.
+func (d *Detached) Flush(ctx context.Context) error { return d.flush(ctx, d.in, &d.Counters) }
+
+// detach moves t's partitions into a table of their own (sharing nothing
+// mutable with t).
+func (t *table[B]) detach() table[B] {
+	d := *t
+	d.spare = nil
+	t.parts = make(map[uint32]B, len(d.parts))
+	t.buffered = 0
+	return d
+}
+
+func reclaim[B rowBuffer](t, d *table[B]) {
+	t.spare = append(t.spare, d.spare...)
+	clear(d.spare)
+	d.spare = d.spare[:0]
 }
 
 // Add buffers the rows of one message of kind (its subject's last token),
@@ -132,17 +250,23 @@ func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bo
 			return err
 		}
 	}
-	// Consecutive events share a partition: look the buffer up once per run.
-	var r *eventRows
-	var cur uint32
+	// Consecutive events share a partition: look it and its buffer up once
+	// per run, [lo, hi) being its time range (ns).
+	var r *eventRows // nil: the rows of partition p are stored already
+	var lo, hi uint64
 	for _, ev := range b.Events {
-		p := t.spec.PartitionOf(int64(ev.TimeUnixNano))
-		if stored[p] {
+		if ns := ev.TimeUnixNano; ns < lo || ns >= hi {
+			p := t.spec.PartitionOf(int64(ns))
+			start, end := t.spec.PartitionBounds(p)
+			lo, hi = uint64(start)*1e9, uint64(end)*1e9
+			r = nil
+			if !stored[p] {
+				r = t.rows(p)
+			}
+		}
+		if r == nil {
 			w.Counters.RowsDuplicate++
 			continue
-		}
-		if r == nil || p != cur {
-			r, cur = t.rows(p), p
 		}
 		r.add(b.Host, b.ProbeId, streamSeq, ev, &w.addrs)
 		t.buffered++
@@ -221,20 +345,9 @@ func (w *Writer) AddAlert(ctx context.Context, streamSeq uint64, redelivered boo
 // Flush inserts every buffered partition of every table. On error the
 // partitions not yet inserted stay buffered: call Flush again (after a
 // pause).
-func (w *Writer) Flush(ctx context.Context) error {
-	if err := flush(ctx, w, &w.events); err != nil {
-		return err
-	}
-	if err := flush(ctx, w, &w.conns); err != nil {
-		return err
-	}
-	if err := flush(ctx, w, &w.snaps); err != nil {
-		return err
-	}
-	return flush(ctx, w, &w.alerts)
-}
+func (w *Writer) Flush(ctx context.Context) error { return w.flush(ctx, w.inserter, &w.Counters) }
 
-func flush[B rowBuffer](ctx context.Context, w *Writer, t *table[B]) error {
+func flush[B rowBuffer](ctx context.Context, w inserter, c *Counters, t *table[B]) error {
 	if len(t.parts) == 0 {
 		return nil
 	}
@@ -248,7 +361,7 @@ func flush[B rowBuffer](ctx context.Context, w *Writer, t *table[B]) error {
 		st := r.state()
 		landed := false
 		if st.uncertain {
-			n, err := w.countStored(ctx, t.spec, t.name, p, st.msgs)
+			n, err := w.countStored(ctx, c, t.spec, t.name, p, st.msgs)
 			if err != nil {
 				return err
 			}
@@ -256,7 +369,7 @@ func flush[B rowBuffer](ctx context.Context, w *Writer, t *table[B]) error {
 			case n == uint64(st.rows):
 				landed = true
 				w.log.Info("rows stored by an INSERT whose reply was lost; not inserting again", "table", t.spec.Name, "partition", p, "rows", n)
-				w.Counters.RowsDuplicate += n
+				c.RowsDuplicate += n
 			case n != 0:
 				// One INSERT into one partition is one part: this cannot happen
 				// unless something else writes these stream sequences.
@@ -267,11 +380,11 @@ func flush[B rowBuffer](ctx context.Context, w *Writer, t *table[B]) error {
 		if !landed {
 			if err := w.insert(ctx, t.insert, t.spec, r); err != nil {
 				st.uncertain = true
-				w.Counters.InsertErrors++
+				c.InsertErrors++
 				return fmt.Errorf("insert %d rows into %s (partition %d): %w", st.rows, t.name, p, err)
 			}
-			w.Counters.RowsInserted += uint64(st.rows)
-			w.Counters.Inserts++
+			c.RowsInserted += uint64(st.rows)
+			c.Inserts++
 		}
 		t.buffered -= st.rows
 		delete(t.parts, p)
@@ -281,18 +394,91 @@ func flush[B rowBuffer](ctx context.Context, w *Writer, t *table[B]) error {
 	return nil
 }
 
-func (w *Writer) insert(ctx context.Context, insert string, spec *chschema.Table, r rowBuffer) error {
-	b, err := w.conn.PrepareBatch(ctx, insert)
-	if err != nil {
-		return err
+// ordered is a row buffer that can list its rows in the table's sort order
+// (see eventRows.order).
+type ordered interface {
+	order() []span
+}
+
+// insert is one INSERT of r's rows: one block, in the table's sort order
+// when r can give it (see ordered).
+func (w inserter) insert(ctx context.Context, insert string, spec *chschema.Table, r rowBuffer) error {
+	var spans []span
+	if o, ok := r.(ordered); ok {
+		spans = o.order()
+	}
+	w.batches.mu.Lock()
+	defer w.batches.mu.Unlock()
+	// The batch is kept only if this INSERT succeeds: after any error the
+	// next one starts from a new batch.
+	ob := w.batches.open[insert]
+	delete(w.batches.open, insert)
+	if ob == nil || !sameContext(ob.ctx, ctx) {
+		if ob != nil {
+			_ = ob.b.Abort() // sent already: only releases what it may hold
+		}
+		b, err := w.conn.PrepareBatch(ctx, insert)
+		if err != nil {
+			return err
+		}
+		ob = &openBatch{ctx: ctx, b: b, cols: b.Columns()}
+		if len(ob.cols) != len(spec.Columns) {
+			_ = b.Abort()
+			return fmt.Errorf("INSERT into %s has %d columns, want %d", spec.Name, len(ob.cols), len(spec.Columns))
+		}
 	}
 	for i, v := range r.values() {
-		if err := b.Column(i).Append(v); err != nil {
-			_ = b.Abort()
+		col := ob.cols[i]
+		col.Reset() // the previous INSERT's rows; the memory stays
+		var err error
+		if spans == nil {
+			_, err = col.Append(v)
+		} else {
+			for _, s := range spans {
+				if _, err = col.Append(subslice(v, s)); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			_ = ob.b.Abort()
 			return fmt.Errorf("column %s: %w", spec.Columns[i].Name, err)
 		}
 	}
-	return b.Send()
+	if err := ob.b.Send(); err != nil {
+		return err
+	}
+	w.batches.open[insert] = ob
+	return nil
+}
+
+// sameContext says whether a and b are the same context (a batch sends with
+// the context it was prepared with: one that has ended would fail every
+// INSERT after it).
+func sameContext(a, b context.Context) bool {
+	ta := reflect.TypeOf(a)
+	return ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}
+
+// subslice is rows s of column v, one of the slices values returns.
+func subslice(v any, s span) any {
+	switch v := v.(type) {
+	case []string:
+		return v[s.lo:s.hi]
+	case []uint64:
+		return v[s.lo:s.hi]
+	case []uint32:
+		return v[s.lo:s.hi]
+	case []uint16:
+		return v[s.lo:s.hi]
+	case []int32:
+		return v[s.lo:s.hi]
+	case []int8:
+		return v[s.lo:s.hi]
+	case []time.Time:
+		return v[s.lo:s.hi]
+	}
+	return reflect.ValueOf(v).Slice(s.lo, s.hi).Interface()
 }
 
 // storedPartitions returns the partitions of table that already hold rows
@@ -319,7 +505,7 @@ func (w *Writer) storedPartitions(ctx context.Context, spec *chschema.Table, tab
 }
 
 // countStored counts the rows of messages msgs in partition p of table.
-func (w *Writer) countStored(ctx context.Context, spec *chschema.Table, table string, p uint32, msgs []uint64) (uint64, error) {
+func (w inserter) countStored(ctx context.Context, c *Counters, spec *chschema.Table, table string, p uint32, msgs []uint64) (uint64, error) {
 	start, end := spec.PartitionBounds(p)
 	var in strings.Builder
 	for i, s := range msgs {
@@ -331,7 +517,7 @@ func (w *Writer) countStored(ctx context.Context, spec *chschema.Table, table st
 	q := fmt.Sprintf("SELECT count() FROM %s WHERE %s >= toDateTime(%d) AND %s < toDateTime(%d) AND stream_seq IN (%s)",
 		table, spec.TimeColumn, start, spec.TimeColumn, end, in.String())
 	var n uint64
-	w.Counters.Lookups++
+	c.Lookups++
 	if err := w.conn.QueryRow(ctx, q).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count rows of a failed INSERT in %s (partition %d): %w", table, p, err)
 	}

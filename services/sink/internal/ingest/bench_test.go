@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -16,12 +17,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/testutil/procstat"
 	"github.com/netpulse/netpulse/lib/wire"
+	"github.com/netpulse/netpulse/services/sink/internal/chschema"
+	"github.com/netpulse/netpulse/services/sink/internal/chwriter"
 )
 
 var (
@@ -71,40 +76,218 @@ func benchThroughput(b *testing.B, mixed bool) {
 	}
 	ns := natstest.Start(b)
 	_, js := natstest.Connect(b, ns)
-	bl := prefill(b, js, *benchMessages, *benchPerBatch, mixed)
+	gen := &synth{n: *benchPerBatch, mixed: mixed, base: uint64(time.Now().Add(-10 * time.Minute).UnixNano())}
+	bl := prefill(b, js, *benchMessages, gen)
 	unit := "events"
 	if mixed {
 		unit, maxRows = "rows", maxRows[:1]
 	}
 	perMsg := float64(bl.total) / float64(*benchMessages)
+	chPIDs := clickhousePIDs(b)
 
 	for _, rows := range maxRows {
 		b.Run(fmt.Sprintf("max_rows=%d", rows), func(b *testing.B) {
 			var sum sinkRun
 			var fullBatches float64 // events/s up to the last full batch, summed
-			for b.Loop() {
+			var ceil ceilingRun
+			for i := 0; b.Loop(); i++ {
+				// Sink and ceiling alternate which goes first: each leaves
+				// ClickHouse merges behind.
+				var c ceilingRun
+				if i%2 == 1 {
+					c = runCeiling(b, gen, chPIDs, rows, bl)
+				}
+				ch0 := cpuOf(b, chPIDs)
 				r := runSink(b, bin, ns.ClientURL(), js, rows, bl)
-				b.Logf("%.2f s (%.2f s to the consumer), peak %s %.0f MiB, CPU %.1f s",
-					r.total.Seconds(), r.startup.Seconds(), peakName, float64(r.peakKiB)/1024, r.cpu.Seconds())
+				chSink := cpuOf(b, chPIDs) - ch0
+				full := float64(r.floor) * perMsg / (r.floorAt - r.startup).Seconds()
+				if i%2 == 0 {
+					c = runCeiling(b, gen, chPIDs, rows, bl)
+				}
+				b.Logf("sink: %.2f s (%.2f s to the consumer), peak %s %.0f MiB, CPU %.1f s (ClickHouse %.1f s); ceiling: %.2f s of INSERTs (%.0f events/s; ClickHouse %.1f s); sink/ceiling %.0f%%",
+					r.total.Seconds(), r.startup.Seconds(), peakName, float64(r.peakKiB)/1024, r.cpu.Seconds(), chSink.Seconds(),
+					c.inserting.Seconds(), float64(bl.total)/c.inserting.Seconds(), c.serverCPU.Seconds(), 100*full*c.inserting.Seconds()/float64(bl.total))
 				sum.total += r.total
 				sum.startup += r.startup
 				sum.cpu += r.cpu
+				sum.serverCPU += chSink
 				sum.peakKiB = max(sum.peakKiB, r.peakKiB)
-				fullBatches += float64(r.floor) * perMsg / (r.floorAt - r.startup).Seconds()
+				fullBatches += full
+				ceil.inserting += c.inserting
+				ceil.serverCPU += c.serverCPU
+				ceil.clientCPU += c.clientCPU
 			}
 			runs := float64(b.N)
 			drain := (sum.total - sum.startup).Seconds()
 			total := float64(bl.total)
+			mev := total * runs / 1e6
+			ceiling := total * runs / ceil.inserting.Seconds()
 			b.ReportMetric(total*runs/drain, unit+"/s")
 			b.ReportMetric(total*runs/sum.total.Seconds(), unit+"/s_with_startup")
 			b.ReportMetric(fullBatches/runs, unit+"/s_full_batches")
+			b.ReportMetric(ceiling, unit+"/s_ceiling")
+			b.ReportMetric(100*fullBatches/runs/ceiling, "share%_full_batches")
+			b.ReportMetric(100*total*runs/drain/ceiling, "share%")
 			b.ReportMetric(float64(sum.peakKiB)/1024, "peak_"+peakName+"_MiB")
 			if !*benchInProcess {
-				b.ReportMetric(sum.cpu.Seconds()/(total*runs/1e6), "cpu_s/M"+unit)
+				b.ReportMetric(sum.cpu.Seconds()/mev, "cpu_s/M"+unit)
 			}
+			if len(chPIDs) > 0 {
+				b.ReportMetric(sum.serverCPU.Seconds()/mev, "ch_cpu_s/M"+unit)
+				b.ReportMetric(ceil.serverCPU.Seconds()/mev, "ceiling_ch_cpu_s/M"+unit)
+			}
+			b.ReportMetric(ceil.clientCPU.Seconds()/mev, "ceiling_client_cpu_s/M"+unit)
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// ceilingRun is what runCeiling measured.
+type ceilingRun struct {
+	inserting time.Duration // wall time of the INSERTs, back to back
+	serverCPU time.Duration // ClickHouse's CPU time meanwhile
+	clientCPU time.Duration // this process's CPU time meanwhile (the client's encoding; the idle NATS server's)
+}
+
+// runCeiling is the ceiling the sink is measured against: the same rows
+// (gen makes the backlog's messages again), with the same client and the
+// same INSERTs (chwriter's, one per partition of every batch of maxRows
+// rows, as the sink makes them), into a database of its own, without NATS,
+// protobuf decoding or the building of the rows. Every batch is built
+// first; then they are inserted back to back, and only that counts. So the
+// share is what the rest of the sink (fetch, decode, row building, acks,
+// as far as they do not overlap the INSERTs) costs on top of the INSERTs it
+// cannot avoid; ClickHouse's background merges run in both.
+func runCeiling(b *testing.B, gen *synth, chPIDs []int, maxRows int, bl backlog) ceilingRun {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	db := srv.NewDatabase(b)
+	// As the sink opens its connection (ingest.Sink.Run).
+	cfg := DefaultConfig().ClickHouse
+	cfg.Addr = srv.Addr()
+	opts, err := cfg.Options()
+	if err != nil {
+		b.Fatal(err)
+	}
+	conn, err := clickhouse.Open(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	f, err := chschema.Probe(ctx, conn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := chschema.Migrate(ctx, conn, f, chschema.Options{Database: db, TTLDays: cfg.TTLDays}); err != nil {
+		b.Fatal(err)
+	}
+	w := chwriter.New(conn, db, quiet)
+	var batches []*chwriter.Detached
+	var batch eventpb.Batch
+	for m := range int(bl.lastSeq - bl.firstSeq + 1) {
+		kind := gen.batch(m, &batch)
+		if err := w.Add(ctx, kind, bl.firstSeq+uint64(m), false, &batch); err != nil {
+			b.Fatalf("ceiling: %v", err)
+		}
+		if w.Buffered() >= maxRows {
+			batches = append(batches, w.Detach())
+		}
+	}
+	batches = append(batches, w.Detach())
+	runtime.GC() // not the building's garbage while inserting
+
+	var r ceilingRun
+	ch0, self0, t0 := cpuOf(b, chPIDs), selfCPU(b), time.Now()
+	for _, d := range batches {
+		if err := d.Flush(ctx); err != nil {
+			b.Fatalf("ceiling: %v", err)
+		}
+	}
+	r.inserting = time.Since(t0)
+	r.serverCPU = cpuOf(b, chPIDs) - ch0
+	r.clientCPU = selfCPU(b) - self0
+	for table, want := range bl.rows {
+		var rows uint64
+		if err := conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+table).Scan(&rows); err != nil {
+			b.Fatal(err)
+		}
+		if rows != want {
+			b.Errorf("ceiling: %s holds %d rows, want %d", table, rows, want)
+		}
+	}
+	if err := conn.Exec(ctx, "DROP DATABASE "+db); err != nil {
+		b.Fatal(err)
+	}
+	return r
+}
+
+// clickhousePIDs are the ClickHouse server processes this test process
+// started (chtest's), for their CPU time: processes named clickhouse* of
+// which this process is an ancestor. Other engineers' servers on the same
+// machine are not counted. Nil when none is found.
+func clickhousePIDs(b *testing.B) []int {
+	dirs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	parent := map[int]int{}
+	var cands []int
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		open, end := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		f := bytes.Fields(stat[end+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(string(f[1]))
+		parent[pid] = ppid
+		if strings.HasPrefix(string(stat[open+1:end]), "clickhouse") {
+			cands = append(cands, pid)
+		}
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, pid := range cands {
+		for p, hops := parent[pid], 0; p > 1 && hops < 20; p, hops = parent[p], hops+1 {
+			if p == self {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// cpuOf is the CPU time processes pids have used so far.
+func cpuOf(b *testing.B, pids []int) time.Duration {
+	var sum time.Duration
+	for _, pid := range pids {
+		d, err := procstat.CPU(pid)
+		if err != nil {
+			b.Fatalf("ClickHouse server CPU: %v", err)
+		}
+		sum += d
+	}
+	return sum
+}
+
+// selfCPU is this process's CPU time so far.
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // buildSink builds the sink's command into a temp dir.
@@ -119,74 +302,135 @@ func buildSink(b *testing.B) string {
 
 // backlog is what prefill put in the stream.
 type backlog struct {
-	lastSeq uint64            // the stream's last sequence
-	rows    map[string]uint64 // rows per table the sink must store
-	total   uint64            // rows in all tables
+	firstSeq, lastSeq uint64            // the stream's first and last sequence
+	rows              map[string]uint64 // rows per table the sink must store
+	total             uint64            // rows in all tables
 }
 
-// prefill publishes msgs batches of n synthetic events each (of every kind
-// when mixed), from ten hosts.
-func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) backlog {
+// synth makes the backlog's messages: message m of msgs batches of n
+// synthetic events each (of every kind when mixed), from ten hosts. The
+// same m always gives the same batch, so the ceiling inserts exactly the
+// rows the sink stores.
+type synth struct {
+	n     int
+	mixed bool
+	base  uint64 // time of event 0
+}
+
+const synthHosts = 10
+
+// batch fills b (reused: its slices are kept) with message m, and returns
+// its kind.
+func (s *synth) batch(m int, b *eventpb.Batch) string {
+	h := m % synthHosts
+	msgs := m / synthHosts // earlier messages of host h
+	host := fmt.Sprintf("web-%02d", h)
+	*b = eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: fmt.Sprintf("probe%02d", h), BatchSeq: uint64(msgs + 1),
+		Events: b.Events[:0], Connections: b.Connections[:0]}
+	kind := wire.KindState
+	if s.mixed {
+		kind = mixedKinds[m%len(mixedKinds)]
+	}
+	// Per-host event seq, as one probe run each: the rows of host h's
+	// earlier messages come first.
+	seq := s.hostRows(m, h)
+	n := s.n
+	switch kind {
+	case wire.KindConn:
+		for i := range n / 5 {
+			seq++
+			c := growAt(&b.Connections, i)
+			synthConn(c, uint64(m*n+i*5), s.base, seq)
+		}
+	case wire.KindSnapshot:
+		b.Snapshot = synthSnapshot(uint64(m*n), s.base, seq+1)
+	default:
+		for i := range n {
+			seq++
+			ev := growAt(&b.Events, i)
+			synthEvent(ev, uint64(m*n+i), s.base, seq)
+			switch kind {
+			case wire.KindRetransmit:
+				ev.Type, ev.OldState, ev.Segments = eventpb.EventType_EVENT_TYPE_RETRANSMIT, 0, 1+uint32(i%3)
+				ev.SegsOut = 20 + uint32(m*n+i)%5000 // segments sent so far: growing, of varied size
+			case wire.KindReset:
+				ev.Type, ev.OldState = eventpb.EventType_EVENT_TYPE_RESET_SENT+eventpb.EventType(i%2), 0
+			}
+		}
+	}
+	return kind
+}
+
+// hostRows is the number of probe seqs (rows) host h used in the messages
+// before m.
+func (s *synth) hostRows(m, h int) uint64 {
+	var seq uint64
+	for k := h; k < m; k += synthHosts {
+		kind := wire.KindState
+		if s.mixed {
+			kind = mixedKinds[k%len(mixedKinds)]
+		}
+		switch kind {
+		case wire.KindConn:
+			seq += uint64(s.n / 5)
+		case wire.KindSnapshot:
+			seq++
+		default:
+			seq += uint64(s.n)
+		}
+	}
+	return seq
+}
+
+// growAt returns (*s)[i], extending *s by one (reusing its capacity) when i
+// is its length.
+func growAt[T any](s *[]*T, i int) *T {
+	if i < len(*s) {
+		return (*s)[i]
+	}
+	if i < cap(*s) {
+		*s = (*s)[:i+1]
+		if (*s)[i] == nil {
+			(*s)[i] = new(T)
+		}
+		return (*s)[i]
+	}
+	*s = append(*s, new(T))
+	return (*s)[i]
+}
+
+// rowsOf is the number of rows batch b of kind holds, and their table.
+func rowsOf(kind string, b *eventpb.Batch) (string, uint64) {
+	switch kind {
+	case wire.KindConn:
+		return "tcp_connections", uint64(len(b.Connections))
+	case wire.KindSnapshot:
+		return "socket_snapshots", uint64(1 + len(b.Snapshot.Groups) + len(b.Snapshot.CloseWait))
+	}
+	return "tcp_events", uint64(len(b.Events))
+}
+
+// prefill publishes the msgs messages of gen.
+func prefill(b *testing.B, js jetstream.JetStream, msgs int, gen *synth) backlog {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if _, err := natsutil.EnsureEventsStream(ctx, js, DefaultConfig().Stream, quiet); err != nil {
 		b.Fatal(err)
 	}
 	start := time.Now()
-	const hosts = 10
-	seqs := make([]uint64, hosts) // per-host event seq, as one probe run each
-	base := uint64(time.Now().Add(-10 * time.Minute).UnixNano())
-	events := make([]*eventpb.Event, n)
-	for i := range events {
-		events[i] = &eventpb.Event{}
-	}
-	conns := make([]*eventpb.Connection, n/5)
-	for i := range conns {
-		conns[i] = &eventpb.Connection{}
-	}
 	bl := backlog{rows: map[string]uint64{}}
 	var bytesOut int
+	var batch eventpb.Batch
 	for m := range msgs {
-		h := m % hosts
-		host := fmt.Sprintf("web-%02d", h)
-		batch := eventpb.Batch{SchemaVersion: eventpb.SchemaVersion, Host: host, ProbeId: fmt.Sprintf("probe%02d", h), BatchSeq: uint64(m/hosts + 1)}
-		kind := wire.KindState
-		if mixed {
-			kind = mixedKinds[m%len(mixedKinds)]
-		}
-		switch kind {
-		case wire.KindConn:
-			for i, c := range conns {
-				seqs[h]++
-				synthConn(c, uint64(m*n+i*5), base, seqs[h])
-			}
-			batch.Connections = conns
-			bl.rows["tcp_connections"] += uint64(len(conns))
-		case wire.KindSnapshot:
-			seqs[h]++
-			batch.Snapshot = synthSnapshot(uint64(m*n), base, seqs[h])
-			bl.rows["socket_snapshots"] += uint64(1 + len(batch.Snapshot.Groups) + len(batch.Snapshot.CloseWait))
-		default:
-			for i, ev := range events {
-				seqs[h]++
-				synthEvent(ev, uint64(m*n+i), base, seqs[h])
-				switch kind {
-				case wire.KindRetransmit:
-					ev.Type, ev.OldState, ev.Segments = eventpb.EventType_EVENT_TYPE_RETRANSMIT, 0, 1+uint32(i%3)
-					ev.SegsOut = 20 + uint32(m*n+i)%5000 // segments sent so far: growing, of varied size
-				case wire.KindReset:
-					ev.Type, ev.OldState = eventpb.EventType_EVENT_TYPE_RESET_SENT+eventpb.EventType(i%2), 0
-				}
-			}
-			batch.Events = events
-			bl.rows["tcp_events"] += uint64(len(events))
-		}
+		kind := gen.batch(m, &batch)
+		table, n := rowsOf(kind, &batch)
+		bl.rows[table] += n
 		data, err := batch.MarshalVT()
 		if err != nil {
 			b.Fatal(err)
 		}
 		bytesOut += len(data)
-		if _, err := js.PublishAsync(wire.EventSubject(host, kind), data,
+		if _, err := js.PublishAsync(wire.EventSubject(batch.Host, kind), data,
 			jetstream.WithMsgID(fmt.Sprintf("%s-%s-%d", batch.ProbeId, kind, batch.BatchSeq))); err != nil {
 			b.Fatal(err)
 		}
@@ -211,6 +455,7 @@ func prefill(b *testing.B, js jetstream.JetStream, msgs, n int, mixed bool) back
 		bl.total += n
 	}
 	bl.lastSeq = info.State.LastSeq
+	bl.firstSeq = info.State.FirstSeq
 	// Not b.Logf: a benchmark with sub-benchmarks does not print its log.
 	fmt.Fprintf(os.Stderr, "%s: pre-filled %d rows %v in %d messages of %d KiB in %.1f s\n",
 		b.Name(), bl.total, bl.rows, msgs, bytesOut/msgs>>10, time.Since(start).Seconds())
@@ -307,6 +552,7 @@ func synthEvent(ev *eventpb.Event, i, base, seq uint64) {
 
 type sinkRun struct {
 	total, startup, cpu time.Duration
+	serverCPU           time.Duration // ClickHouse's, over the whole run
 	peakKiB             int
 	// The ack floor (a stream sequence) before the last flush, and when
 	// it was reached: the last flush of a drain waits for flush_interval.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -146,6 +147,12 @@ func (s *Sink) consumerConfig(durable, description string, filter []string) jets
 // consumer is one durable consumer's loop: it buffers the rows of its
 // messages in its own writer and acks the messages once the rows are
 // stored.
+//
+// The INSERTs of one batch run in a goroutine of their own (a flush) while
+// the loop fetches, decodes and buffers the next batch: the server's work
+// on a batch overlaps the sink's on the next. At most one flush runs; when
+// the next batch is due before it ends, the loop waits for it. A flush acks
+// its batch's messages once all of its rows are stored.
 type consumer struct {
 	name string
 	cfg  Config
@@ -156,12 +163,29 @@ type consumer struct {
 	// ended before the rows could be buffered.
 	add func(ctx context.Context, m jetstream.Msg, seq uint64, redelivered bool) (reason string, err error)
 
-	pending map[uint64]jetstream.Msg // stream seq -> latest delivery, not yet acked
-	order   []uint64
-	first   time.Time // when the oldest pending message arrived
-	touched time.Time // when the pending messages' ack deadlines were last extended
-	c       Counters
-	badSeen map[string]bool
+	// mu guards what the loop and a running flush share.
+	mu sync.Mutex
+	// pending: stream seq -> latest delivery, not yet acked: buffered in w
+	// or in the running flush.
+	pending  map[uint64]jetstream.Msg
+	touched  time.Time // when the pending messages' ack deadlines were last extended
+	messages uint64    // Counters.Messages
+
+	// The loop's own.
+	order    []uint64  // the messages buffered in w, in arrival order
+	first    time.Time // when order[0] arrived
+	flushing *flushJob // the running (or failed) flush, nil when none
+	c        Counters
+	badSeen  map[string]bool
+}
+
+// flushJob is one batch being inserted by a goroutine of its own.
+type flushJob struct {
+	d     *chwriter.Detached
+	order []uint64      // its messages, acked once d is stored
+	rows  int           // d's rows when it started
+	done  chan struct{} // closed when the goroutine ends
+	err   error         // nil when stored and acked; else ctx ended first and d still holds rows
 }
 
 func newConsumer(name string, cfg Config, log *slog.Logger) *consumer {
@@ -194,17 +218,13 @@ func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error
 	nextStats := time.Now().Add(c.cfg.Stats.Interval)
 	for {
 		wait := c.cfg.Batch.FlushInterval
-		if len(c.pending) > 0 {
+		if len(c.order) > 0 {
 			wait = max(time.Until(c.first.Add(c.cfg.Batch.FlushInterval)), time.Millisecond)
 		}
 		m, err := it.Next(jetstream.NextMaxWait(wait))
 		switch {
 		case ctx.Err() != nil:
-			fctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
-			defer cancel()
-			if err := c.flush(fctx); err != nil {
-				c.log.Warn("final flush failed; the rows come back on the next start", "err", err)
-			}
+			c.finalFlush()
 			c.stats()
 			return nil
 		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
@@ -214,8 +234,9 @@ func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error
 		case err == nil:
 			c.handle(ctx, m)
 		}
-		if c.w.Buffered() >= c.cfg.Batch.MaxRows || (len(c.pending) > 0 && time.Since(c.first) >= c.cfg.Batch.FlushInterval) {
-			if err := c.flushRetrying(ctx); err != nil {
+		c.reap()
+		if c.w.Buffered() >= c.cfg.Batch.MaxRows || (len(c.order) > 0 && time.Since(c.first) >= c.cfg.Batch.FlushInterval) {
+			if err := c.startFlush(ctx); err != nil {
 				continue // ctx ended: the next round does the final flush
 			}
 		}
@@ -235,10 +256,15 @@ func (c *consumer) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
-	if _, ok := c.pending[seq]; ok {
-		// Redelivered while its rows still wait in our buffer: keep the
-		// newest delivery to ack, buffer nothing twice.
+	c.mu.Lock()
+	_, held := c.pending[seq]
+	if held {
+		// Redelivered while its rows still wait in our buffer or are being
+		// inserted: keep the newest delivery to ack, buffer nothing twice.
 		c.pending[seq] = m
+	}
+	c.mu.Unlock()
+	if held {
 		c.c.Redelivered++
 		return
 	}
@@ -251,11 +277,15 @@ func (c *consumer) handle(ctx context.Context, m jetstream.Msg) {
 	case err != nil:
 		return // ctx ended: not acked, comes back after a restart
 	}
+	c.mu.Lock()
 	if len(c.pending) == 0 {
-		c.first = time.Now()
-		c.touched = c.first
+		c.touched = time.Now()
 	}
 	c.pending[seq] = m
+	c.mu.Unlock()
+	if len(c.order) == 0 {
+		c.first = time.Now()
+	}
 	c.order = append(c.order, seq)
 }
 
@@ -303,7 +333,9 @@ func (c *consumer) retryLookup(ctx context.Context, add func() error) error {
 
 func (c *consumer) bad(m jetstream.Msg, reason string, err error) {
 	c.c.BadMessages++
-	c.c.Messages++
+	c.mu.Lock()
+	c.messages++
+	c.mu.Unlock()
 	if !c.badSeen[reason] {
 		c.badSeen[reason] = true
 		c.log.Error("dropping bad message (counted in bad_messages; logged once per reason)", "reason", reason, "subject", m.Subject(), "err", err)
@@ -311,28 +343,110 @@ func (c *consumer) bad(m jetstream.Msg, reason string, err error) {
 	_ = m.TermWithReason(reason + ": " + err.Error())
 }
 
-// flushRetrying stores the buffer, retrying with back-off while ClickHouse
-// fails, until ctx ends.
-func (c *consumer) flushRetrying(ctx context.Context) error {
-	_, err := retry.Do(ctx, flushBackoff, func() (struct{}, error) { return struct{}{}, c.flush(ctx) },
+// startFlush hands the buffered batch to a flush of its own, after the
+// running flush (if any) has ended. An error means ctx ended first.
+func (c *consumer) startFlush(ctx context.Context) error {
+	if err := c.waitFlush(); err != nil {
+		return err
+	}
+	if len(c.order) == 0 {
+		return nil
+	}
+	job := &flushJob{d: c.w.Detach(), order: c.order, done: make(chan struct{})}
+	job.rows = job.d.Buffered()
+	c.order = nil
+	c.flushing = job
+	go func() {
+		defer close(job.done)
+		job.err = c.flushRetrying(ctx, job.d, job.order)
+	}()
+	return nil
+}
+
+// waitFlush waits for the running flush to end and takes back its
+// buffers. An error means ctx ended first: the flush's rows wait for
+// finalFlush.
+func (c *consumer) waitFlush() error {
+	job := c.flushing
+	if job == nil {
+		return nil
+	}
+	<-job.done // it ends when stored, or when ctx does
+	if job.err != nil {
+		return job.err
+	}
+	c.w.Reclaim(job.d)
+	c.flushing = nil
+	return nil
+}
+
+// reap takes back the buffers of a flush that has ended, without waiting.
+func (c *consumer) reap() {
+	if c.flushing == nil {
+		return
+	}
+	select {
+	case <-c.flushing.done:
+		_ = c.waitFlush()
+	default:
+	}
+}
+
+// finalFlush stores what the consumer holds after ctx ended: the batch of
+// the flush that ctx cut short, then the buffer. Rows not stored within
+// finalFlushTimeout are not acked and come back on the next start.
+func (c *consumer) finalFlush() {
+	fctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
+	defer cancel()
+	if job := c.flushing; job != nil {
+		<-job.done
+		if job.err != nil {
+			if err := c.store(fctx, job.d, job.order); err != nil {
+				c.w.Reclaim(job.d) // its counters
+				c.log.Warn("final flush failed; the rows come back on the next start", "err", err)
+				return
+			}
+		}
+		c.w.Reclaim(job.d)
+		c.flushing = nil
+	}
+	if err := c.store(fctx, c.w, c.order); err != nil {
+		c.log.Warn("final flush failed; the rows come back on the next start", "err", err)
+		return
+	}
+	c.order = c.order[:0]
+}
+
+// batch is rows to store: the writer's buffer or a detached batch.
+type batch interface {
+	Flush(ctx context.Context) error
+	Buffered() int
+}
+
+// flushRetrying stores b and acks its messages order, retrying with
+// back-off while ClickHouse fails, until ctx ends.
+func (c *consumer) flushRetrying(ctx context.Context, b batch, order []uint64) error {
+	_, err := retry.Do(ctx, flushBackoff, func() (struct{}, error) { return struct{}{}, c.store(ctx, b, order) },
 		func(_ int, err error, wait time.Duration) {
-			c.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait.Round(time.Millisecond), "buffered_rows", c.w.Buffered())
+			c.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait.Round(time.Millisecond), "buffered_rows", b.Buffered())
 			c.keepAlive()
 		})
 	return err
 }
 
-func (c *consumer) flush(ctx context.Context) error {
-	if err := c.w.Flush(ctx); err != nil {
+// store inserts b, then acks its messages order.
+func (c *consumer) store(ctx context.Context, b batch, order []uint64) error {
+	if err := b.Flush(ctx); err != nil {
 		return err
 	}
-	for _, seq := range c.order {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, seq := range order {
 		// An ack that is lost only means a redelivery, which the look-up skips.
 		_ = c.pending[seq].Ack()
 		delete(c.pending, seq)
-		c.c.Messages++
+		c.messages++
 	}
-	c.order = c.order[:0]
 	return nil
 }
 
@@ -341,6 +455,8 @@ func (c *consumer) flush(ctx context.Context) error {
 // ack_wait stays short (a sink that dies gets its messages redelivered to its
 // successor after ack_wait).
 func (c *consumer) keepAlive() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.pending) == 0 || time.Since(c.touched) < c.cfg.Consumer.AckWait/3 {
 		return
 	}
@@ -350,8 +466,13 @@ func (c *consumer) keepAlive() {
 	c.touched = time.Now()
 }
 
+// counters are the consumer's totals; those of a running flush join once
+// it has ended.
 func (c *consumer) counters() Counters {
 	out := c.c
+	c.mu.Lock()
+	out.Messages = c.messages
+	c.mu.Unlock()
 	if c.w != nil {
 		out.Counters = c.w.Counters
 	}
@@ -360,7 +481,11 @@ func (c *consumer) counters() Counters {
 
 func (c *consumer) stats() {
 	t := c.counters()
+	buffered := c.w.Buffered()
+	if c.flushing != nil {
+		buffered += c.flushing.rows
+	}
 	c.log.Info("sink stats", "messages", t.Messages, "rows_inserted", t.RowsInserted, "rows_duplicate", t.RowsDuplicate, "lookups", t.Lookups,
 		"inserts", t.Inserts, "insert_errors", t.InsertErrors, "bad_messages", t.BadMessages,
-		"redelivered", t.Redelivered, "buffered_rows", c.w.Buffered())
+		"redelivered", t.Redelivered, "buffered_rows", buffered)
 }
