@@ -22,9 +22,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +35,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
+	"github.com/netpulse/netpulse/lib/testutil/repofile"
 )
 
 var placeholder = regexp.MustCompile(`@[A-Z_]+@`)
@@ -211,13 +212,12 @@ type NATS struct {
 // when t ends.
 func StartNATS(t testing.TB, hosts ...string) *NATS {
 	t.Helper()
-	root := repoRoot(t)
 	dir := t.TempDir()
 	n := &NATS{CA: NewCA(t), Passwords: map[Role]string{}, PasswordFiles: map[Role]string{}, NkeySeedFiles: map[Role]string{}}
 	certFile, keyFile := n.CA.Server(t, "nats-server")
 	n.clientCert, n.clientKey = n.CA.Client(t, "netpulse-client")
 
-	args := []string{filepath.Join(root, "deploy/nats/accounts.sh")}
+	args := []string{RepoFile(t, "deploy/nats/accounts.sh")}
 	for _, r := range []Role{Detector, Sink, Viewer} {
 		pw := Secret(t)
 		n.Passwords[r] = pw
@@ -250,7 +250,7 @@ func StartNATS(t testing.TB, hosts ...string) *NATS {
 	if err := os.WriteFile(filepath.Join(dir, "accounts.conf"), out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	tmpl, err := os.ReadFile(filepath.Join(root, "deploy/nats/server.conf.tmpl"))
+	tmpl, err := os.ReadFile(RepoFile(t, "deploy/nats/server.conf.tmpl"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,34 +393,30 @@ func freePort(t testing.TB) int {
 // repository.
 func RepoFile(t testing.TB, rel string) string {
 	t.Helper()
-	return filepath.Join(repoRoot(t), rel)
+	p, err := repofile.Find(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
-// repoRoot is the directory above the working directory (or this source
-// file) that holds deploy/nats.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, dir := range starts {
-		for {
-			if _, err := os.Stat(filepath.Join(dir, "deploy/nats/accounts.sh")); err == nil {
-				return dir
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	t.Fatalf("deploy/nats/accounts.sh not found above %s", strings.Join(starts, " or "))
-	return ""
+// SyncBuffer is a bytes.Buffer that a service's goroutines log to while a
+// test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Violations are the permission violations the server logged (publish,

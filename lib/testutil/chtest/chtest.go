@@ -41,6 +41,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/netpulse/netpulse/lib/testutil/priv"
+	"github.com/netpulse/netpulse/lib/testutil/repofile"
 )
 
 // ErrNotInstalled means this machine has no ClickHouse server binary.
@@ -129,7 +130,7 @@ func StartWith(opts Options) (*Server, error) {
 }
 
 func startWith(opts Options) (*Server, error) {
-	script, err := findScript()
+	script, err := repofile.Find(startScript)
 	if err != nil {
 		return nil, err
 	}
@@ -407,7 +408,7 @@ func (s *Server) Stop() error { return s.stop() }
 
 // Restart starts a stopped server again, on the same port and data.
 func (s *Server) Restart() error {
-	script, err := findScript()
+	script, err := repofile.Find(startScript)
 	if err != nil {
 		return err
 	}
@@ -468,31 +469,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// findScript finds start.sh in the repository: upward from the working
-// directory (go test runs in the package's directory), else from this
-// source file.
-func findScript() (string, error) {
-	var starts []string
-	if wd, err := os.Getwd(); err == nil {
-		starts = append(starts, wd)
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		starts = append(starts, filepath.Dir(file))
-	}
-	for _, dir := range starts {
-		for {
-			p := filepath.Join(dir, startScript)
-			if _, err := os.Stat(p); err == nil {
-				return p, nil
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				break
-			}
-			dir = parent
-		}
-	}
-	return "", fmt.Errorf("%s not found above %s", startScript, strings.Join(starts, " or "))
 }

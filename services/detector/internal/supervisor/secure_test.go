@@ -1,11 +1,9 @@
 package supervisor
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,23 +18,6 @@ import (
 	"github.com/netpulse/netpulse/services/detector/detect"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/all"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // leakSnapshot is a probe snapshot of host with 20 CLOSE_WAIT sockets an
 // hour old, held by pid 300 on port 9090: a leak for conn_leak.
@@ -93,7 +74,7 @@ func TestDetectorWithShippedAccounts(t *testing.T) {
 	defer vnc.Close()
 	alerts := subscribeAlerts(t, vnc)
 
-	var logs syncBuffer
+	var logs securetest.SyncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	replica := func(name string) (*Supervisor, context.CancelFunc, func() error) {
 		cfg, err := DefaultConfigFor(detect.Default)
