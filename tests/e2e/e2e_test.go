@@ -85,9 +85,9 @@ func (p *pipeline) startProbe(ctx context.Context) *proc {
 	return pr
 }
 
-func (p *pipeline) startSink(ctx context.Context) *proc {
-	s := start(p.t, "sink", append(p.natsArgs("sink"), "--clickhouse.addr="+srv.Addr(),
-		"--clickhouse.database="+p.db, "--batch.flush_interval=200ms", "--batch.max_rows=20000")...)
+func (p *pipeline) startSink(ctx context.Context, args ...string) *proc {
+	s := start(p.t, "sink", append(append(p.natsArgs("sink"), "--clickhouse.addr="+srv.Addr(),
+		"--clickhouse.database="+p.db, "--batch.flush_interval=200ms", "--batch.max_rows=20000"), args...)...)
 	s.waitLog(ctx, "consuming")
 	return s
 }

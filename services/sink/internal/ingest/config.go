@@ -139,7 +139,7 @@ func DefaultConfig() Config {
 			Addr: "127.0.0.1:9000", Database: "netpulse", Username: "default",
 			DialTimeout: 5 * time.Second, TTLDays: 30,
 		},
-		Consumer: ConsumerConfig{Durable: "netpulse-sink", AlertsDurable: "netpulse-sink-alerts", AckWait: 30 * time.Second, MaxAckPending: 20000},
+		Consumer: ConsumerConfig{Durable: "netpulse-sink", AlertsDurable: "netpulse-sink-alerts", AckWait: 15 * time.Second, MaxAckPending: 20000},
 		Batch:    BatchConfig{MaxRows: 100000, FlushInterval: time.Second},
 		Stats:    StatsConfig{Interval: 10 * time.Second},
 	}

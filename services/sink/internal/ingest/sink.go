@@ -172,9 +172,10 @@ type consumer struct {
 	messages uint64    // Counters.Messages
 
 	// The loop's own.
-	order    []uint64  // the messages buffered in w, in arrival order
-	first    time.Time // when order[0] arrived
-	flushing *flushJob // the running (or failed) flush, nil when none
+	order    []uint64        // the messages buffered in w, in arrival order
+	first    time.Time       // when order[0] arrived
+	flushing *flushJob       // the running (or failed) flush, nil when none
+	inserts  context.Context // a flush's INSERTs run under it (see flushRetrying)
 	c        Counters
 	badSeen  map[string]bool
 }
@@ -215,6 +216,11 @@ func (c *consumer) start(ctx context.Context, js jetstream.JetStream, stream str
 }
 
 func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error {
+	// An INSERT in flight when ctx ends may finish within finalFlushTimeout.
+	inserts, stopInserts := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopInserts()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(finalFlushTimeout, stopInserts) })()
+	c.inserts = inserts
 	nextStats := time.Now().Add(c.cfg.Stats.Interval)
 	for {
 		wait := c.cfg.Batch.FlushInterval
@@ -235,6 +241,7 @@ func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error
 			c.handle(ctx, m)
 		}
 		c.reap()
+		c.keepAlive() // held messages stay leased to this sink while it lives
 		if c.w.Buffered() >= c.cfg.Batch.MaxRows || (len(c.order) > 0 && time.Since(c.first) >= c.cfg.Batch.FlushInterval) {
 			if err := c.startFlush(ctx); err != nil {
 				continue // ctx ended: the next round does the final flush
@@ -358,7 +365,7 @@ func (c *consumer) startFlush(ctx context.Context) error {
 	c.flushing = job
 	go func() {
 		defer close(job.done)
-		job.err = c.flushRetrying(ctx, job.d, job.order)
+		job.err = c.flushRetrying(ctx, c.inserts, job.d, job.order)
 	}()
 	return nil
 }
@@ -371,7 +378,19 @@ func (c *consumer) waitFlush() error {
 	if job == nil {
 		return nil
 	}
-	<-job.done // it ends when stored, or when ctx does
+	// While the INSERT runs, the messages it holds stay leased to this
+	// sink: other sinks on the consumer get them only if this one stops
+	// extending their ack deadline (it died or hangs).
+	tick := time.NewTicker(c.cfg.Consumer.AckWait / 3)
+	defer tick.Stop()
+	for waiting := true; waiting; {
+		select {
+		case <-job.done: // it ends when stored, or when ctx does
+			waiting = false
+		case <-tick.C:
+			c.keepAlive()
+		}
+	}
 	if job.err != nil {
 		return job.err
 	}
@@ -424,9 +443,12 @@ type batch interface {
 }
 
 // flushRetrying stores b and acks its messages order, retrying with
-// back-off while ClickHouse fails, until ctx ends.
-func (c *consumer) flushRetrying(ctx context.Context, b batch, order []uint64) error {
-	_, err := retry.Do(ctx, flushBackoff, func() (struct{}, error) { return struct{}{}, c.store(ctx, b, order) },
+// back-off while ClickHouse fails, until ctx ends. Each INSERT runs under
+// inserts, which outlives ctx: an INSERT cut short leaves its outcome
+// unknown, and the server may still commit it after the look-up that
+// decides whether to insert again.
+func (c *consumer) flushRetrying(ctx, inserts context.Context, b batch, order []uint64) error {
+	_, err := retry.Do(ctx, flushBackoff, func() (struct{}, error) { return struct{}{}, c.store(inserts, b, order) },
 		func(_ int, err error, wait time.Duration) {
 			c.log.Error("insert failed; keeping the rows and retrying", "err", err, "in", wait.Round(time.Millisecond), "buffered_rows", b.Buffered())
 			c.keepAlive()
