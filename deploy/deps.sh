@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages netpulse needs to build, regenerate and test:
 # clang 14 + libbpf headers (eBPF), protoc (event contract), ClickHouse,
-# and the ground-truth tools the tests and benchmarks compare against.
+# ZooKeeper (a ClickHouse cluster's replication, for its tests and
+# `make run-cluster`), and the ground-truth tools the tests and benchmarks
+# compare against.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2)
+# Debian's zookeeper package is the jars and a JRE, with no service (that
+# is zookeeperd): nothing starts; deploy/zookeeper/start.sh runs netpulse's own.
+pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2 zookeeper)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

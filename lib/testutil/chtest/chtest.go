@@ -15,6 +15,9 @@
 //		...
 //	}
 //
+// StartCluster runs a whole cluster for one test instead: a ZooKeeper and a
+// server per replica (cluster.go).
+//
 // Without a ClickHouse binary the tests skip with that reason (see
 // priv.Skip: under NETPULSE_REQUIRE_PRIVILEGED=1 they fail instead).
 package chtest
@@ -103,6 +106,8 @@ type Options struct {
 	// UsersFiles are written into users.d/ (file name: content), users.xml
 	// style: more users next to the passwordless default one.
 	UsersFiles map[string]string
+
+	env []string // for start.sh: a cluster server's NETPULSE_CH_* (see cluster.go)
 }
 
 // TLS is the server side of the secure native port.
@@ -181,28 +186,16 @@ func startOn(script, dir string, port, securePort int, opts Options) (*Server, e
 
 	cmd := exec.Command("bash", script, dir, strconv.Itoa(port))
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
-	s := &Server{
-		addr:   net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-		opts:   opts,
-		dir:    dir,
-		cmd:    cmd,
-		exited: make(chan struct{}),
+	if len(opts.env) > 0 {
+		cmd.Env = append(os.Environ(), opts.env...)
 	}
-	started := make(chan error)
-	go func() {
-		// Pdeathsig fires when the starting thread exits, not the process:
-		// keep this goroutine on that thread until the server is gone.
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		defer close(s.exited)
-		err := cmd.Start()
-		started <- err
-		if err == nil {
-			cmd.Wait()
-		}
-	}()
-	if err := <-started; err != nil {
+	s := &Server{
+		addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		opts: opts,
+		dir:  dir,
+		cmd:  cmd,
+	}
+	if s.exited, err = startProcess(cmd); err != nil {
 		return nil, fmt.Errorf("run %s: %w", script, err)
 	}
 	if securePort != 0 {
@@ -213,6 +206,30 @@ func startOn(script, dir string, port, securePort int, opts Options) (*Server, e
 		return nil, err
 	}
 	return s, nil
+}
+
+// startProcess starts cmd so that it dies with the test process, and
+// returns a channel closed once it has exited and been waited for.
+func startProcess(cmd *exec.Cmd) (exited chan struct{}, err error) {
+	cmd.SysProcAttr = sysProcAttr()
+	exited = make(chan struct{})
+	started := make(chan error)
+	go func() {
+		// Pdeathsig fires when the starting thread exits, not the process:
+		// keep this goroutine on that thread until the child is gone.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(exited)
+		err := cmd.Start()
+		started <- err
+		if err == nil {
+			cmd.Wait()
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return exited, nil
 }
 
 // writeExtraConfig writes what opts add: config.d/tls.xml from the
@@ -425,6 +442,20 @@ func (s *Server) Restart() error {
 	}
 	s.cmd, s.exited, s.admin = ns.cmd, ns.exited, ns.admin
 	return nil
+}
+
+// kill ends the server with SIGKILL, as a crash does, and waits for it.
+func (s *Server) kill() {
+	if s.admin != nil {
+		s.admin.Close()
+		s.admin = nil
+	}
+	select {
+	case <-s.exited:
+	default:
+		s.cmd.Process.Kill()
+		<-s.exited
+	}
 }
 
 func (s *Server) stop() error {

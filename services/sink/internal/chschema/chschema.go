@@ -22,7 +22,20 @@ const defaultDatabase = "netpulse"
 type Options struct {
 	Database string
 	TTLDays  int // 0 keeps rows forever
+	// Cluster, when set, names the ClickHouse cluster (remote_servers) the
+	// schema is made on, ON CLUSTER: each table's rows live in a
+	// Replicated table named <table>_local on every shard, and <table> is
+	// a Distributed table over them, so queries read the whole cluster
+	// under the names they use on one server.
+	Cluster string
 }
+
+// LocalSuffix names a table's Replicated part on each shard of a cluster.
+const LocalSuffix = "_local"
+
+// ShardingKey is the Distributed tables' sharding key: the sink computes
+// the same (ShardOf) to write each host's rows into one shard itself.
+const ShardingKey = "cityHash64(host)"
 
 func (o Options) database() string {
 	if o.Database == "" {
@@ -120,6 +133,12 @@ func (t *Table) Qualified(database string) string {
 	return quoteIdent(Options{Database: database}.database()) + "." + quoteIdent(t.Name)
 }
 
+// LocalQualified is `database`.`table_local`: the table a cluster's shard
+// stores the rows in, which the writer inserts into and looks up.
+func (t *Table) LocalQualified(database string) string {
+	return quoteIdent(Options{Database: database}.database()) + "." + quoteIdent(t.Name+LocalSuffix)
+}
+
 // ColumnNames are the table's columns in definition order: the explicit
 // column list and value order for INSERTs.
 func (t *Table) ColumnNames() []string {
@@ -141,10 +160,51 @@ func (t *Table) ttl(f Features, o Options) string {
 // qualified is database.table, quoted where needed.
 func (t *Table) qualified(o Options) string { return t.Qualified(o.database()) }
 
-// Create is the table's CREATE TABLE IF NOT EXISTS statement.
+// stored is the table that holds the rows: t itself on one server, t's
+// local table on a cluster.
+func (t *Table) stored(o Options) string {
+	if o.Cluster != "" {
+		return t.Name + LocalSuffix
+	}
+	return t.Name
+}
+
+// physical are the tables of t in the database: the one table on a
+// server; on a cluster the local table and the Distributed one over it.
+func (t *Table) physical(o Options) []string {
+	if o.Cluster != "" {
+		return []string{t.Name + LocalSuffix, t.Name}
+	}
+	return []string{t.Name}
+}
+
+// onCluster is the ON CLUSTER clause of o's statements, "" on one server.
+func (o Options) onCluster() string {
+	if o.Cluster == "" {
+		return ""
+	}
+	return " ON CLUSTER " + quoteIdent(o.Cluster)
+}
+
+// in is table name of o's database, quoted.
+func (o Options) in(name string) string { return quoteIdent(o.database()) + "." + quoteIdent(name) }
+
+// engine is the table's engine clause: on a cluster the Replicated form,
+// its ZooKeeper path per shard (the {shard} and {replica} macros of each
+// server's config).
+func (t *Table) engine(o Options) string {
+	if o.Cluster == "" {
+		return t.Engine
+	}
+	path := "/clickhouse/tables/{shard}/" + o.database() + "/" + t.Name + LocalSuffix
+	return fmt.Sprintf("Replicated%s('%s', '{replica}')", t.Engine, path)
+}
+
+// Create is the table's CREATE TABLE IF NOT EXISTS statement (on a
+// cluster: of its local table).
 func (t *Table) Create(f Features, o Options) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", t.qualified(o))
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s%s\n(\n", o.in(t.stored(o)), o.onCluster())
 	width := 0
 	for _, c := range t.Columns {
 		width = max(width, len(quoteIdent(c.Name)))
@@ -156,7 +216,7 @@ func (t *Table) Create(f Features, o Options) string {
 		}
 		fmt.Fprintf(&b, "    %s%s\n", c.def(f, width), sep)
 	}
-	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY %s", t.Engine, t.PartitionBy(), t.OrderBy)
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY %s\nORDER BY %s", t.engine(o), t.PartitionBy(), t.OrderBy)
 	if ttl := t.ttl(f, o); ttl != "" {
 		fmt.Fprintf(&b, "\nTTL %s", ttl)
 	}
@@ -166,11 +226,21 @@ func (t *Table) Create(f Features, o Options) string {
 // statement is one DDL statement and what it does, for error messages.
 type statement struct{ what, sql string }
 
+// distributed is the CREATE of t's Distributed table on a cluster.
+func (t *Table) distributed(o Options) string {
+	return fmt.Sprintf("CREATE TABLE IF NOT EXISTS %s%s AS %s\nENGINE = Distributed(%s, %s, %s, %s)",
+		t.qualified(o), o.onCluster(), o.in(t.stored(o)),
+		quoteIdent(o.Cluster), quoteIdent(o.database()), quoteIdent(t.stored(o)), ShardingKey)
+}
+
 func statements(f Features, o Options) []statement {
 	db := quoteIdent(o.database())
-	stmts := []statement{{"create database " + db, "CREATE DATABASE IF NOT EXISTS " + db}}
+	stmts := []statement{{"create database " + db, "CREATE DATABASE IF NOT EXISTS " + db + o.onCluster()}}
 	for _, t := range Tables {
-		stmts = append(stmts, statement{"create table " + t.qualified(o), t.Create(f, o)})
+		stmts = append(stmts, statement{"create table " + o.in(t.stored(o)), t.Create(f, o)})
+		if o.Cluster != "" {
+			stmts = append(stmts, statement{"create table " + t.qualified(o), t.distributed(o)})
+		}
 	}
 	return stmts
 }

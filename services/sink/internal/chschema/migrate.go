@@ -26,11 +26,13 @@ func Migrate(ctx context.Context, conn driver.Conn, f Features, o Options) error
 		}
 	}
 	for _, t := range Tables {
-		if err := t.addMissingColumns(ctx, conn, f, o); err != nil {
-			return err
-		}
-		if err := t.widenEnums(ctx, conn, o); err != nil {
-			return err
+		for _, name := range t.physical(o) {
+			if err := t.addMissingColumns(ctx, conn, f, o, name); err != nil {
+				return err
+			}
+			if err := t.widenEnums(ctx, conn, o, name); err != nil {
+				return err
+			}
 		}
 		if f.TTL {
 			if err := t.syncTTL(ctx, conn, f, o); err != nil {
@@ -41,11 +43,12 @@ func Migrate(ctx context.Context, conn driver.Conn, f Features, o Options) error
 	return nil
 }
 
-// addMissingColumns adds, in definition order, the columns t's table lacks.
-// 18.16 has no ADD COLUMN IF NOT EXISTS, so look first; a column that a
-// concurrent Migrate added in between is not an error.
-func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Features, o Options) error {
-	have, err := t.existingColumns(ctx, conn, o)
+// addMissingColumns adds, in definition order, the columns that table
+// name (t or, on a cluster, one of its tables) lacks. 18.16 has no ADD
+// COLUMN IF NOT EXISTS, so look first; a column that a concurrent Migrate
+// added in between is not an error.
+func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Features, o Options, name string) error {
+	have, err := existingColumns(ctx, conn, o, name)
 	if err != nil {
 		return err
 	}
@@ -53,15 +56,15 @@ func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Featu
 		if have[c.Name] != "" {
 			continue
 		}
-		alter := fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s", t.qualified(o), c.def(f, 0))
+		alter := fmt.Sprintf("ALTER TABLE %s%s ADD COLUMN %s", o.in(name), o.onCluster(), c.def(f, 0))
 		if i > 0 {
 			alter += " AFTER " + quoteIdent(t.Columns[i-1].Name)
 		}
 		if err := conn.Exec(ctx, alter); err != nil {
-			if now, lerr := t.existingColumns(ctx, conn, o); lerr == nil && now[c.Name] != "" {
+			if now, lerr := existingColumns(ctx, conn, o, name); lerr == nil && now[c.Name] != "" {
 				continue
 			}
-			return fmt.Errorf("clickhouse schema: add column %s to %s: %w", c.Name, t.qualified(o), err)
+			return fmt.Errorf("clickhouse schema: add column %s to %s: %w", c.Name, o.in(name), err)
 		}
 		have[c.Name] = c.Type(f)
 	}
@@ -73,8 +76,8 @@ func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Featu
 // is done: a column whose values conflict with the definition (a name
 // with another number, a value the definition dropped) is an error, as
 // the sink's inserts would fail on it.
-func (t *Table) widenEnums(ctx context.Context, conn driver.Conn, o Options) error {
-	have, err := t.existingColumns(ctx, conn, o)
+func (t *Table) widenEnums(ctx context.Context, conn driver.Conn, o Options, name string) error {
+	have, err := existingColumns(ctx, conn, o, name)
 	if err != nil {
 		return err
 	}
@@ -84,21 +87,21 @@ func (t *Table) widenEnums(ctx context.Context, conn driver.Conn, o Options) err
 			continue
 		}
 		if !strings.HasPrefix(typ, "Enum8(") {
-			return fmt.Errorf("clickhouse schema: column %s of %s is %s, want %s", c.Name, t.qualified(o), typ, c.Modern)
+			return fmt.Errorf("clickhouse schema: column %s of %s is %s, want %s", c.Name, o.in(name), typ, c.Modern)
 		}
 		want, got := enumValues(c.Modern), enumValues(typ)
-		for name, code := range got {
-			if w, ok := want[name]; !ok || w != code {
+		for value, code := range got {
+			if w, ok := want[value]; !ok || w != code {
 				return fmt.Errorf("clickhouse schema: column %s of %s is %s, which conflicts with %s: "+
-					"not widening it", c.Name, t.qualified(o), typ, c.Modern)
+					"not widening it", c.Name, o.in(name), typ, c.Modern)
 			}
 		}
 		if len(got) == len(want) {
 			continue // same values, spelled differently
 		}
-		alter := fmt.Sprintf("ALTER TABLE %s MODIFY COLUMN %s %s", t.qualified(o), quoteIdent(c.Name), c.Modern)
+		alter := fmt.Sprintf("ALTER TABLE %s%s MODIFY COLUMN %s %s", o.in(name), o.onCluster(), quoteIdent(c.Name), c.Modern)
 		if err := conn.Exec(ctx, alter); err != nil {
-			return fmt.Errorf("clickhouse schema: add enum values to column %s of %s: %w", c.Name, t.qualified(o), err)
+			return fmt.Errorf("clickhouse schema: add enum values to column %s of %s: %w", c.Name, o.in(name), err)
 		}
 	}
 	return nil
@@ -116,24 +119,26 @@ func enumValues(typ string) map[string]int {
 	return out
 }
 
-// existingColumns returns the table's columns and their types.
-func (t *Table) existingColumns(ctx context.Context, conn driver.Conn, o Options) (map[string]string, error) {
+// existingColumns returns the columns of table name and their types (on
+// a cluster: as the server conn talks to has them; ON CLUSTER statements
+// change every server alike).
+func existingColumns(ctx context.Context, conn driver.Conn, o Options, name string) (map[string]string, error) {
 	rows, err := conn.Query(ctx,
-		"SELECT name, type FROM system.columns WHERE database = ? AND table = ?", o.database(), t.Name)
+		"SELECT name, type FROM system.columns WHERE database = ? AND table = ?", o.database(), name)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", t.qualified(o), err)
+		return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", o.in(name), err)
 	}
 	defer rows.Close()
 	have := map[string]string{}
 	for rows.Next() {
-		var name, typ string
-		if err := rows.Scan(&name, &typ); err != nil {
-			return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", t.qualified(o), err)
+		var col, typ string
+		if err := rows.Scan(&col, &typ); err != nil {
+			return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", o.in(name), err)
 		}
-		have[name] = typ
+		have[col] = typ
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", t.qualified(o), err)
+		return nil, fmt.Errorf("clickhouse schema: columns of %s: %w", o.in(name), err)
 	}
 	return have, nil
 }
@@ -144,16 +149,16 @@ func (t *Table) existingColumns(ctx context.Context, conn driver.Conn, o Options
 func (t *Table) syncTTL(ctx context.Context, conn driver.Conn, f Features, o Options) error {
 	var engineFull string
 	err := conn.QueryRow(ctx,
-		"SELECT engine_full FROM system.tables WHERE database = ? AND name = ?", o.database(), t.Name).Scan(&engineFull)
+		"SELECT engine_full FROM system.tables WHERE database = ? AND name = ?", o.database(), t.stored(o)).Scan(&engineFull)
 	if err != nil {
-		return fmt.Errorf("clickhouse schema: TTL of %s: %w", t.qualified(o), err)
+		return fmt.Errorf("clickhouse schema: TTL of %s: %w", o.in(t.stored(o)), err)
 	}
-	alter := ttlAlter(t.qualified(o), tableTTL(engineFull), t.ttl(f, o))
+	alter := ttlAlter(o.in(t.stored(o))+o.onCluster(), tableTTL(engineFull), t.ttl(f, o))
 	if alter == "" {
 		return nil
 	}
 	if err := conn.Exec(ctx, alter); err != nil {
-		return fmt.Errorf("clickhouse schema: set TTL of %s to %d days: %w", t.qualified(o), o.TTLDays, err)
+		return fmt.Errorf("clickhouse schema: set TTL of %s to %d days: %w", o.in(t.stored(o)), o.TTLDays, err)
 	}
 	return nil
 }

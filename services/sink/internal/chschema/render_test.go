@@ -585,3 +585,29 @@ func TestTTLOnlyWhereSupported(t *testing.T) {
 		}
 	}
 }
+
+// On a cluster every statement runs ON CLUSTER; each table is a Replicated
+// local table with a ZooKeeper path per shard and a Distributed table
+// under the table's own name, sharded as the sink writes.
+func TestRenderOnCluster(t *testing.T) {
+	got := Render(Features{}, Options{Cluster: "fleet"})
+	if len(got) != 1+2*len(Tables) {
+		t.Fatalf("Render returned %d statements, want %d", len(got), 1+2*len(Tables))
+	}
+	if got[0] != "CREATE DATABASE IF NOT EXISTS netpulse ON CLUSTER fleet" {
+		t.Errorf("first statement = %q", got[0])
+	}
+	local, dist := got[1], got[2]
+	for _, want := range []string{
+		"CREATE TABLE IF NOT EXISTS netpulse.tcp_events_local ON CLUSTER fleet\n",
+		"ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/netpulse/tcp_events_local', '{replica}')\nPARTITION BY toYYYYMMDD(time)",
+	} {
+		if !strings.Contains(local, want) {
+			t.Errorf("local table statement lacks %q:\n%s", want, local)
+		}
+	}
+	if want := "CREATE TABLE IF NOT EXISTS netpulse.tcp_events ON CLUSTER fleet AS netpulse.tcp_events_local\n" +
+		"ENGINE = Distributed(fleet, netpulse, tcp_events_local, " + ShardingKey + ")"; dist != want {
+		t.Errorf("Distributed table statement:\n got %s\nwant %s", dist, want)
+	}
+}

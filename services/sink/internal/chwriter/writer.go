@@ -32,12 +32,23 @@ import (
 //
 // Detach hands the buffered rows to another goroutine, which inserts them
 // (Detached.Flush) while the Writer buffers the next rows.
+//
+// On a ClickHouse cluster (NewCluster) the rows of each host go to the
+// shard that owns it, into the shard's local tables, and a redelivered
+// message is looked up there: the rules above hold per shard.
 type Writer struct {
-	inserter
-	tables
-	addrs addrCache
+	shards  []shard
+	shardOf func(host string) int
+	addrs   addrCache
 
 	Counters Counters
+}
+
+// shard is the rows bound for one ClickHouse server, or one shard of a
+// cluster, and the connection they go through.
+type shard struct {
+	inserter
+	tables
 }
 
 // inserter is what inserting needs; the Writer and its Detached batches
@@ -121,8 +132,11 @@ type table[B rowBuffer] struct {
 	buffered int
 }
 
-func newTable[B rowBuffer](spec *chschema.Table, database string, newRows func() B) table[B] {
+func newTable[B rowBuffer](spec *chschema.Table, database string, local bool, newRows func() B) table[B] {
 	name := spec.Qualified(database)
+	if local {
+		name = spec.LocalQualified(database)
+	}
 	return table[B]{
 		spec:    spec,
 		name:    name,
@@ -147,21 +161,47 @@ func (t *table[B]) rows(p uint32) B {
 	return r
 }
 
-// New makes a Writer for the tables of database.
+// New makes a Writer for the tables of database on one server.
 func New(conn driver.Conn, database string, log *slog.Logger) *Writer {
-	return &Writer{
+	return &Writer{shards: []shard{newShard(conn, database, false, log)}, shardOf: func(string) int { return 0 }}
+}
+
+// NewCluster makes a Writer for the tables of database on a cluster: the
+// rows of host go into the local tables of shard shardOf(host), through
+// shards[shardOf(host)] (a connection to that shard's replicas).
+func NewCluster(shards []driver.Conn, shardOf func(host string) int, database string, log *slog.Logger) *Writer {
+	w := &Writer{shardOf: shardOf}
+	for i, conn := range shards {
+		w.shards = append(w.shards, newShard(conn, database, true, log.With("shard", i+1)))
+	}
+	return w
+}
+
+func newShard(conn driver.Conn, database string, local bool, log *slog.Logger) shard {
+	return shard{
 		inserter: inserter{conn: conn, log: log, batches: &batches{open: map[string]*openBatch{}}},
 		tables: tables{
-			events: newTable(&chschema.TCPEvents, database, func() *eventRows { return &eventRows{} }),
-			conns:  newTable(&chschema.TCPConnections, database, func() *connRows { return &connRows{} }),
-			snaps:  newTable(&chschema.SocketSnapshots, database, func() *snapRows { return &snapRows{} }),
-			alerts: newTable(&chschema.Alerts, database, func() *alertRows { return &alertRows{} }),
+			events: newTable(&chschema.TCPEvents, database, local, func() *eventRows { return &eventRows{} }),
+			conns:  newTable(&chschema.TCPConnections, database, local, func() *connRows { return &connRows{} }),
+			snaps:  newTable(&chschema.SocketSnapshots, database, local, func() *snapRows { return &snapRows{} }),
+			alerts: newTable(&chschema.Alerts, database, local, func() *alertRows { return &alertRows{} }),
 		},
 	}
 }
 
+// shard is the shard that holds host's rows.
+func (w *Writer) shard(host string) *shard { return &w.shards[w.shardOf(host)] }
+
 // Buffered is the number of rows waiting for Flush.
-func (w *Writer) Buffered() int { return w.buffered() }
+func (w *Writer) Buffered() int { return buffered(w.shards) }
+
+func buffered(shards []shard) int {
+	n := 0
+	for i := range shards {
+		n += shards[i].buffered()
+	}
+	return n
+}
 
 // Detached is rows taken out of a Writer by Detach, inserted by Flush from
 // a goroutine of its own while the Writer buffers more: the two share no
@@ -169,20 +209,24 @@ func (w *Writer) Buffered() int { return w.buffered() }
 // as per Writer (one INSERT per partition; a failed INSERT is looked up
 // before the next try), and a message's rows are all in one of them.
 type Detached struct {
-	in inserter
-	tables
+	shards   []shard
 	Counters Counters // of this batch's Flush calls; Reclaim adds them to the Writer's
 }
 
 // Detach moves every buffered row into a Detached and leaves the Writer
 // empty, with fresh buffers (those of earlier, reclaimed batches).
 func (w *Writer) Detach() *Detached {
-	return &Detached{in: w.inserter, tables: tables{
-		events: w.events.detach(),
-		conns:  w.conns.detach(),
-		snaps:  w.snaps.detach(),
-		alerts: w.alerts.detach(),
-	}}
+	d := &Detached{shards: make([]shard, len(w.shards))}
+	for i := range w.shards {
+		sh := &w.shards[i]
+		d.shards[i] = shard{inserter: sh.inserter, tables: tables{
+			events: sh.events.detach(),
+			conns:  sh.conns.detach(),
+			snaps:  sh.snaps.detach(),
+			alerts: sh.alerts.detach(),
+		}}
+	}
+	return d
 }
 
 // Reclaim takes back what d no longer needs, once no Flush of d runs: its
@@ -191,17 +235,31 @@ func (w *Writer) Detach() *Detached {
 func (w *Writer) Reclaim(d *Detached) {
 	w.Counters.add(d.Counters)
 	d.Counters = Counters{}
-	reclaim(&w.events, &d.events)
-	reclaim(&w.conns, &d.conns)
-	reclaim(&w.snaps, &d.snaps)
-	reclaim(&w.alerts, &d.alerts)
+	for i := range w.shards {
+		sh, dsh := &w.shards[i], &d.shards[i]
+		reclaim(&sh.events, &dsh.events)
+		reclaim(&sh.conns, &dsh.conns)
+		reclaim(&sh.snaps, &dsh.snaps)
+		reclaim(&sh.alerts, &dsh.alerts)
+	}
 }
 
 // Buffered is the number of rows waiting for Flush.
-func (d *Detached) Buffered() int { return d.buffered() }
+func (d *Detached) Buffered() int { return buffered(d.shards) }
 
 // Flush inserts every partition of every table; like Writer.Flush.
-func (d *Detached) Flush(ctx context.Context) error { return d.flush(ctx, d.in, &d.Counters) }
+func (d *Detached) Flush(ctx context.Context) error { return flushShards(ctx, d.shards, &d.Counters) }
+
+// flushShards flushes each shard in turn; what one stored stays stored
+// when a later one fails.
+func flushShards(ctx context.Context, shards []shard, c *Counters) error {
+	for i := range shards {
+		if err := shards[i].flush(ctx, shards[i].inserter, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // detach moves t's partitions into a table of their own (sharing nothing
 // mutable with t).
@@ -226,19 +284,20 @@ func reclaim[B rowBuffer](t, d *table[B]) {
 // are skipped (counted in RowsDuplicate). An error (the look-up failed)
 // leaves nothing of the message buffered: call Add again.
 func (w *Writer) Add(ctx context.Context, kind string, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
+	sh := w.shard(b.Host)
 	switch TableOf(kind) {
 	case chschema.TCPEvents.Name:
-		return w.addEvents(ctx, streamSeq, redelivered, b)
+		return w.addEvents(ctx, sh, streamSeq, redelivered, b)
 	case chschema.TCPConnections.Name:
-		return w.addConnections(ctx, streamSeq, redelivered, b)
+		return w.addConnections(ctx, sh, streamSeq, redelivered, b)
 	case chschema.SocketSnapshots.Name:
-		return w.addSnapshot(ctx, streamSeq, redelivered, b)
+		return w.addSnapshot(ctx, sh, streamSeq, redelivered, b)
 	}
 	return fmt.Errorf("no table for kind %q", kind)
 }
 
-func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
-	t := &w.events
+func (w *Writer) addEvents(ctx context.Context, sh *shard, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
+	t := &sh.events
 	var stored map[uint32]bool
 	if redelivered && len(b.Events) > 0 {
 		lo, hi := b.Events[0].TimeUnixNano, b.Events[0].TimeUnixNano
@@ -246,7 +305,7 @@ func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bo
 			lo, hi = min(lo, ev.TimeUnixNano), max(hi, ev.TimeUnixNano)
 		}
 		var err error
-		if stored, err = w.storedPartitions(ctx, t.spec, t.name, streamSeq, lo, hi); err != nil {
+		if stored, err = sh.storedPartitions(ctx, &w.Counters, t.spec, t.name, streamSeq, lo, hi); err != nil {
 			return err
 		}
 	}
@@ -274,8 +333,8 @@ func (w *Writer) addEvents(ctx context.Context, streamSeq uint64, redelivered bo
 	return nil
 }
 
-func (w *Writer) addConnections(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
-	t := &w.conns
+func (w *Writer) addConnections(ctx context.Context, sh *shard, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
+	t := &sh.conns
 	var stored map[uint32]bool
 	if redelivered && len(b.Connections) > 0 {
 		lo, hi := b.Connections[0].TimeUnixNano, b.Connections[0].TimeUnixNano
@@ -283,7 +342,7 @@ func (w *Writer) addConnections(ctx context.Context, streamSeq uint64, redeliver
 			lo, hi = min(lo, c.TimeUnixNano), max(hi, c.TimeUnixNano)
 		}
 		var err error
-		if stored, err = w.storedPartitions(ctx, t.spec, t.name, streamSeq, lo, hi); err != nil {
+		if stored, err = sh.storedPartitions(ctx, &w.Counters, t.spec, t.name, streamSeq, lo, hi); err != nil {
 			return err
 		}
 	}
@@ -300,15 +359,15 @@ func (w *Writer) addConnections(ctx context.Context, streamSeq uint64, redeliver
 }
 
 // addSnapshot: all rows of a snapshot share its time, so its partition.
-func (w *Writer) addSnapshot(ctx context.Context, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
-	t, s := &w.snaps, b.Snapshot
+func (w *Writer) addSnapshot(ctx context.Context, sh *shard, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
+	t, s := &sh.snaps, b.Snapshot
 	if s == nil {
 		return nil
 	}
 	n := 1 + len(s.Groups) + len(s.CloseWait)
 	p := t.spec.PartitionOf(int64(s.TimeUnixNano))
 	if redelivered {
-		stored, err := w.storedPartitions(ctx, t.spec, t.name, streamSeq, s.TimeUnixNano, s.TimeUnixNano)
+		stored, err := sh.storedPartitions(ctx, &w.Counters, t.spec, t.name, streamSeq, s.TimeUnixNano, s.TimeUnixNano)
 		if err != nil {
 			return err
 		}
@@ -324,11 +383,12 @@ func (w *Writer) addSnapshot(ctx context.Context, streamSeq uint64, redelivered 
 
 // AddAlert buffers the row of one alert message; like Add otherwise.
 func (w *Writer) AddAlert(ctx context.Context, streamSeq uint64, redelivered bool, a *AlertMessage) error {
-	t := &w.alerts
+	sh := w.shard(a.Host)
+	t := &sh.alerts
 	ns := a.SentAt.UnixNano()
 	p := t.spec.PartitionOf(ns)
 	if redelivered {
-		stored, err := w.storedPartitions(ctx, t.spec, t.name, streamSeq, uint64(ns), uint64(ns))
+		stored, err := sh.storedPartitions(ctx, &w.Counters, t.spec, t.name, streamSeq, uint64(ns), uint64(ns))
 		if err != nil {
 			return err
 		}
@@ -345,7 +405,7 @@ func (w *Writer) AddAlert(ctx context.Context, streamSeq uint64, redelivered boo
 // Flush inserts every buffered partition of every table. On error the
 // partitions not yet inserted stay buffered: call Flush again (after a
 // pause).
-func (w *Writer) Flush(ctx context.Context) error { return w.flush(ctx, w.inserter, &w.Counters) }
+func (w *Writer) Flush(ctx context.Context) error { return flushShards(ctx, w.shards, &w.Counters) }
 
 func flush[B rowBuffer](ctx context.Context, w inserter, c *Counters, t *table[B]) error {
 	if len(t.parts) == 0 {
@@ -484,10 +544,10 @@ func subslice(v any, s span) any {
 // storedPartitions returns the partitions of table that already hold rows
 // of message streamSeq. The time range [lo, hi] (ns) of its rows lets the
 // server skip every other partition.
-func (w *Writer) storedPartitions(ctx context.Context, spec *chschema.Table, table string, streamSeq, lo, hi uint64) (map[uint32]bool, error) {
+func (w inserter) storedPartitions(ctx context.Context, c *Counters, spec *chschema.Table, table string, streamSeq, lo, hi uint64) (map[uint32]bool, error) {
 	q := fmt.Sprintf("SELECT DISTINCT %s FROM %s WHERE %s >= toDateTime(%d) AND %s <= toDateTime(%d) AND stream_seq = %d",
 		spec.PartitionBy(), table, spec.TimeColumn, lo/1e9, spec.TimeColumn, hi/1e9+1, streamSeq)
-	w.Counters.Lookups++
+	c.Lookups++
 	rows, err := w.conn.Query(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("look up message %d in %s: %w", streamSeq, table, err)

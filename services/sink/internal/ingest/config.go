@@ -2,7 +2,9 @@ package ingest
 
 import (
 	"fmt"
+	"net"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -26,8 +28,15 @@ type Config struct {
 
 // ClickHouseConfig says where the rows go.
 type ClickHouseConfig struct {
-	// Addr is host:port of the native protocol.
-	Addr     string `koanf:"addr"`
+	// Addr is host:port of the native protocol, or a comma-separated
+	// list of the replicas of one server: the first that answers is used.
+	// With Cluster, it is where the sink learns the cluster's shards.
+	Addr string `koanf:"addr"`
+	// Cluster names a cluster of the servers' remote_servers: the schema
+	// is made ON CLUSTER (Replicated local tables, Distributed tables
+	// under the usual names) and each host's rows go to its shard. Empty:
+	// one server (or the replicas in Addr), plain MergeTree tables.
+	Cluster  string `koanf:"cluster"`
 	Database string `koanf:"database"`
 	Username string `koanf:"username"`
 	Password string `koanf:"password"`
@@ -81,16 +90,22 @@ func (c ClickHouseConfig) validate() error {
 // Options are the clickhouse-go options of the connection: native
 // protocol, the password read from clickhouse.password_file when set, TLS
 // when enabled.
-func (c ClickHouseConfig) Options() (*clickhouse.Options, error) {
+func (c ClickHouseConfig) Options() (*clickhouse.Options, error) { return c.OptionsFor(c.Addrs()) }
+
+// OptionsFor are Options for the servers addrs (the replicas of one
+// shard), tried in order: inserts and look-ups go to the first that
+// answers, which sees its own writes at once.
+func (c ClickHouseConfig) OptionsFor(addrs []string) (*clickhouse.Options, error) {
 	password, err := c.password()
 	if err != nil {
 		return nil, err
 	}
 	o := &clickhouse.Options{
-		Protocol:    clickhouse.Native,
-		Addr:        []string{c.Addr},
-		Auth:        clickhouse.Auth{Username: c.Username, Password: password},
-		DialTimeout: c.DialTimeout,
+		Protocol:         clickhouse.Native,
+		Addr:             addrs,
+		Auth:             clickhouse.Auth{Username: c.Username, Password: password},
+		DialTimeout:      c.DialTimeout,
+		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
 	}
 	if c.TLS.Enabled {
 		if o.TLS, err = c.TLS.settings().ConfigKey("clickhouse.tls"); err != nil {
@@ -98,6 +113,17 @@ func (c ClickHouseConfig) Options() (*clickhouse.Options, error) {
 		}
 	}
 	return o, nil
+}
+
+// Addrs are the servers of clickhouse.addr, trimmed, empty entries dropped.
+func (c ClickHouseConfig) Addrs() []string {
+	var out []string
+	for _, a := range strings.Split(c.Addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func (c ClickHouseConfig) password() (string, error) {
@@ -161,14 +187,21 @@ func (c *Config) Validate() error {
 		return err
 	}
 	switch {
-	case c.ClickHouse.Addr == "":
-		return fmt.Errorf("clickhouse.addr: must be host:port of the native protocol")
+	case len(c.ClickHouse.Addrs()) == 0:
+		return fmt.Errorf("clickhouse.addr: must be host:port of the native protocol, or a comma-separated list of them")
+	case c.ClickHouse.Cluster != "" && !identifier.MatchString(c.ClickHouse.Cluster):
+		return fmt.Errorf("clickhouse.cluster: %q is not a plain identifier", c.ClickHouse.Cluster)
 	case !identifier.MatchString(c.ClickHouse.Database):
 		return fmt.Errorf("clickhouse.database: %q is not a plain identifier", c.ClickHouse.Database)
 	case c.ClickHouse.DialTimeout <= 0:
 		return fmt.Errorf("clickhouse.dial_timeout: must be positive, got %s", c.ClickHouse.DialTimeout)
 	case c.ClickHouse.TTLDays < 0:
 		return fmt.Errorf("clickhouse.ttl_days: must be 0 (keep) or more, got %d", c.ClickHouse.TTLDays)
+	}
+	for _, a := range c.ClickHouse.Addrs() {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("clickhouse.addr: %q is not host:port of the native protocol", a)
+		}
 	}
 	if err := c.ClickHouse.validate(); err != nil {
 		return err

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
@@ -22,6 +23,7 @@ import (
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/retry"
 	"github.com/netpulse/netpulse/lib/wire"
+	"github.com/netpulse/netpulse/services/sink/internal/chcluster"
 	"github.com/netpulse/netpulse/services/sink/internal/chschema"
 	"github.com/netpulse/netpulse/services/sink/internal/chwriter"
 )
@@ -77,20 +79,35 @@ func (s *Sink) Run(ctx context.Context) error {
 		return fmt.Errorf("clickhouse %s: %w", s.cfg.ClickHouse.Addr, err)
 	}
 	defer conn.Close()
-	feats, err := retry.Logged(ctx, s.log, "ClickHouse schema at "+s.cfg.ClickHouse.Addr, func(ctx context.Context) (chschema.Features, error) {
+	ch := s.cfg.ClickHouse
+	feats, err := retry.Logged(ctx, s.log, "ClickHouse schema at "+ch.Addr, func(ctx context.Context) (chschema.Features, error) {
 		f, err := chschema.Probe(ctx, conn)
 		if err != nil {
 			return f, err
 		}
-		return f, chschema.Migrate(ctx, conn, f, chschema.Options{Database: s.cfg.ClickHouse.Database, TTLDays: s.cfg.ClickHouse.TTLDays})
+		return f, chschema.Migrate(ctx, conn, f, chschema.Options{Database: ch.Database, TTLDays: ch.TTLDays, Cluster: ch.Cluster})
 	})
 	if err != nil {
 		return err
 	}
-	s.log.Info("ClickHouse schema ready", "addr", s.cfg.ClickHouse.Addr, "database", s.cfg.ClickHouse.Database,
-		"tls", s.cfg.ClickHouse.TLS.Enabled, "version", feats.Version, "datetime64", feats.DateTime64, "low_cardinality", feats.LowCardinality, "codecs", feats.Codecs, "ttl", feats.TTL)
-	s.events.w = chwriter.New(conn, s.cfg.ClickHouse.Database, s.events.log)
-	s.alerts.w = chwriter.New(conn, s.cfg.ClickHouse.Database, s.alerts.log)
+	s.log.Info("ClickHouse schema ready", "addr", ch.Addr, "cluster", ch.Cluster, "database", ch.Database,
+		"tls", ch.TLS.Enabled, "version", feats.Version, "datetime64", feats.DateTime64, "low_cardinality", feats.LowCardinality, "codecs", feats.Codecs, "ttl", feats.TTL)
+	if ch.Cluster == "" {
+		s.events.w = chwriter.New(conn, ch.Database, s.events.log)
+		s.alerts.w = chwriter.New(conn, ch.Database, s.alerts.log)
+	} else {
+		topo, shards, err := s.openShards(ctx, conn)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			for _, c := range shards {
+				c.Close()
+			}
+		}()
+		s.events.w = chwriter.NewCluster(shards, topo.ShardOf, ch.Database, s.events.log)
+		s.alerts.w = chwriter.NewCluster(shards, topo.ShardOf, ch.Database, s.alerts.log)
+	}
 
 	nc, err := natsutil.Connect(s.cfg.NATS, "netpulse-sink", s.log)
 	if err != nil {
@@ -129,6 +146,35 @@ func (s *Sink) Run(ctx context.Context) error {
 	g.Go(func() error { return s.events.loop(gctx, evIt) })
 	g.Go(func() error { return s.alerts.loop(gctx, alIt) })
 	return g.Wait()
+}
+
+// openShards reads the cluster's shards from the server conn talks to and
+// opens a connection to each shard's replicas.
+func (s *Sink) openShards(ctx context.Context, conn driver.Conn) (chcluster.Topology, []driver.Conn, error) {
+	ch := s.cfg.ClickHouse
+	topo, err := retry.Logged(ctx, s.log, "ClickHouse cluster "+ch.Cluster, func(ctx context.Context) (chcluster.Topology, error) {
+		return chcluster.Discover(ctx, conn, ch.Cluster)
+	})
+	if err != nil {
+		return topo, nil, err
+	}
+	var shards []driver.Conn
+	for _, sh := range topo.Shards {
+		opts, err := ch.OptionsFor(sh.Replicas)
+		if err == nil {
+			var c driver.Conn
+			if c, err = clickhouse.Open(opts); err == nil {
+				shards = append(shards, c)
+				s.log.Info("ClickHouse shard", "cluster", ch.Cluster, "shard", sh.Num, "weight", sh.Weight, "replicas", sh.Replicas)
+				continue
+			}
+		}
+		for _, c := range shards {
+			c.Close()
+		}
+		return topo, nil, fmt.Errorf("clickhouse cluster %s, shard %d: %w", ch.Cluster, sh.Num, err)
+	}
+	return topo, shards, nil
 }
 
 func (s *Sink) consumerConfig(durable, description string, filter []string) jetstream.ConsumerConfig {
