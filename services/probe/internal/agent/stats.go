@@ -33,7 +33,11 @@ type Stats struct {
 	// kernel submitted and what it lost to a full ring buffer.
 	KernelByType map[string]uint64 `json:"kernel_by_type"`
 	DropsByType  map[string]uint64 `json:"drops_by_type,omitempty"`
-	Connections  uint64            `json:"connections"` // finished-connection records read
+	// Program runs the kernel skipped, in total and per tracepoint: their
+	// events are lost before the ring buffer (see tracer.Misses).
+	KernelMisses       uint64            `json:"kernel_misses"`
+	MissesByTracepoint map[string]uint64 `json:"misses_by_tracepoint,omitempty"`
+	Connections        uint64            `json:"connections"` // finished-connection records read
 	// Events with a socket whose owning process nobody knew (neither the
 	// kernel side nor the socket table): pid/comm are the interrupted task.
 	OwnerUnknown      uint64  `json:"owner_unknown"`
@@ -93,6 +97,14 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 	} else {
 		p.log.Warn("reading kernel counters", "err", err)
 	}
+	if m, err := tr.Misses(); err == nil {
+		s.MissesByTracepoint = m
+		for _, n := range m {
+			s.KernelMisses += n
+		}
+	} else {
+		p.log.Warn("reading program statistics", "err", err)
+	}
 	if m, err := tr.MapUsage(); err == nil {
 		s.Maps = m
 	} else {
@@ -134,12 +146,12 @@ func (p *Probe) report(nc *nats.Conn, tr *tracer.Tracer, pub *publish.Publisher)
 	for _, m := range s.Maps {
 		evictions += m.Evictions
 	}
-	if s.RingbufDrops > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 || evictions > 0 || s.Table.Evictions > 0 || s.ResyncErrors > 0 {
+	if s.RingbufDrops > 0 || s.KernelMisses > 0 || s.DecodeErrors > 0 || s.EventsDropped > 0 || evictions > 0 || s.Table.Evictions > 0 || s.ResyncErrors > 0 {
 		level = slog.LevelWarn
 	}
 	p.log.Log(context.Background(), level, "probe stats",
 		"events_kernel", s.EventsKernel, "events_seen", s.EventsSeen, "events_published", s.EventsPublished,
-		"ringbuf_drops", s.RingbufDrops, "decode_errors", s.DecodeErrors, "publish_errors", s.PublishErrors,
+		"ringbuf_drops", s.RingbufDrops, "kernel_misses", s.KernelMisses, "decode_errors", s.DecodeErrors, "publish_errors", s.PublishErrors,
 		"events_dropped", s.EventsDropped, "batches_in_flight", s.InFlight, "connections", s.Connections,
 		"owner_unknown", s.OwnerUnknown, "kernel_map_evictions", evictions, "sockets", s.Table.Sockets,
 		"socket_table_evictions", s.Table.Evictions, "snapshots", s.Snapshots,

@@ -107,6 +107,31 @@ func (t *Tracer) Counters() (Counters, error) {
 	return c, nil
 }
 
+// Misses are, per tracepoint ("group:name"), the times the kernel did not
+// run its program because a BPF program was already running on that CPU
+// (the kernel's recursion guard: a softirq that interrupts one, or a map
+// syscall). Their events never reach the ring buffer, so neither Submitted
+// nor Dropped count them; every other BPF program on that tracepoint (a
+// bpftrace one too) misses the same invocations. Tracepoints without
+// misses are left out; nil when there are none or the kernel (before
+// 5.12) does not count them.
+func (t *Tracer) Misses() (map[string]uint64, error) {
+	var m map[string]uint64
+	for i, p := range t.progs {
+		st, err := p.Stats()
+		if err != nil {
+			return nil, fmt.Errorf("tracer: statistics of %s: %w", t.tps[i], err)
+		}
+		if st.RecursionMisses > 0 {
+			if m == nil {
+				m = map[string]uint64{}
+			}
+			m[t.tps[i]] += st.RecursionMisses
+		}
+	}
+	return m, nil
+}
+
 // MapUsage is the fill of one LRU map and what it lost.
 type MapUsage struct {
 	Name     string // config key stem: "socket", "listener", "synack"

@@ -62,6 +62,7 @@ func (s Skipped) String() string { return s.Tracepoint + ": " + s.Err.Error() }
 type Tracer struct {
 	maps    *ebpf.Collection
 	progs   []*ebpf.Program
+	tps     []string // progs[i]'s tracepoint, "group:name"
 	links   []link.Link
 	skipped []Skipped
 	reader  *ringbuf.Reader
@@ -166,6 +167,7 @@ func (t *Tracer) attach(spec *ebpf.CollectionSpec, tracefs string, h hook) error
 	prog := coll.DetachProgram(h.prog)
 	coll.Close() // its maps are clones of t.maps
 	t.progs = append(t.progs, prog)
+	t.tps = append(t.tps, h.group+":"+h.name)
 	var l link.Link
 	if h.raw {
 		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: h.name, Program: prog})
