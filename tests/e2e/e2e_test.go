@@ -106,15 +106,23 @@ func (p *pipeline) uint64(q string, args ...any) uint64 {
 // asynchronous by design; the deadline is the assertion).
 func (p *pipeline) waitRows(ctx context.Context, want uint64, q string, args ...any) {
 	p.t.Helper()
-	var got uint64
+	if got, ok := p.awaitRows(ctx, want, q, args...); !ok {
+		p.t.Fatalf("%s: %d rows, want %d: %v", q, got, want, ctx.Err())
+	}
+}
+
+// awaitRows is waitRows that says whether want was reached before ctx
+// ended, and what q last returned.
+func (p *pipeline) awaitRows(ctx context.Context, want uint64, q string, args ...any) (uint64, bool) {
+	p.t.Helper()
 	for {
-		got = p.uint64(q, args...)
+		got := p.uint64(q, args...)
 		if got >= want {
-			return
+			return got, true
 		}
 		select {
 		case <-ctx.Done():
-			p.t.Fatalf("%s: %d rows, want %d: %v", q, got, want, ctx.Err())
+			return got, false
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

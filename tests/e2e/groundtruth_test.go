@@ -129,13 +129,17 @@ func TestRowsMatchBpftrace(t *testing.T) {
 	stopTrace := bpftraceCount(t, ctx, port)
 	serve(t, listen(), 1000, 8)
 	// The last transitions can run a little later in softirq context, so
-	// first wait (at most 10 s, as the issue asks) for all 10 per connection
-	// plus the listener's 2, then stop bpftrace and compare exactly.
+	// first wait (at most 10 s) for all 10 per connection plus the
+	// listener's 2, then stop bpftrace and compare exactly. Fewer than that
+	// is no failure by itself: the kernel may skip a tracepoint's programs
+	// (bpftrace's too; the probe counts it in kernel_misses).
 	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
 	defer wcancel()
 	q := "SELECT count() FROM tcp_events WHERE host = ? AND (sport = ? OR dport = ?)"
-	p.waitRows(wctx, 10*1000+2, q, p.host, uint16(port), uint16(port))
+	p.awaitRows(wctx, 10*1000+2, q, p.host, uint16(port), uint16(port))
 	want := stopTrace()
+	wctx, wcancel = context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
 	p.waitRows(wctx, want, q, p.host, uint16(port), uint16(port))
 	probe.stop()
 	if got := p.uint64(q, p.host, uint16(port), uint16(port)); got != want {
