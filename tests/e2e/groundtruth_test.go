@@ -147,9 +147,9 @@ func TestRowsMatchBpftrace(t *testing.T) {
 	}
 }
 
-// finalStats subscribes to the probe's stats and returns a function that
-// gives the last report received.
-func (p *pipeline) statsWatcher(t *testing.T) func(ctx context.Context) map[string]any {
+// statsWatcher subscribes to the probe's stats and returns a function that
+// gives the last report received by the end of the next d.
+func (p *pipeline) statsWatcher(t *testing.T) func(d time.Duration) map[string]any {
 	t.Helper()
 	nc, err := nats.Connect(p.url, nats.MaxReconnects(-1))
 	if err != nil {
@@ -160,7 +160,9 @@ func (p *pipeline) statsWatcher(t *testing.T) func(ctx context.Context) map[stri
 	if _, err := nc.ChanSubscribe(wire.EventSubject(p.host, wire.KindStats), ch); err != nil {
 		t.Fatal(err)
 	}
-	return func(ctx context.Context) map[string]any {
+	return func(d time.Duration) map[string]any {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
 		var last map[string]any
 		for {
 			select {
@@ -207,9 +209,7 @@ func TestSinkKilledMidLoad(t *testing.T) {
 	})
 	<-loadDone
 	probe.stop()
-	sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-	last := stats(sctx)
-	scancel()
+	last := stats(2 * time.Second)
 
 	t.Logf("sink killed with %d rows stored", killedAt)
 	p.storedOnce(ctx, last, 300000)
