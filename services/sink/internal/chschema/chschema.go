@@ -169,15 +169,6 @@ func (t *Table) stored(o Options) string {
 	return t.Name
 }
 
-// physical are the tables of t in the database: the one table on a
-// server; on a cluster the local table and the Distributed one over it.
-func (t *Table) physical(o Options) []string {
-	if o.Cluster != "" {
-		return []string{t.Name + LocalSuffix, t.Name}
-	}
-	return []string{t.Name}
-}
-
 // onCluster is the ON CLUSTER clause of o's statements, "" on one server.
 func (o Options) onCluster() string {
 	if o.Cluster == "" {

@@ -3,6 +3,7 @@ package chschema
 import (
 	"context"
 	"fmt"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,11 +27,14 @@ func Migrate(ctx context.Context, conn driver.Conn, f Features, o Options) error
 		}
 	}
 	for _, t := range Tables {
-		for _, name := range t.physical(o) {
-			if err := t.addMissingColumns(ctx, conn, f, o, name); err != nil {
-				return err
-			}
-			if err := t.widenEnums(ctx, conn, o, name); err != nil {
+		if err := t.addMissingColumns(ctx, conn, f, o, t.stored(o)); err != nil {
+			return err
+		}
+		if err := t.widenEnums(ctx, conn, o, t.stored(o)); err != nil {
+			return err
+		}
+		if o.Cluster != "" {
+			if err := t.syncDistributed(ctx, conn, o); err != nil {
 				return err
 			}
 		}
@@ -67,6 +71,33 @@ func (t *Table) addMissingColumns(ctx context.Context, conn driver.Conn, f Featu
 			return fmt.Errorf("clickhouse schema: add column %s to %s: %w", c.Name, o.in(name), err)
 		}
 		have[c.Name] = c.Type(f)
+	}
+	return nil
+}
+
+// syncDistributed makes the Distributed table's columns those of the
+// local table it reads, after a migration changed them. 18.16 refuses
+// ALTER ON CLUSTER of a table that is not replicated on a cluster whose
+// shards are, so the Distributed table, which holds no rows, is made
+// again ON CLUSTER from the local table (queries through it fail for the
+// moment in between).
+func (t *Table) syncDistributed(ctx context.Context, conn driver.Conn, o Options) error {
+	local, err := existingColumns(ctx, conn, o, t.stored(o))
+	if err != nil {
+		return err
+	}
+	dist, err := existingColumns(ctx, conn, o, t.Name)
+	if err != nil {
+		return err
+	}
+	if maps.Equal(local, dist) {
+		return nil
+	}
+	if err := conn.Exec(ctx, "DROP TABLE IF EXISTS "+t.qualified(o)+o.onCluster()); err != nil {
+		return fmt.Errorf("clickhouse schema: drop %s to make it again with the new columns: %w", t.qualified(o), err)
+	}
+	if err := conn.Exec(ctx, t.distributed(o)); err != nil {
+		return fmt.Errorf("clickhouse schema: make %s again with the new columns: %w", t.qualified(o), err)
 	}
 	return nil
 }
