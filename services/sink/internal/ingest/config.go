@@ -28,9 +28,10 @@ type Config struct {
 
 // ClickHouseConfig says where the rows go.
 type ClickHouseConfig struct {
-	// Addr is host:port of the native protocol, or a comma-separated
-	// list of the replicas of one server: the first that answers is used.
-	// With Cluster, it is where the sink learns the cluster's shards.
+	// Addr is host:port of the native protocol; with Cluster, a
+	// comma-separated list of the cluster's servers may be given: the sink
+	// makes the schema and learns the shards through the first that
+	// answers.
 	Addr string `koanf:"addr"`
 	// Cluster names a cluster of the servers' remote_servers: the schema
 	// is made ON CLUSTER (Replicated local tables, Distributed tables
@@ -191,6 +192,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("clickhouse.addr: must be host:port of the native protocol, or a comma-separated list of them")
 	case c.ClickHouse.Cluster != "" && !identifier.MatchString(c.ClickHouse.Cluster):
 		return fmt.Errorf("clickhouse.cluster: %q is not a plain identifier", c.ClickHouse.Cluster)
+	case len(c.ClickHouse.Addrs()) > 1 && c.ClickHouse.Cluster == "":
+		// Failing over between servers that do not replicate each other
+		// would split the rows and blind the duplicate look-ups.
+		return fmt.Errorf("clickhouse.addr: several servers need clickhouse.cluster (their remote_servers cluster; a single shard of replicas is a cluster of one shard)")
 	case !identifier.MatchString(c.ClickHouse.Database):
 		return fmt.Errorf("clickhouse.database: %q is not a plain identifier", c.ClickHouse.Database)
 	case c.ClickHouse.DialTimeout <= 0:

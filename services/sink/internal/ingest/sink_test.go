@@ -322,6 +322,9 @@ func TestConfigValidation(t *testing.T) {
 		{"alerts stream", func(c *Config) { c.AlertsStream.MaxAge = 0 }, "alerts_stream.max_age"},
 		{"alerts stream storage", func(c *Config) { c.AlertsStream.Storage = "tape" }, "alerts_stream.storage"},
 		{"alerts durable", func(c *Config) { c.Consumer.AlertsDurable = "a.b" }, "consumer.alerts_durable"},
+		{"addr", func(c *Config) { c.ClickHouse.Addr, c.ClickHouse.Cluster = "ch1:9000,ch2", "fleet" }, "not host:port"},
+		{"addrs without cluster", func(c *Config) { c.ClickHouse.Addr = "ch1:9000,ch2:9000" }, "clickhouse.cluster"},
+		{"cluster", func(c *Config) { c.ClickHouse.Cluster = "a b" }, "clickhouse.cluster"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
