@@ -2,6 +2,7 @@ package chwriter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
@@ -250,15 +251,27 @@ func (d *Detached) Buffered() int { return buffered(d.shards) }
 // Flush inserts every partition of every table; like Writer.Flush.
 func (d *Detached) Flush(ctx context.Context) error { return flushShards(ctx, d.shards, &d.Counters) }
 
-// flushShards flushes each shard in turn; what one stored stays stored
-// when a later one fails.
+// flushShards flushes the shards at the same time (each INSERTs through
+// its own connection); what one stored stays stored when another fails.
 func flushShards(ctx context.Context, shards []shard, c *Counters) error {
-	for i := range shards {
-		if err := shards[i].flush(ctx, shards[i].inserter, c); err != nil {
-			return err
-		}
+	if len(shards) == 1 {
+		return shards[0].flush(ctx, shards[0].inserter, c)
 	}
-	return nil
+	counters := make([]Counters, len(shards))
+	errs := make([]error, len(shards))
+	var wg sync.WaitGroup
+	for i := range shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = shards[i].flush(ctx, shards[i].inserter, &counters[i])
+		}()
+	}
+	wg.Wait()
+	for _, sc := range counters {
+		c.add(sc)
+	}
+	return errors.Join(errs...)
 }
 
 // detach moves t's partitions into a table of their own (sharing nothing
