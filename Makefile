@@ -10,7 +10,7 @@ CLANG   ?= clang-14
 PROTOC  ?= protoc
 GENPATHS := services/probe/internal/tracer/tcpstate_bpfel.go services/probe/internal/tracer/tcpstate_bpfel.o lib/eventpb/event.pb.go lib/eventpb/event_vtproto.pb.go
 
-.PHONY: all build run test bench generate check-generate deps vet fmt clean
+.PHONY: all build run run-cluster test bench generate check-generate deps vet fmt clean
 
 all: build
 
@@ -23,6 +23,12 @@ build:
 # The whole pipeline on this machine, as root: NATS, ClickHouse, probe, detector, sink.
 run: build
 	@bash deploy/run.sh
+
+# The same on loopback clusters, secured: 3 NATS nodes (TLS, a user per role,
+# R3), ClickHouse 2 shards x (1, 2) replicas with ZooKeeper (TLS, shipped users),
+# two sinks. State and secrets under .run-cluster/ (README "The two commands").
+run-cluster: build
+	@bash deploy/run-cluster.sh
 
 # Every test; the privileged ones too when run as root.
 # The probe sees every socket on the host, so test packages run one at a

@@ -18,6 +18,12 @@
 #   NETPULSE_CH_SHARD             this server's {shard} macro, e.g. 2
 #   NETPULSE_CH_REPLICA           its {replica} macro, unique in the cluster
 #   NETPULSE_CH_INTERSERVER_PORT  its replication port (127.0.0.1 only)
+# and optionally
+#   NETPULSE_CH_SECURE_PORT       this server's secure native port (tcp_port_secure,
+#                                 which config.d/tls.xml from tls.xml.tmpl opens): then
+#                                 NETPULSE_CH_SHARDS lists the replicas' secure ports,
+#                                 marked <secure>1</secure>, so Distributed tables and a
+#                                 sink with clickhouse.tls.enabled reach the shards over TLS
 # Without NETPULSE_CH_CLUSTER an existing config.d/cluster.xml is left as it
 # is: a cluster server restarts with just DIR and TCP_PORT.
 #
@@ -99,6 +105,17 @@ render_cluster() {
 	[[ $ip =~ ^[0-9]{1,5}$ ]] && ((ip >= 1 && ip <= 65535 && ip != port)) ||
 		bad_cluster "NETPULSE_CH_INTERSERVER_PORT must be 1..65535 and not TCP_PORT, got '$ip'"
 
+	# With TLS between the servers, remote_servers (and so the DDL worker's
+	# match on this server) holds the secure ports.
+	local self_port=$port secure=""
+	if [[ -n ${NETPULSE_CH_SECURE_PORT:-} ]]; then
+		self_port=$NETPULSE_CH_SECURE_PORT
+		if ! [[ $self_port =~ ^[0-9]{1,5}$ ]] || ((self_port < 1 || self_port > 65535 || self_port == port || self_port == ip)); then
+			bad_cluster "NETPULSE_CH_SECURE_PORT must be 1..65535 and neither TCP_PORT nor the interserver port, got '$self_port'"
+		fi
+		secure="<secure>1</secure>"
+	fi
+
 	local zk="" hp shard rep self=0
 	local -a hps
 	IFS=, read -ra hps <<<"$NETPULSE_CH_ZOOKEEPER"
@@ -114,14 +131,15 @@ render_cluster() {
 		IFS=, read -ra hps <<<"$shard"
 		for rep in "${hps[@]}"; do
 			check_hostport "$rep" "a NETPULSE_CH_SHARDS replica"
-			[[ $rep == "127.0.0.1:$port" ]] && self=1
-			shards+="                <replica><host>${rep%:*}</host><port>${rep##*:}</port></replica>"$'\n'
+			[[ $rep == "127.0.0.1:$self_port" ]] && self=1
+			shards+="                <replica><host>${rep%:*}</host><port>${rep##*:}</port>$secure</replica>"$'\n'
 		done
 		shards+="            </shard>"$'\n'
 	done
-	# 18.16's DDL worker finds its own entries by host and tcp_port: a server
-	# missing from its cluster would hang every ON CLUSTER query.
-	((self)) || bad_cluster "NETPULSE_CH_SHARDS must list this server, 127.0.0.1:$port"
+	# 18.16's DDL worker finds its own entries by host and tcp_port (with
+	# <secure>, tcp_port_secure): a server missing from its cluster would hang
+	# every ON CLUSTER query.
+	((self)) || bad_cluster "NETPULSE_CH_SHARDS must list this server, 127.0.0.1:$self_port"
 
 	local conf
 	conf=$(<"$here/cluster.xml.tmpl")
