@@ -14,11 +14,17 @@ GENPATHS := services/probe/internal/tracer/tcpstate_bpfel.go services/probe/inte
 
 all: build
 
+# --version: the checkout's description and commit (go build stamps none
+# in a workspace).
+VERSION ?= $(shell git describe --always --dirty --tags 2>/dev/null || echo devel)
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/netpulse/netpulse/lib/version.Version=$(VERSION) -X github.com/netpulse/netpulse/lib/version.Commit=$(COMMIT)
+
 build:
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/netpulse-probe ./services/probe/cmd/probe
-	$(GO) build -o $(BIN)/netpulse-sink ./services/sink/cmd/sink
-	$(GO) build -o $(BIN)/netpulse-detector ./services/detector/cmd/detector
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/netpulse-probe ./services/probe/cmd/probe
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/netpulse-sink ./services/sink/cmd/sink
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/netpulse-detector ./services/detector/cmd/detector
 
 # The whole pipeline on this machine, as root: NATS, ClickHouse, probe, detector, sink.
 run: build

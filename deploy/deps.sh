@@ -8,7 +8,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Debian's zookeeper package is the jars and a JRE, with no service (that
 # is zookeeperd): nothing starts; deploy/zookeeper/start.sh runs netpulse's own.
-pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2 zookeeper)
+pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2 prometheus zookeeper)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

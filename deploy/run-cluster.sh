@@ -26,6 +26,7 @@ ch_shard=(1 2 2)
 ch_ports=(9101 9102 9103)        # plaintext native: admin as user default, loopback only
 ch_secure_ports=(9441 9442 9443) # TLS native: the sinks, analysts, Distributed tables
 ch_interserver_ports=(9111 9112 9113)
+metrics_ports=(9531 9532 9533 9534) # /metrics of the probe, the detector, sink 1, sink 2
 cluster=netpulse
 
 log() { printf '\033[1mmake run-cluster:\033[0m %s\n' "$*" >&2; }
@@ -38,7 +39,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 check_ports_free() {
   local p
-  for p in "${nats_ports[@]}" "${route_ports[@]}" "$zk_port" "${ch_ports[@]}" "${ch_secure_ports[@]}" "${ch_interserver_ports[@]}"; do
+  for p in "${nats_ports[@]}" "${route_ports[@]}" "$zk_port" "${ch_ports[@]}" "${ch_secure_ports[@]}" "${ch_interserver_ports[@]}" "${metrics_ports[@]}"; do
     if port_open "$p"; then
       die "127.0.0.1:$p is already in use; stop what listens there (ss -ltnp 'sport = :$p') and retry"
     fi
@@ -347,14 +348,14 @@ start_services() {
   mapfile -t probe < <(nats_flags probe "netpulse-probe-$host")
   probe+=("--host=$host" --stream.replicas=3)
 
-  setsid bin/netpulse-detector "${det[@]}" 2> >(tee "$state/logs/detector.log" >&2) &
+  setsid bin/netpulse-detector "${det[@]}" "--metrics.addr=127.0.0.1:${metrics_ports[1]}" 2> >(tee "$state/logs/detector.log" >&2) &
   started detector $!
   local n
   for n in 1 2; do
-    setsid bin/netpulse-sink "${sink[@]}" 2> >(tee "$state/logs/sink-$n.log" >&2) &
+    setsid bin/netpulse-sink "${sink[@]}" "--metrics.addr=127.0.0.1:${metrics_ports[n + 1]}" 2> >(tee "$state/logs/sink-$n.log" >&2) &
     started "sink-$n" $!
   done
-  setsid bin/netpulse-probe "${probe[@]}" 2> >(tee "$state/logs/probe.log" >&2) &
+  setsid bin/netpulse-probe "${probe[@]}" "--metrics.addr=127.0.0.1:${metrics_ports[0]}" 2> >(tee "$state/logs/probe.log" >&2) &
   started probe $!
 }
 

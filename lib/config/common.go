@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -242,4 +243,22 @@ func (l Log) Logger(service string) *slog.Logger {
 		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
 	return slog.New(h).With("service", service)
+}
+
+// Metrics is where a service serves /metrics, /healthz and /readyz.
+type Metrics struct {
+	// Addr is host:port to listen on ("" serves nothing; port 0 picks a
+	// free one, logged at start).
+	Addr string `koanf:"addr"`
+}
+
+// Validate checks the metrics address.
+func (m Metrics) Validate() error {
+	if m.Addr == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(m.Addr); err != nil || port == "" {
+		return fmt.Errorf("metrics.addr: %q is not host:port (\"\" to serve nothing)", m.Addr)
+	}
+	return nil
 }

@@ -49,6 +49,8 @@ type proc struct {
 // (on failure) and is searchable with waitLog.
 func start(t testing.TB, svc string, args ...string) *proc {
 	t.Helper()
+	// Metrics on a free port: tests run several instances of a service.
+	args = append([]string{"--metrics.addr=127.0.0.1:0"}, args...)
 	cmd := exec.Command(filepath.Join(binDir, "netpulse-"+svc), args...)
 	cmd.Env = append(os.Environ(), "NETPULSE_CONFIG=/dev/null")
 	stderr, err := cmd.StderrPipe()

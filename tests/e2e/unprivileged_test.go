@@ -106,7 +106,7 @@ func (u *unprivileged) command(caps []string, args ...string) *exec.Cmd {
 	argv := append([]string{
 		"--reuid=" + strconv.Itoa(u.uid), "--regid=" + strconv.Itoa(u.gid), "--clear-groups",
 		"--inh-caps=" + set, "--ambient-caps=" + set, "--bounding-set=" + set,
-		"--", u.bin}, args...)
+		"--", u.bin, "--metrics.addr=127.0.0.1:0"}, args...)
 	cmd := exec.Command("setpriv", argv...)
 	cmd.Env = append(os.Environ(), "NETPULSE_CONFIG=/dev/null")
 	cmd.Dir = "/"

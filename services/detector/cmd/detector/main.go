@@ -9,7 +9,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/netpulse/netpulse/lib/config"
+	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/service"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/all"
@@ -22,11 +22,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "netpulse-detector: %v\n", err)
 		os.Exit(1)
 	}
-	service.Main("detector", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
+	service.Main("detector", &cfg, func() service.Settings { return service.Settings{Log: cfg.Log, Metrics: cfg.Metrics} }, func(ctx context.Context, log *slog.Logger, o *obs.Obs) error {
 		d, err := supervisor.New(cfg, detect.Default, log)
 		if err != nil {
 			return err
 		}
-		return d.Run(ctx)
+		return d.Observe(o).Run(ctx)
 	})
 }

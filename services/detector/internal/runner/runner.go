@@ -71,6 +71,9 @@ type Deps struct {
 	Log      *slog.Logger
 	// Counters receives the totals; nil makes new ones.
 	Counters *Counters
+	// Joined, when set, is called each time the runner has joined its
+	// group and consumes (readiness).
+	Joined func()
 }
 
 // Counters are a runner's running totals.
@@ -90,6 +93,19 @@ type Counters struct {
 	Takeovers        atomic.Uint64
 	Hosts            atomic.Int64
 	Partitions       atomic.Int64
+	// Published and PublishErrors are the alert publisher's.
+	Published     atomic.Uint64
+	PublishErrors atomic.Uint64
+
+	mu     sync.Mutex
+	plugin map[string]uint64 // the plugin's own counters, as of the last stats line
+}
+
+// Plugin is a copy of the plugin's own counters as of the last stats line.
+func (c *Counters) Plugin() map[string]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.plugin)
 }
 
 // Runner is one plugin in one replica.
@@ -227,6 +243,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	go m.Run(workCtx)
 	r.log.Info("consuming", "group", r.s.Group.Name, "member", r.s.Member, "partitions", r.s.Group.Partitions)
+	if r.d.Joined != nil {
+		r.d.Joined()
+	}
 
 	stats := time.NewTicker(r.s.StatsInterval)
 	defer stats.Stop()
@@ -301,6 +320,11 @@ func (r *Runner) logStats(msg string, workersRunning bool) {
 		"stale", c.Stale.Load(), "duplicates", c.Duplicates.Load(), "panics", c.Panics.Load(),
 		"takeovers", c.Takeovers.Load(), "hosts", c.Hosts.Load(), "partitions", c.Partitions.Load()}
 	plugin := r.pluginCounters(workersRunning)
+	c.Published.Store(r.pub.Published.Load())
+	c.PublishErrors.Store(r.pub.Errors.Load())
+	c.mu.Lock()
+	c.plugin = plugin
+	c.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(plugin)) {
 		args = append(args, r.s.Plugin.Name+"."+name, plugin[name])
 	}

@@ -20,8 +20,9 @@ type Config struct {
 	// AlertsStream: limits of NETPULSE_ALERTS.
 	AlertsStream config.Stream `koanf:"alerts_stream"`
 	// DeadLetterStream: limits of NETPULSE_DEADLETTER.
-	DeadLetterStream config.Stream `koanf:"deadletter_stream"`
-	Log              config.Log    `koanf:"log"`
+	DeadLetterStream config.Stream  `koanf:"deadletter_stream"`
+	Log              config.Log     `koanf:"log"`
+	Metrics          config.Metrics `koanf:"metrics"`
 	// Detectors names the detectors this process runs; empty runs every
 	// enabled one.
 	Detectors []string `koanf:"detectors"`
@@ -90,6 +91,7 @@ func DefaultConfigFor(reg *detect.Registry) (Config, error) {
 	return Config{
 		NATS: config.DefaultNATS(), Stream: config.DefaultStream(), AlertsStream: config.DefaultAlertsStream(),
 		DeadLetterStream: DefaultDeadLetterStream(), Log: config.DefaultLog(),
+		Metrics:          config.Metrics{Addr: "127.0.0.1:9432"},
 		Detectors:        []string{},
 		EvaluateInterval: 500 * time.Millisecond,
 		Warmup:           5 * time.Minute,
@@ -119,7 +121,7 @@ var (
 
 // Validate checks every value and names the key at fault.
 func (c *Config) Validate() error {
-	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log} {
+	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log, c.Metrics} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/config"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/retry"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
@@ -42,6 +43,7 @@ type Supervisor struct {
 	dial     Dialer
 	member   string
 	counters map[string]*runner.Counters
+	obs      *obs.Obs // see Observe
 }
 
 // Dialer opens a NATS connection called name.
@@ -135,6 +137,7 @@ func (d *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return nilIfDone(ctx, err)
 	}
+	d.obs.Ready(readyStreams, true)
 
 	// The first runner that fails for good stops the others.
 	ctx, cancel := context.WithCancel(ctx)
@@ -193,7 +196,8 @@ func (d *Supervisor) newRunner(ctx context.Context, nc *nats.Conn, p detect.Plug
 		EvaluateInterval: d.cfg.EvaluateInterval, Warmup: d.cfg.Warmup, IdleTimeout: d.cfg.IdleTimeout,
 		DeadLetterSubject: wire.DetectorDeadLetterSubject(p.Name),
 		StatsInterval:     d.cfg.Stats.Interval,
-	}, runner.Deps{JS: js, Replicas: replicas, Alerts: alerts, Clock: d.clock, Log: d.log, Counters: d.counters[s.Name]}), nil
+	}, runner.Deps{JS: js, Replicas: replicas, Alerts: alerts, Clock: d.clock, Log: d.log, Counters: d.counters[s.Name],
+		Joined: func() { d.obs.Ready(readyGroup(s.Name), true) }}), nil
 }
 
 func nilIfDone(ctx context.Context, err error) error {

@@ -7,14 +7,14 @@ import (
 	"log/slog"
 	"runtime/debug"
 
-	"github.com/netpulse/netpulse/lib/config"
+	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/service"
 	"github.com/netpulse/netpulse/services/probe/internal/agent"
 )
 
 func main() {
 	cfg := agent.DefaultConfig()
-	service.Main("probe", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
+	service.Main("probe", &cfg, func() service.Settings { return service.Settings{Log: cfg.Log, Metrics: cfg.Metrics} }, func(ctx context.Context, log *slog.Logger, o *obs.Obs) error {
 		if cfg.MemoryLimit > 0 {
 			// Process-wide, so here rather than in Run, which tests call
 			// in their own process.
@@ -24,6 +24,6 @@ func main() {
 		if err != nil {
 			return err
 		}
-		return p.Run(ctx)
+		return p.Observe(o).Run(ctx)
 	})
 }

@@ -24,6 +24,7 @@ type Config struct {
 	NATS     config.NATS    `koanf:"nats"`
 	Stream   config.Stream  `koanf:"stream"`
 	Log      config.Log     `koanf:"log"`
+	Metrics  config.Metrics `koanf:"metrics"`
 	Tracer   TracerConfig   `koanf:"tracer"`
 	Batch    BatchConfig    `koanf:"batch"`
 	Publish  publish.Config `koanf:"publish"`
@@ -98,6 +99,7 @@ func DefaultConfig() Config {
 		NATS:            config.DefaultNATS(),
 		Stream:          config.DefaultStream(),
 		Log:             config.DefaultLog(),
+		Metrics:         config.Metrics{Addr: "127.0.0.1:9431"},
 		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
 		Batch:           BatchConfig{MaxBytes: 256 << 10, MaxEvents: 8192, FlushInterval: 200 * time.Millisecond},
 		Publish:         publish.DefaultConfig(),
@@ -127,7 +129,7 @@ func (c *Config) Validate() error {
 	if len(c.HostReplacement) != 1 || c.HostReplacement == "." || c.HostReplacement == "*" || c.HostReplacement == ">" || c.HostReplacement <= " " {
 		return fmt.Errorf("host_replacement: must be one character other than '.', '*', '>' or space, got %q", c.HostReplacement)
 	}
-	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log, c.Publish} {
+	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log, c.Metrics, c.Publish} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/caps"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
@@ -52,6 +53,12 @@ type Probe struct {
 	kernelSubmitted func() (uint64, bool)
 
 	rs resyncer
+
+	obs        *obs.Obs      // see Observe
+	observeAck func(float64) // nil: not observed
+	// Under mu: what scrapes read, while Run has them open.
+	tr  *tracer.Tracer
+	pub *publish.Publisher
 }
 
 // counters are the probe's own totals (the kernel's are read from the
@@ -98,6 +105,7 @@ func (p *Probe) Run(ctx context.Context) error {
 		return err
 	}
 	defer tr.Close()
+	p.obs.Ready(readyTracepoints, true)
 	for _, s := range tr.Skipped() {
 		// Once, at start: the other tracepoints keep working.
 		p.log.Warn("tracepoint not available on this kernel; its events are skipped", "tracepoint", s.Tracepoint, "err", s.Err)
@@ -116,8 +124,11 @@ func (p *Probe) Run(ctx context.Context) error {
 	if _, err := natsutil.EnsureEventsStream(ctx, js, p.cfg.Stream, p.log); err != nil {
 		return err
 	}
+	p.obs.Ready(readyNATS, true)
 
 	pub := publish.New(p.cfg.Publish, js, p.log)
+	p.observed(tr, pub)
+	defer p.observed(nil, nil) // before tr.Close
 	// pubStop ends retries: only after the grace period that follows ctx.
 	pubStop, stopPub := context.WithCancel(context.Background())
 	defer stopPub()

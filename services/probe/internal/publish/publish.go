@@ -70,7 +70,8 @@ type job struct {
 	// due is when the ack is late: publish.ack_timeout after the send, so
 	// that acks lost together (a leader that died) time out together, not
 	// one ack_timeout after another.
-	due time.Time
+	due  time.Time
+	sent time.Time
 }
 
 // Publisher publishes batches, each on its own subject with its own message
@@ -85,6 +86,10 @@ type Publisher struct {
 	done  chan struct{}
 
 	published, events, errs, dropped atomic.Uint64
+
+	// ObserveAck, when set before Run, is told how long each batch took
+	// from its first send to its ack (retries included).
+	ObserveAck func(time.Duration)
 }
 
 // New makes a Publisher. Each batch is Released once the server has it (or
@@ -113,7 +118,8 @@ func (p *Publisher) Publish(ctx context.Context, b batch.Batch) error {
 		b.Release()
 		return fmt.Errorf("publish batch %s: %w", b.MsgID, ctx.Err())
 	}
-	j.due = time.Now().Add(p.cfg.AckTimeout)
+	j.sent = time.Now()
+	j.due = j.sent.Add(p.cfg.AckTimeout)
 	j.fut, j.err = p.js.PublishMsgAsync(msg)
 	p.queue <- j // never blocks: it has as much room as there are slots
 	return nil
@@ -183,6 +189,9 @@ func (p *Publisher) await(stop context.Context, j *job) bool {
 }
 
 func (p *Publisher) acked(j *job) {
+	if p.ObserveAck != nil {
+		p.ObserveAck(time.Since(j.sent))
+	}
 	p.published.Add(1)
 	p.events.Add(uint64(j.events))
 }

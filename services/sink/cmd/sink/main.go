@@ -6,14 +6,15 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/netpulse/netpulse/lib/config"
+	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/service"
 	"github.com/netpulse/netpulse/services/sink/internal/ingest"
 )
 
 func main() {
 	cfg := ingest.DefaultConfig()
-	service.Main("sink", &cfg, func() config.Log { return cfg.Log }, func(ctx context.Context, log *slog.Logger) error {
-		return ingest.New(cfg, log).Run(ctx)
-	})
+	service.Main("sink", &cfg, func() service.Settings { return service.Settings{Log: cfg.Log, Metrics: cfg.Metrics} },
+		func(ctx context.Context, log *slog.Logger, o *obs.Obs) error {
+			return ingest.New(cfg, log).Observe(o).Run(ctx)
+		})
 }

@@ -58,6 +58,8 @@ type inserter struct {
 	conn    driver.Conn
 	log     *slog.Logger
 	batches *batches
+	// observe, when set, is told how long each successful INSERT took.
+	observe func(table string, d time.Duration)
 }
 
 // batches keeps one prepared batch per INSERT statement, sent again for
@@ -187,6 +189,14 @@ func newShard(conn driver.Conn, database string, local bool, log *slog.Logger) s
 			snaps:  newTable(&chschema.SocketSnapshots, database, local, func() *snapRows { return &snapRows{} }),
 			alerts: newTable(&chschema.Alerts, database, local, func() *alertRows { return &alertRows{} }),
 		},
+	}
+}
+
+// ObserveInserts has observe told the duration of every successful
+// INSERT, by table. Call it before the first Detach.
+func (w *Writer) ObserveInserts(observe func(table string, d time.Duration)) {
+	for i := range w.shards {
+		w.shards[i].observe = observe
 	}
 }
 
@@ -451,6 +461,7 @@ func flush[B rowBuffer](ctx context.Context, w inserter, c *Counters, t *table[B
 			}
 		}
 		if !landed {
+			start := time.Now()
 			if err := w.insert(ctx, t.insert, t.spec, r); err != nil {
 				st.uncertain = true
 				c.InsertErrors++
@@ -458,6 +469,9 @@ func flush[B rowBuffer](ctx context.Context, w inserter, c *Counters, t *table[B
 			}
 			c.RowsInserted += uint64(st.rows)
 			c.Inserts++
+			if w.observe != nil {
+				w.observe(t.spec.Name, time.Since(start))
+			}
 		}
 		t.buffered -= st.rows
 		delete(t.parts, p)

@@ -20,6 +20,7 @@ type Config struct {
 	// creates or updates at start like the detectors do.
 	AlertsStream config.Stream    `koanf:"alerts_stream"`
 	Log          config.Log       `koanf:"log"`
+	Metrics      config.Metrics   `koanf:"metrics"`
 	ClickHouse   ClickHouseConfig `koanf:"clickhouse"`
 	Consumer     ConsumerConfig   `koanf:"consumer"`
 	Batch        BatchConfig      `koanf:"batch"`
@@ -162,6 +163,7 @@ func DefaultConfig() Config {
 		Stream:       config.DefaultStream(),
 		AlertsStream: config.DefaultAlertsStream(),
 		Log:          config.DefaultLog(),
+		Metrics:      config.Metrics{Addr: "127.0.0.1:9433"},
 		ClickHouse: ClickHouseConfig{
 			Addr: "127.0.0.1:9000", Database: "netpulse", Username: "default",
 			DialTimeout: 5 * time.Second, TTLDays: 30,
@@ -179,7 +181,7 @@ var (
 
 // Validate checks every value and names the key at fault.
 func (c *Config) Validate() error {
-	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log} {
+	for _, v := range []interface{ Validate() error }{c.NATS, c.Stream, c.Log, c.Metrics} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
+	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/retry"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/sink/internal/chcluster"
@@ -55,6 +56,9 @@ type Sink struct {
 	log    *slog.Logger
 	events *consumer
 	alerts *consumer
+
+	obs           *obs.Obs                            // see Observe
+	observeInsert func(table string, d time.Duration) // nil: not observed
 }
 
 // New checks cfg; it starts nothing.
@@ -90,6 +94,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	s.obs.Ready(readyClickHouse, true)
 	s.log.Info("ClickHouse schema ready", "addr", ch.Addr, "cluster", ch.Cluster, "database", ch.Database,
 		"tls", ch.TLS.Enabled, "version", feats.Version, "datetime64", feats.DateTime64, "low_cardinality", feats.LowCardinality, "codecs", feats.Codecs, "ttl", feats.TTL)
 	if ch.Cluster == "" {
@@ -108,6 +113,10 @@ func (s *Sink) Run(ctx context.Context) error {
 		s.events.w = chwriter.NewCluster(shards, topo.ShardOf, ch.Database, s.events.log)
 		s.alerts.w = chwriter.NewCluster(shards, topo.ShardOf, ch.Database, s.alerts.log)
 	}
+	if s.observeInsert != nil {
+		s.events.w.ObserveInserts(s.observeInsert)
+		s.alerts.w.ObserveInserts(s.observeInsert)
+	}
 
 	nc, err := natsutil.Connect(s.cfg.NATS, "netpulse-sink", s.log)
 	if err != nil {
@@ -121,6 +130,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	if err := natsutil.EnsureEventsAndAlerts(ctx, js, s.cfg.Stream, s.cfg.AlertsStream, s.log); err != nil {
 		return err
 	}
+	s.obs.Ready(readyNATS, true)
 	var kinds []string
 	for _, k := range wire.DataKinds {
 		kinds = append(kinds, wire.KindSubjects(k))
@@ -139,6 +149,8 @@ func (s *Sink) Run(ctx context.Context) error {
 		return err
 	}
 	defer alIt.Stop()
+	s.obs.Ready(readyConsuming, true)
+	defer s.obs.Ready(readyConsuming, false)
 
 	// Both loops end when ctx does, each after a final flush; if one fails,
 	// the group's context stops the other.
@@ -218,12 +230,15 @@ type consumer struct {
 	messages uint64    // Counters.Messages
 
 	// The loop's own.
-	order    []uint64        // the messages buffered in w, in arrival order
-	first    time.Time       // when order[0] arrived
-	flushing *flushJob       // the running (or failed) flush, nil when none
-	inserts  context.Context // a flush's INSERTs run under it (see flushRetrying)
-	c        Counters
-	badSeen  map[string]bool
+	order       []uint64        // the messages buffered in w, in arrival order
+	first       time.Time       // when order[0] arrived
+	flushing    *flushJob       // the running (or failed) flush, nil when none
+	inserts     context.Context // a flush's INSERTs run under it (see flushRetrying)
+	c           Counters
+	badSeen     map[string]bool
+	lastPending uint64 // NumPending of the last message delivered
+
+	snap snap // under mu: the loop's counters as of its last round, for scrapes
 }
 
 // flushJob is one batch being inserted by a goroutine of its own.
@@ -277,6 +292,7 @@ func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error
 		switch {
 		case ctx.Err() != nil:
 			c.finalFlush()
+			c.refresh()
 			c.stats()
 			return nil
 		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
@@ -293,6 +309,7 @@ func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error
 				continue // ctx ended: the next round does the final flush
 			}
 		}
+		c.refresh()
 		if now := time.Now(); now.After(nextStats) {
 			c.stats()
 			nextStats = now.Add(c.cfg.Stats.Interval)
@@ -309,6 +326,7 @@ func (c *consumer) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	seq := meta.Sequence.Stream
+	c.lastPending = meta.NumPending
 	c.mu.Lock()
 	_, held := c.pending[seq]
 	if held {
