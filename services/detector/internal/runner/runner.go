@@ -93,6 +93,11 @@ type Counters struct {
 	Takeovers        atomic.Uint64
 	Hosts            atomic.Int64
 	Partitions       atomic.Int64
+	// ObserveLag, when set before Run, is told for every live batch how
+	// old its newest record is as the detector observes it (seconds): the
+	// kernel-to-detector lag, which bounds how late an alert can be after
+	// its condition held (plus evaluate_interval and the condition's for).
+	ObserveLag func(seconds float64)
 	// Published and PublishErrors are the alert publisher's.
 	Published     atomic.Uint64
 	PublishErrors atomic.Uint64

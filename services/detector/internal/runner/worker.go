@@ -165,6 +165,11 @@ func (w *worker) handle(d delivery) {
 	}
 	w.c.Messages.Add(1)
 	w.c.Events.Add(uint64(batchSize(b)))
+	if w.c.ObserveLag != nil {
+		if ns := newestNs(b); ns > 0 {
+			w.c.ObserveLag(time.Since(time.Unix(0, int64(ns))).Seconds())
+		}
+	}
 	if perr := w.observe(h, detect.Input{Host: d.host, Kind: d.kind, Batch: b}); perr != "" {
 		w.dead.move(w.ctx, d, "detector panicked on this batch: "+perr)
 		w.rebuild(d.host, h, d.seq) // without the batch that made it panic
@@ -186,6 +191,21 @@ func batchSize(b *eventpb.Batch) int {
 		n++
 	}
 	return n
+}
+
+// newestNs is the kernel time of b's newest record (0: none).
+func newestNs(b *eventpb.Batch) uint64 {
+	var ns uint64
+	for _, ev := range b.Events {
+		ns = max(ns, ev.TimeUnixNano)
+	}
+	for _, c := range b.Connections {
+		ns = max(ns, c.TimeUnixNano)
+	}
+	if b.Snapshot != nil {
+		ns = max(ns, b.Snapshot.TimeUnixNano)
+	}
+	return ns
 }
 
 // observe calls Observe, turning a panic into its message.

@@ -30,6 +30,10 @@ func (d *Supervisor) Observe(o *obs.Obs) *Supervisor {
 	}
 	o.Await(conds...)
 	names := slices.Sorted(maps.Keys(d.counters))
+	lag := obs.Histogram("detector_event_lag_seconds", "Age of a live batch's newest record when the detector observes it: kernel event to detector.", "detector")
+	for _, n := range names {
+		d.counters[n].ObserveLag = lag.WithLabelValues(n).Observe
+	}
 	each := func(name, help string, kind prometheus.ValueType, get func(*runner.Counters) float64) prometheus.Collector {
 		return obs.NewLabeled(name, help, kind, []string{"detector"}, func(emit func(float64, ...string)) {
 			for _, n := range names {
@@ -38,7 +42,7 @@ func (d *Supervisor) Observe(o *obs.Obs) *Supervisor {
 		})
 	}
 	c, g := prometheus.CounterValue, prometheus.GaugeValue
-	o.Register(
+	o.Register(lag,
 		each("detector_messages_total", "Event batches handled (not stale, not duplicate).", c, func(r *runner.Counters) float64 { return float64(r.Messages.Load()) }),
 		each("detector_events_total", "Events, connections and snapshots observed live.", c, func(r *runner.Counters) float64 { return float64(r.Events.Load()) }),
 		each("detector_replayed_total", "Batches replayed from the stream during takeovers.", c, func(r *runner.Counters) float64 { return float64(r.Replayed.Load()) }),
