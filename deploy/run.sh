@@ -12,12 +12,13 @@ root=$(pwd)
 state="$root/.run"
 nats_port=4222
 ch_port=9000
+metrics_ports=(9431 9432 9433) # /metrics of the probe, the detector, the sink (their defaults)
 
 log() { printf '\033[1mmake run:\033[0m %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "the probe loads eBPF programs: run as root (sudo make run)"
-for p in $nats_port $ch_port; do
+for p in $nats_port $ch_port "${metrics_ports[@]}"; do
   if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
     die "127.0.0.1:$p is already in use; stop what listens there (ss -ltnp 'sport = :$p') and retry"
   fi
@@ -85,6 +86,9 @@ cat >&2 <<MSG
     bin/nats --server nats://127.0.0.1:$nats_port sub 'netpulse.events.*.stats'
   Alerts:
     bin/nats --server nats://127.0.0.1:$nats_port sub 'netpulse.alerts.>'
+  netpulse's own health (Prometheus format; /readyz says what a service waits for):
+    curl -s 127.0.0.1:${metrics_ports[0]}/metrics | grep '^netpulse_probe_events'
+    curl -s 127.0.0.1:${metrics_ports[2]}/readyz
   First SQL query:
     $ch_client --port $ch_port --query "SELECT new_state, count() FROM netpulse.tcp_events WHERE time > now() - 300 GROUP BY new_state ORDER BY count() DESC"
 
