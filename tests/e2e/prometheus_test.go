@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/netpulse/netpulse/lib/alert"
+	"github.com/netpulse/netpulse/lib/testutil/freeport"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
 )
 
@@ -129,7 +130,7 @@ func startPrometheus(t *testing.T, ctx context.Context, bin string, targets map[
 	if err := os.WriteFile(confFile, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freeTCPPort(t)
+	port := freeport.Get(t)
 	cmd := exec.Command(bin, "--config.file="+confFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address=127.0.0.1:"+strconv.Itoa(port))
 	pr := startProc(t, "prometheus", cmd)
@@ -187,17 +188,6 @@ func (p *prometheus) waitQuery(ctx context.Context, q string) string {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-// freeTCPPort is a loopback port free a moment ago.
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // --version prints the service and its build, needs no configuration and

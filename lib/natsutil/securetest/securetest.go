@@ -34,6 +34,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/netpulse/netpulse/lib/config"
+	"github.com/netpulse/netpulse/lib/testutil/freeport"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/repofile"
 )
@@ -256,7 +257,7 @@ func StartNATS(t testing.TB, hosts ...string) *NATS {
 	}
 	bin := natstest.Binary(t)
 	for try := 1; ; try++ {
-		port := freePort(t)
+		port := freeport.Get(t)
 		conf := strings.NewReplacer(
 			"@NAME@", "netpulse-secure-test",
 			"@LISTEN@", "127.0.0.1:"+strconv.Itoa(port),
@@ -377,16 +378,6 @@ func (n *NATS) Config(r Role) config.NATS {
 		c.User, c.PasswordFile = r.User(), n.PasswordFiles[r]
 	}
 	return c
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // RepoFile is the path of rel (e.g. "deploy/nats/accounts.sh") in the

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os/exec"
 	"runtime/pprof"
@@ -25,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/netpulse/netpulse/lib/eventpb"
+	"github.com/netpulse/netpulse/lib/testutil/freeport"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/procstat"
 	"github.com/netpulse/netpulse/lib/wire"
@@ -402,7 +402,7 @@ func startNATS(b *testing.B) natsUnderTest {
 		ns := natstest.Start(b)
 		return natsUnderTest{url: ns.ClientURL(), embedded: ns}
 	}
-	port, mport := freePort(b), freePort(b)
+	port, mport := freeport.Get(b), freeport.Get(b)
 	cmd := exec.Command(*natsServer, "-js", "-sd", b.TempDir(), "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-m", strconv.Itoa(mport))
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start %s: %v", *natsServer, err)
@@ -420,15 +420,6 @@ func startNATS(b *testing.B) natsUnderTest {
 		return err == nil
 	}, nil)
 	return n
-}
-
-func freePort(b *testing.B) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // cpu is the external server's user+sys CPU time so far (0 when embedded:
