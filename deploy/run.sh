@@ -4,8 +4,14 @@
 # Starts a real NATS server with JetStream (built from the nats-server Go
 # module) and a real ClickHouse server (installed from Debian's packages when
 # missing), both on loopback with their data under .run/, then the detector,
-# the sink and the probe. Ctrl-C stops everything in reverse order; running
-# it again reuses the data.
+# the sink and the probe, and keeps them up: whatever exits is started again
+# after a back-off (1 s, doubling to 30 s; back to 1 s after a minute up),
+# so the probe keeps running whatever else dies. The console shows one line
+# per thing that matters (started, ready, alert, exited/restarted, warnings
+# and errors); full logs are in .run/logs/. Ctrl-C or SIGTERM stops
+# everything in reverse order, each within stop_timeout (20 s) before
+# SIGKILL; a second Ctrl-C kills everything at once. Running it again reuses
+# the data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -19,7 +25,7 @@ die() { log "$*"; exit 1; }
 
 [[ $EUID -eq 0 ]] || die "the probe loads eBPF programs: run as root (sudo make run)"
 for p in $nats_port $ch_port "${metrics_ports[@]}"; do
-  if (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null; then
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     die "127.0.0.1:$p is already in use; stop what listens there (ss -ltnp 'sport = :$p') and retry"
   fi
 done
@@ -36,45 +42,122 @@ if [[ ! -x bin/nats ]]; then
 fi
 mkdir -p "$state/nats" "$state/clickhouse" "$state/logs"
 
-# Every child runs in a session of its own (setsid), so a Ctrl-C reaches only
-# this script, which then stops them in order.
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  log "stopping"
-  # Reverse order: the probe flushes to NATS, the sink to ClickHouse, then the servers go.
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || true
-    wait "${pids[i]}" 2>/dev/null || true
+# Each service runs under a supervisor loop of its own: the service in a
+# session of its own (setsid: a Ctrl-C reaches only this script), its
+# output appended to .run/logs/<name>.log, and, when it exits while the run
+# is not stopping, started again after a back-off.
+stop_timeout=20
+stopping="$state/stopping"
+rm -f "$stopping"
+mkdir -p "$state/pids"
+sups=() # supervisor loops, in start order
+
+supervise() { # name cmd...
+  local name=$1 backoff=1
+  shift
+  (
+    trap '' INT # the script's trap does the stopping
+    while [[ ! -e $stopping ]]; do
+      local started=$SECONDS
+      setsid "$@" >>"$state/logs/$name.log" 2>&1 &
+      echo $! >"$state/pids/$name"
+      log "$name started (pid $!)"
+      local status=0
+      wait $! 2>/dev/null || status=$? # no "Killed" line: the next one says it
+      [[ -e $stopping ]] && break
+      if ((SECONDS - started >= 60)); then backoff=1; fi
+      log "$name exited (status $status); restarting in ${backoff}s (see .run/logs/$name.log)"
+      sleep "$backoff"
+      backoff=$((backoff * 2 > 30 ? 30 : backoff * 2))
+    done
+  ) &
+  sups+=($!)
+}
+
+# console follows the services' logs and prints the lines that matter.
+console() {
+  # $! is tail's: killing it at the stop ends the filter too.
+  tail -q -n 0 -F "$state"/logs/{clickhouse,nats,detector,sink,probe}.log 2>/dev/null > >(
+    grep --line-buffered -E 'level=(WARN|ERROR)|msg=alert |msg=("probe running"|consuming|running) ' |
+      sed -u -E 's/^time=[^ ]+ //; s/^/  /' >&2
+  ) &
+  console_pid=$!
+}
+
+signal_all() { # signal: every service's current process
+  local f
+  for f in "$state"/pids/*; do
+    if [[ -e $f ]]; then kill "-$1" "$(<"$f")" 2>/dev/null || true; fi
   done
+}
+
+stop_one() { # name: TERM, then KILL after stop_timeout
+  local f="$state/pids/$1" pid
+  [[ -e $f ]] || return 0
+  pid=$(<"$f")
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < stop_timeout * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "$1 did not stop within ${stop_timeout}s; killing it"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  trap - TERM EXIT
+  trap 'log "second signal: killing everything"; signal_all KILL; exit 1' INT
+  touch "$stopping"
+  log "stopping (each service within ${stop_timeout}s; Ctrl-C again kills everything)"
+  # Reverse order: the probe flushes to NATS, the sink to ClickHouse, then the servers go.
+  for name in probe sink detector nats clickhouse; do
+    stop_one "$name"
+  done
+  wait "${sups[@]}" 2>/dev/null || true
+  [[ -n ${console_pid:-} ]] && kill "$console_pid" 2>/dev/null
+  rm -f "$stopping" "$state"/pids/*
   log "stopped; data kept under .run/"
   exit 0
 }
 trap cleanup INT TERM EXIT
 
-wait_port() { # name port pid
+wait_port() { # name port
   for _ in $(seq 1 300); do
-    (exec 3<>/dev/tcp/127.0.0.1/$2) 2>/dev/null && return 0
-    kill -0 "$3" 2>/dev/null || die "$1 exited; see .run/logs/$1.log"
+    (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null && return 0
     sleep 0.1
   done
   die "$1 did not listen on 127.0.0.1:$2 within 30 s; see .run/logs/$1.log"
 }
 
-setsid bash deploy/clickhouse/start.sh "$state/clickhouse" $ch_port >"$state/logs/clickhouse.log" 2>&1 &
-pids+=($!)
-wait_port clickhouse $ch_port "${pids[-1]}"
-setsid bin/nats-server -a 127.0.0.1 -p $nats_port -js -sd "$state/nats" >"$state/logs/nats.log" 2>&1 &
-pids+=($!)
-wait_port nats $nats_port "${pids[-1]}"
+# ready waits (in the background) for a service's /readyz and says so once.
+ready() { # name port
+  (
+    for _ in $(seq 1 600); do
+      [[ -e $stopping ]] && exit 0
+      if [[ $(curl -s "http://127.0.0.1:$2/readyz" 2>/dev/null) == ready ]]; then
+        log "$1 ready"
+        exit 0
+      fi
+      sleep 0.2
+    done
+    log "$1 not ready after 2 min: curl 127.0.0.1:$2/readyz says what it waits for"
+  ) &
+}
+
+for f in clickhouse nats detector sink probe; do : >"$state/logs/$f.log"; done
+console
+supervise clickhouse bash deploy/clickhouse/start.sh "$state/clickhouse" $ch_port
+wait_port clickhouse $ch_port
+supervise nats bin/nats-server -a 127.0.0.1 -p $nats_port -js -sd "$state/nats"
+wait_port nats $nats_port
 log "NATS nats://127.0.0.1:$nats_port and ClickHouse 127.0.0.1:$ch_port are up (logs in .run/logs/)"
 
-setsid bin/netpulse-detector 2> >(tee "$state/logs/detector.log" >&2) &
-pids+=($!)
-setsid bin/netpulse-sink 2> >(tee "$state/logs/sink.log" >&2) &
-pids+=($!)
-setsid bin/netpulse-probe 2> >(tee "$state/logs/probe.log" >&2) &
-pids+=($!)
+supervise detector bin/netpulse-detector
+ready detector "${metrics_ports[1]}"
+supervise sink bin/netpulse-sink
+ready sink "${metrics_ports[2]}"
+supervise probe bin/netpulse-probe
+ready probe "${metrics_ports[0]}"
 
 ch_client=$(command -v clickhouse-client || echo "clickhouse client")
 cat >&2 <<MSG
@@ -91,10 +174,8 @@ cat >&2 <<MSG
     curl -s 127.0.0.1:${metrics_ports[2]}/readyz
   First SQL query:
     $ch_client --port $ch_port --query "SELECT new_state, count() FROM netpulse.tcp_events WHERE time > now() - 300 GROUP BY new_state ORDER BY count() DESC"
-
-  Ctrl-C stops everything.
+  Full logs: .run/logs/. Ctrl-C stops everything.
 
 MSG
-# Any service that exits ends the run (and the trap stops the rest).
-wait -n "${pids[@]}" || true
-log "a service exited; stopping the rest (see .run/logs/)"
+# Until a signal: the supervisors keep every service up.
+while true; do sleep 3600 & wait $! || true; done
