@@ -76,12 +76,13 @@ supervise() { # name cmd...
 
 # console follows the services' logs and prints the lines that matter.
 console() {
-  # $! is tail's: killing it at the stop ends the filter too.
-  tail -q -n 0 -F "$state"/logs/{clickhouse,nats,detector,sink,probe}.log 2>/dev/null > >(
-    grep --line-buffered -E 'level=(WARN|ERROR)|msg=alert |msg=("probe running"|consuming|running) ' |
-      sed -u -E 's/^time=[^ ]+ //; s/^/  /' >&2
-  ) &
-  console_pid=$!
+  # tail's pid goes to a file: killing it at the stop ends the filter too.
+  {
+    tail -q -n 0 -F "$state"/logs/{clickhouse,nats,detector,sink,probe}.log 2>/dev/null &
+    echo $! >"$state/console.pid"
+    wait
+  } | grep --line-buffered -E 'level=(WARN|ERROR)|msg=alert |msg=("probe running"|consuming|running) ' |
+    sed -u -E 's/^time=[^ ]+ //; s/^/  /' >&2 &
 }
 
 signal_all() { # signal: every service's current process
@@ -114,8 +115,8 @@ cleanup() {
     stop_one "$name"
   done
   wait "${sups[@]}" 2>/dev/null || true
-  [[ -n ${console_pid:-} ]] && kill "$console_pid" 2>/dev/null
-  rm -f "$stopping" "$state"/pids/*
+  if [[ -e $state/console.pid ]]; then kill "$(<"$state/console.pid")" 2>/dev/null || true; fi
+  rm -f "$stopping" "$state"/pids/* "$state/console.pid"
   log "stopped; data kept under .run/"
   exit 0
 }
