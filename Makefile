@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO    ?= go
 BIN   := bin
-UNIT  := ./lib/... ./services/probe/... ./services/sink/... ./services/detector/...
+UNIT  := ./lib/... ./services/probe/... ./services/sink/... ./services/detector/... ./deploy/deploytest/...
 E2E   := ./tests/e2e/...
 PKGS  := $(UNIT) $(E2E)
 # Pinned code generators: clang 14 (Debian 12) for eBPF, protoc 3.21 for the event contract.
@@ -75,7 +75,7 @@ check-generate: generate
 
 vet:
 	$(GO) vet $(PKGS)
-	@out=$$(gofmt -l lib services | grep -v '_bpfel\.go$$'); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	@out=$$(gofmt -l lib services deploy/deploytest | grep -v '_bpfel\.go$$'); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 
 clean:
 	rm -rf $(BIN) .cache
