@@ -51,15 +51,13 @@ check_ports_free() {
 ensure_tools() {
   command -v openssl >/dev/null || die "openssl is needed for the TLS certificates (apt-get install openssl)"
   bash deploy/clickhouse/install.sh
-  if [[ ! -x bin/nats-server ]]; then
-    log "building nats-server from its Go module (once)"
-    (cd lib && go build -o ../bin/nats-server github.com/nats-io/nats-server/v2)
-  fi
-  if [[ ! -x bin/nats ]]; then
-    log "building the nats CLI (once)"
-    (cd /tmp && GOWORK=off GOBIN="$root/bin" go install github.com/nats-io/natscli/nats@v0.5.1) ||
-      die "could not build the nats CLI; make run-cluster needs it to hash the NATS passwords"
-  fi
+  local tools=0
+  bash deploy/nats/tools.sh || tools=$?
+  case $tools in
+  0) ;;
+  3) die "could not build the nats CLI; make run-cluster needs it to hash the NATS passwords" ;;
+  *) die "could not build nats-server" ;;
+  esac
 }
 
 # make_tls: a CA and one server certificate (127.0.0.1, ::1, localhost) that

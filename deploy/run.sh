@@ -31,15 +31,13 @@ for p in $nats_port $ch_port "${metrics_ports[@]}"; do
 done
 
 bash deploy/clickhouse/install.sh
-if [[ ! -x bin/nats-server ]]; then
-  log "building nats-server from its Go module (once)"
-  (cd lib && go build -o ../bin/nats-server github.com/nats-io/nats-server/v2)
-fi
-if [[ ! -x bin/nats ]]; then
-  log "building the nats CLI (once; for 'bin/nats sub')"
-  (cd /tmp && GOWORK=off GOBIN="$root/bin" go install github.com/nats-io/natscli/nats@v0.5.1) ||
-    log "could not build the nats CLI; everything else works without it"
-fi
+tools=0
+bash deploy/nats/tools.sh || tools=$?
+case $tools in
+0) ;;
+3) log "could not build the nats CLI; everything else works without it" ;;
+*) die "could not build nats-server" ;;
+esac
 mkdir -p "$state/nats" "$state/clickhouse" "$state/logs"
 
 # Each service runs under a supervisor loop of its own: the service in a
