@@ -64,6 +64,7 @@ func TestPrometheusScrapesEveryService(t *testing.T) {
 		`netpulse_sink_insert_duration_seconds_count{table="tcp_events"} > 0`,
 		`netpulse_detector_alerts_total{detector="conn_leak",status="firing"} >= 1`,
 		`netpulse_detector_event_lag_seconds_count{detector="conn_leak"} > 0`,
+		`netpulse_detector_consumer_pending_messages{detector="conn_leak"} >= 0`,
 		`histogram_quantile(0.99, sum by (le) (rate(netpulse_detector_event_lag_seconds_bucket[30s]))) < 5`,
 		`netpulse_build_info{job="probe",service="probe"} == 1`,
 	} {

@@ -93,6 +93,9 @@ type Counters struct {
 	Takeovers        atomic.Uint64
 	Hosts            atomic.Int64
 	Partitions       atomic.Int64
+	// Pending is the group consumer's backlog as of the last delivery
+	// (NumPending): the detector's lag.
+	Pending atomic.Int64
 	// ObserveLag, when set before Run, is told for every live batch how
 	// old its newest record is as the detector observes it (seconds): the
 	// kernel-to-detector lag, which bounds how late an alert can be after
@@ -442,6 +445,9 @@ func (r *Runner) setOwned(owned []bool) {
 // partition's worker. A message of a partition that is not ours (any more)
 // is left unacknowledged: the group redelivers it to the owner.
 func (r *Runner) onMsg(m jetstream.Msg) {
+	if meta, err := m.Metadata(); err == nil {
+		r.c.Pending.Store(int64(meta.NumPending))
+	}
 	subject := m.Subject()
 	host, kind, ok := wire.ParseEventSubject(subject)
 	if !ok {

@@ -57,6 +57,7 @@ func (d *Supervisor) Observe(o *obs.Obs) *Supervisor {
 		each("detector_alert_publish_errors_total", "Failed alert publish attempts, retried (as of the last stats line).", c, func(r *runner.Counters) float64 { return float64(r.PublishErrors.Load()) }),
 		each("detector_hosts", "Hosts this replica holds state for.", g, func(r *runner.Counters) float64 { return float64(r.Hosts.Load()) }),
 		each("detector_partitions", "Partitions of the detector's group this replica owns.", g, func(r *runner.Counters) float64 { return float64(r.Partitions.Load()) }),
+		each("detector_consumer_pending_messages", "Batches of this replica's partitions not yet delivered to it, as of the last delivery: the detector's lag.", g, func(r *runner.Counters) float64 { return float64(r.Pending.Load()) }),
 		obs.NewLabeled("detector_alerts_total", "Alert transitions raised, by detector and status.", c, []string{"detector", "status"}, func(emit func(float64, ...string)) {
 			for _, n := range names {
 				r := d.counters[n]
