@@ -38,9 +38,10 @@ import (
 // shard that owns it, into the shard's local tables, and a redelivered
 // message is looked up there: the rules above hold per shard.
 type Writer struct {
-	shards  []shard
-	shardOf func(host string) int
-	addrs   addrCache
+	shards   []shard
+	shardOf  func(host string) int
+	addrs    addrCache
+	detached uint64 // Detach calls: which prepared batches the next gets
 
 	Counters Counters
 }
@@ -50,6 +51,10 @@ type Writer struct {
 type shard struct {
 	inserter
 	tables
+	// alt are the prepared batches Detach hands out every other time, so
+	// that two detached batches can insert at once, each with columns of
+	// its own (a prepared batch is used by one INSERT at a time).
+	alt *batches
 }
 
 // inserter is what inserting needs; the Writer and its Detached batches
@@ -182,6 +187,7 @@ func NewCluster(shards []driver.Conn, shardOf func(host string) int, database st
 
 func newShard(conn driver.Conn, database string, local bool, log *slog.Logger) shard {
 	return shard{
+		alt:      &batches{open: map[string]*openBatch{}},
 		inserter: inserter{conn: conn, log: log, batches: &batches{open: map[string]*openBatch{}}},
 		tables: tables{
 			events: newTable(&chschema.TCPEvents, database, local, func() *eventRows { return &eventRows{} }),
@@ -228,9 +234,14 @@ type Detached struct {
 // empty, with fresh buffers (those of earlier, reclaimed batches).
 func (w *Writer) Detach() *Detached {
 	d := &Detached{shards: make([]shard, len(w.shards))}
+	w.detached++
 	for i := range w.shards {
 		sh := &w.shards[i]
-		d.shards[i] = shard{inserter: sh.inserter, tables: tables{
+		in := sh.inserter
+		if w.detached%2 == 0 {
+			in.batches = sh.alt
+		}
+		d.shards[i] = shard{inserter: in, tables: tables{
 			events: sh.events.detach(),
 			conns:  sh.conns.detach(),
 			snaps:  sh.snaps.detach(),

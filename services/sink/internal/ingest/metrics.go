@@ -72,8 +72,8 @@ func (c *consumer) snapshot() snap {
 // refresh copies the loop's counters for scrapes.
 func (c *consumer) refresh() {
 	s := snap{Counters: c.counters(), buffered: c.w.Buffered(), pending: c.lastPending}
-	if c.flushing != nil {
-		s.buffered += c.flushing.rows
+	for _, job := range c.flushing {
+		s.buffered += job.rows
 	}
 	c.mu.Lock()
 	c.snap = s

@@ -232,7 +232,7 @@ type consumer struct {
 	// The loop's own.
 	order       []uint64        // the messages buffered in w, in arrival order
 	first       time.Time       // when order[0] arrived
-	flushing    *flushJob       // the running (or failed) flush, nil when none
+	flushing    []*flushJob     // the running (or failed) flushes, oldest first, at most maxFlushes
 	inserts     context.Context // a flush's INSERTs run under it (see flushRetrying)
 	c           Counters
 	badSeen     map[string]bool
@@ -414,11 +414,18 @@ func (c *consumer) bad(m jetstream.Msg, reason string, err error) {
 	_ = m.TermWithReason(reason + ": " + err.Error())
 }
 
+// maxFlushes is how many batches insert at once: while the server works
+// on one, the client encodes and sends the next.
+const maxFlushes = 2
+
 // startFlush hands the buffered batch to a flush of its own, after the
-// running flush (if any) has ended. An error means ctx ended first.
+// oldest running flush has ended when maxFlushes run. An error means ctx
+// ended first.
 func (c *consumer) startFlush(ctx context.Context) error {
-	if err := c.waitFlush(); err != nil {
-		return err
+	if len(c.flushing) >= maxFlushes {
+		if err := c.waitFlush(); err != nil {
+			return err
+		}
 	}
 	if len(c.order) == 0 {
 		return nil
@@ -426,7 +433,7 @@ func (c *consumer) startFlush(ctx context.Context) error {
 	job := &flushJob{d: c.w.Detach(), order: c.order, done: make(chan struct{})}
 	job.rows = job.d.Buffered()
 	c.order = nil
-	c.flushing = job
+	c.flushing = append(c.flushing, job)
 	go func() {
 		defer close(job.done)
 		job.err = c.flushRetrying(ctx, c.inserts, job.d, job.order)
@@ -434,14 +441,14 @@ func (c *consumer) startFlush(ctx context.Context) error {
 	return nil
 }
 
-// waitFlush waits for the running flush to end and takes back its
+// waitFlush waits for the oldest running flush to end and takes back its
 // buffers. An error means ctx ended first: the flush's rows wait for
 // finalFlush.
 func (c *consumer) waitFlush() error {
-	job := c.flushing
-	if job == nil {
+	if len(c.flushing) == 0 {
 		return nil
 	}
+	job := c.flushing[0]
 	// While the INSERT runs, the messages it holds stay leased to this
 	// sink: other sinks on the consumer get them only if this one stops
 	// extending their ack deadline (it died or hangs).
@@ -459,19 +466,22 @@ func (c *consumer) waitFlush() error {
 		return job.err
 	}
 	c.w.Reclaim(job.d)
-	c.flushing = nil
+	c.flushing = c.flushing[1:]
 	return nil
 }
 
-// reap takes back the buffers of a flush that has ended, without waiting.
+// reap takes back the buffers of the flushes that have ended, oldest
+// first, without waiting.
 func (c *consumer) reap() {
-	if c.flushing == nil {
-		return
-	}
-	select {
-	case <-c.flushing.done:
-		_ = c.waitFlush()
-	default:
+	for len(c.flushing) > 0 {
+		select {
+		case <-c.flushing[0].done:
+			if c.waitFlush() != nil {
+				return // ctx ended: finalFlush takes it
+			}
+		default:
+			return
+		}
 	}
 }
 
@@ -481,7 +491,8 @@ func (c *consumer) reap() {
 func (c *consumer) finalFlush() {
 	fctx, cancel := context.WithTimeout(context.Background(), finalFlushTimeout)
 	defer cancel()
-	if job := c.flushing; job != nil {
+	for len(c.flushing) > 0 {
+		job := c.flushing[0]
 		<-job.done
 		if job.err != nil {
 			if err := c.store(fctx, job.d, job.order); err != nil {
@@ -491,7 +502,7 @@ func (c *consumer) finalFlush() {
 			}
 		}
 		c.w.Reclaim(job.d)
-		c.flushing = nil
+		c.flushing = c.flushing[1:]
 	}
 	if err := c.store(fctx, c.w, c.order); err != nil {
 		c.log.Warn("final flush failed; the rows come back on the next start", "err", err)
@@ -568,8 +579,8 @@ func (c *consumer) counters() Counters {
 func (c *consumer) stats() {
 	t := c.counters()
 	buffered := c.w.Buffered()
-	if c.flushing != nil {
-		buffered += c.flushing.rows
+	for _, job := range c.flushing {
+		buffered += job.rows
 	}
 	c.log.Info("sink stats", "messages", t.Messages, "rows_inserted", t.RowsInserted, "rows_duplicate", t.RowsDuplicate, "lookups", t.Lookups,
 		"inserts", t.Inserts, "insert_errors", t.InsertErrors, "bad_messages", t.BadMessages,
