@@ -1,7 +1,6 @@
 package all
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,6 +23,7 @@ import (
 
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/testutil/freeport"
+	"github.com/netpulse/netpulse/lib/testutil/logbuf"
 	"github.com/netpulse/netpulse/lib/testutil/natstest"
 	"github.com/netpulse/netpulse/lib/testutil/procstat"
 	"github.com/netpulse/netpulse/lib/wire"
@@ -138,7 +137,7 @@ func benchReplica(b *testing.B, name string) {
 		b.Fatal(err)
 	}
 	// The replica's warnings go into the failure message, if there is one.
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	d, err := supervisor.New(cfg, detect.Default, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), supervisor.WithClock(fake))
 	if err != nil {
 		b.Fatal(err)
@@ -353,24 +352,6 @@ func stuck(ns natsUnderTest, js jetstream.JetStream, c *runner.Counters) string 
 		fmt.Fprintf(&sb, "\n  listing streams: %v", err)
 	}
 	return sb.String()
-}
-
-// lockedBuffer is a bytes.Buffer the replica's goroutines write to.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }
 
 // inPart runs fn with the profiler label part=name.

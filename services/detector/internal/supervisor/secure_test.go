@@ -14,6 +14,7 @@ import (
 	"github.com/netpulse/netpulse/lib/eventpb"
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/natsutil/securetest"
+	"github.com/netpulse/netpulse/lib/testutil/logbuf"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/all"
@@ -74,7 +75,7 @@ func TestDetectorWithShippedAccounts(t *testing.T) {
 	defer vnc.Close()
 	alerts := subscribeAlerts(t, vnc)
 
-	var logs securetest.SyncBuffer
+	var logs logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	replica := func(name string) (*Supervisor, context.CancelFunc, func() error) {
 		cfg, err := DefaultConfigFor(detect.Default)

@@ -24,6 +24,7 @@ import (
 	"github.com/netpulse/netpulse/lib/natsutil"
 	"github.com/netpulse/netpulse/lib/natsutil/securetest"
 	"github.com/netpulse/netpulse/lib/testutil/chtest"
+	"github.com/netpulse/netpulse/lib/testutil/logbuf"
 	"github.com/netpulse/netpulse/lib/wire"
 )
 
@@ -108,7 +109,7 @@ func TestSinkSecured(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var logs securetest.SyncBuffer
+	var logs logbuf.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
