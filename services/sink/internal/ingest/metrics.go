@@ -56,6 +56,10 @@ func (s *Sink) Observe(o *obs.Obs) *Sink {
 	return s
 }
 
+// refreshEvery is how often the loop copies its counters for scrapes: a
+// copy per message would cost the hot path for nothing a scrape sees.
+const refreshEvery = 100 * time.Millisecond
+
 // snap is what a scrape reads of a consumer: a copy the loop refreshes.
 type snap struct {
 	Counters

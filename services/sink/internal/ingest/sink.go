@@ -238,7 +238,8 @@ type consumer struct {
 	badSeen     map[string]bool
 	lastPending uint64 // NumPending of the last message delivered
 
-	snap snap // under mu: the loop's counters as of its last round, for scrapes
+	snap      snap      // under mu: the loop's counters as of its last refresh, for scrapes
+	refreshed time.Time // the loop's own: when snap was last refreshed
 }
 
 // flushJob is one batch being inserted by a goroutine of its own.
@@ -309,8 +310,12 @@ func (c *consumer) loop(ctx context.Context, it jetstream.MessagesContext) error
 				continue // ctx ended: the next round does the final flush
 			}
 		}
-		c.refresh()
-		if now := time.Now(); now.After(nextStats) {
+		now := time.Now()
+		if now.Sub(c.refreshed) >= refreshEvery {
+			c.refresh()
+			c.refreshed = now
+		}
+		if now.After(nextStats) {
 			c.stats()
 			nextStats = now.Add(c.cfg.Stats.Interval)
 		}
