@@ -131,28 +131,44 @@ func startPrometheus(t *testing.T, ctx context.Context, bin string, targets map[
 	if err := os.WriteFile(confFile, []byte(conf.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freeport.Get(t)
-	cmd := exec.Command(bin, "--config.file="+confFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address=127.0.0.1:"+strconv.Itoa(port))
-	pr := startProc(t, "prometheus", cmd)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("prometheus log (last 3000 bytes):\n%s", tail(pr.log(), 3000))
+	// A picked port can be taken before Prometheus binds it: then it
+	// exits at once, and gets another.
+	for try := 1; ; try++ {
+		port := freeport.Get(t)
+		cmd := exec.Command(bin, "--config.file="+confFile, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+			"--web.listen-address=127.0.0.1:"+strconv.Itoa(port))
+		pr := startProc(t, "prometheus", cmd)
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("prometheus log (last 3000 bytes):\n%s", tail(pr.log(), 3000))
+			}
+		})
+		prom := &prometheus{t: t, base: "http://127.0.0.1:" + strconv.Itoa(port)}
+		if prom.waitReady(ctx, pr) {
+			return prom
 		}
-	})
-	prom := &prometheus{t: t, base: "http://127.0.0.1:" + strconv.Itoa(port)}
+		if try == 3 || !strings.Contains(pr.log(), "address already in use") {
+			t.Fatalf("prometheus exited:\n%s", pr.log())
+		}
+	}
+}
+
+// waitReady polls /-/ready until Prometheus is ready (true) or exited
+// (false).
+func (p *prometheus) waitReady(ctx context.Context, pr *proc) bool {
+	p.t.Helper()
 	for {
-		if resp, err := http.Get(prom.base + "/-/ready"); err == nil {
+		if resp, err := http.Get(p.base + "/-/ready"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return prom
+				return true
 			}
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("prometheus not ready: %v\n%s", ctx.Err(), pr.log())
+			p.t.Fatalf("prometheus not ready: %v\n%s", ctx.Err(), pr.log())
 		case <-pr.done:
-			t.Fatalf("prometheus exited:\n%s", pr.log())
+			return false
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
