@@ -101,12 +101,28 @@ type Counters struct {
 	// kernel-to-detector lag, which bounds how late an alert can be after
 	// its condition held (plus evaluate_interval and the condition's for).
 	ObserveLag func(seconds float64)
-	// Published and PublishErrors are the alert publisher's.
-	Published     atomic.Uint64
-	PublishErrors atomic.Uint64
+	// pub is the runner's alert publisher, whose own counters these
+	// are read from (Publisher).
+	pub atomic.Pointer[alertout.Publisher]
 
 	mu     sync.Mutex
 	plugin map[string]uint64 // the plugin's own counters, as of the last stats line
+}
+
+// Published and PublishErrors are the alert publisher's totals (0 before
+// the runner is made).
+func (c *Counters) Published() uint64 {
+	if p := c.pub.Load(); p != nil {
+		return p.Published.Load()
+	}
+	return 0
+}
+
+func (c *Counters) PublishErrors() uint64 {
+	if p := c.pub.Load(); p != nil {
+		return p.Errors.Load()
+	}
+	return 0
 }
 
 // Plugin is a copy of the plugin's own counters as of the last stats line.
@@ -154,6 +170,7 @@ func New(s Settings, d Deps) *Runner {
 		history: history.Reader{JS: d.JS},
 		part:    make([]atomic.Uint64, s.Group.Partitions),
 	}
+	r.c.pub.Store(r.pub)
 	r.lastCounters = make([]map[string]uint64, s.Group.Partitions)
 	dead := &deadLetters{js: d.JS, subject: s.DeadLetterSubject, detector: s.Plugin.Name, c: r.c, once: r.once}
 	r.workers = make([]*worker, s.Group.Partitions)
@@ -328,8 +345,6 @@ func (r *Runner) logStats(msg string, workersRunning bool) {
 		"stale", c.Stale.Load(), "duplicates", c.Duplicates.Load(), "panics", c.Panics.Load(),
 		"takeovers", c.Takeovers.Load(), "hosts", c.Hosts.Load(), "partitions", c.Partitions.Load()}
 	plugin := r.pluginCounters(workersRunning)
-	c.Published.Store(r.pub.Published.Load())
-	c.PublishErrors.Store(r.pub.Errors.Load())
 	c.mu.Lock()
 	c.plugin = plugin
 	c.mu.Unlock()
