@@ -1,5 +1,5 @@
-// Package alert is the alert payload of the public contract: JSON shaped
-// like a Prometheus Alertmanager alert, published by the detectors on
+// Package alert is the alert payload of the public contract: JSON an
+// Alertmanager takes as it is, published by the detectors on
 // netpulse.alerts.<detector>.<severity>.<host> and stored by the sink.
 package alert
 
@@ -18,11 +18,20 @@ const (
 	Resolved Status = "resolved"
 )
 
-// Annotations are for humans.
-type Annotations struct {
-	Summary     string `json:"summary"`
-	Description string `json:"description"`
-}
+// The labels every alert carries, besides its detector's identity labels:
+// what Alertmanager routes on.
+const (
+	LabelAlertname = "alertname" // the detector
+	LabelSeverity  = "severity"
+	LabelHost      = "host"
+)
+
+// The annotations every alert carries, besides the values that change while
+// it lasts.
+const (
+	AnnotationSummary     = "summary"
+	AnnotationDescription = "description"
+)
 
 // Alert is one alert transition (or a reminder of a firing alert).
 type Alert struct {
@@ -36,9 +45,15 @@ type Alert struct {
 	EndsAt *time.Time `json:"endsAt,omitempty"`
 	// SentAt is when this message was made (the first firing, a reminder or
 	// the resolution).
-	SentAt      time.Time         `json:"sentAt"`
-	Labels      map[string]string `json:"labels"`
-	Annotations Annotations       `json:"annotations"`
+	SentAt time.Time `json:"sentAt"`
+	// Labels are alertname, severity, host and the detector's identity
+	// labels (see Labels): nothing that changes while the alert lasts.
+	Labels map[string]string `json:"labels"`
+	// Annotations are summary, description and the values that change while
+	// the alert lasts (counts, ages, ratios).
+	Annotations map[string]string `json:"annotations"`
+	// GeneratorURL links to where the alert can be looked into.
+	GeneratorURL string `json:"generatorURL,omitempty"`
 	// Value is what was observed, Threshold what it crossed (unit per detector).
 	Value     float64 `json:"value"`
 	Threshold float64 `json:"threshold"`
@@ -46,6 +61,23 @@ type Alert struct {
 	Evidence map[string]any `json:"evidence,omitempty"`
 	// SQL is a ready ClickHouse query showing the underlying events.
 	SQL string `json:"sql,omitempty"`
+}
+
+// Summary is the one-line annotation.
+func (a *Alert) Summary() string { return a.Annotations[AnnotationSummary] }
+
+// Labels is the label set of an alert of detector at severity on host with
+// the given identity labels; the routing labels win over identity labels of
+// the same name.
+func Labels(detector, severity, host string, identity map[string]string) map[string]string {
+	l := make(map[string]string, len(identity)+3)
+	for k, v := range identity {
+		l[k] = v
+	}
+	l[LabelAlertname] = detector
+	l[LabelSeverity] = severity
+	l[LabelHost] = host
+	return l
 }
 
 // Fingerprint identifies an alert across its life: the detector, the host

@@ -47,11 +47,14 @@ type Input struct {
 // evaluation mean the same alert.
 type Condition struct {
 	// Labels identify the condition; with the detector name and the host
-	// they make the alert's fingerprint, so they must not hold values that
-	// change while the condition lasts (counts, ages).
+	// they make the alert's fingerprint and, with alertname, severity and
+	// host, its label set (what Alertmanager routes and groups on), so they
+	// must not hold values that change while the condition lasts (counts,
+	// ages). Names as Prometheus labels: [a-zA-Z_][a-zA-Z0-9_]*.
 	Labels map[string]string
-	// Details are shown as labels too but are not part of the identity
-	// (count, oldest_age_seconds, ratio, ...).
+	// Details are the values that change while the condition lasts (count,
+	// oldest_age_seconds, ratio, ...): the alert's annotations, beside
+	// summary and description. Names as for Labels.
 	Details  map[string]string
 	Severity Severity
 	// Value is what was observed and Threshold what it crossed, in the

@@ -92,7 +92,7 @@ func (p *Publisher) publish(ctx context.Context, st Stored) bool {
 	p.Published.Add(1)
 	// One line per alert message: what an operator tails the log for.
 	p.Log.Info("alert", "status", st.Alert.Status, "detector", st.Alert.Detector, "severity", st.Alert.Severity,
-		"host", st.Alert.Host, "summary", st.Alert.Annotations.Summary, "fingerprint", st.Alert.Fingerprint)
+		"host", st.Alert.Host, "summary", st.Alert.Summary(), "fingerprint", st.Alert.Fingerprint)
 	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := p.Store.settle(sctx, st); err != nil {

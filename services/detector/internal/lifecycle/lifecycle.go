@@ -6,7 +6,9 @@ package lifecycle
 
 import (
 	"maps"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/netpulse/netpulse/lib/alert"
@@ -24,6 +26,9 @@ type Settings struct {
 	RepeatInterval time.Duration
 	// Severity overrides the conditions' severity when set.
 	Severity detect.Severity
+	// GeneratorURL is the alerts' generatorURL with {detector}, {host} and
+	// {fingerprint} replaced by their query-escaped values; empty: none.
+	GeneratorURL string
 }
 
 // Tracker follows the alerts of one detector instance (one host).
@@ -101,7 +106,10 @@ func (t *Tracker) Update(now time.Time, conds []detect.Condition) (out []alert.A
 			e.send(&out, a, now)
 		case a.Severity != e.last.Severity:
 			// Escalation or de-escalation is news: say it now, on the
-			// subject of the new severity.
+			// subject of the new severity. severity is a label, so for
+			// Alertmanager (and subscribers of one severity's subjects)
+			// the alert under the old one ends here.
+			out = append(out, resolution(e.last, now))
 			a.StartsAt = e.last.StartsAt
 			e.send(&out, a, now)
 		case t.s.RepeatInterval > 0 && now.Sub(e.sentAt) >= t.s.RepeatInterval:
@@ -121,15 +129,20 @@ func (t *Tracker) Update(now time.Time, conds []detect.Condition) (out []alert.A
 		if !e.firing {
 			continue // a pending condition that went away never existed for users
 		}
-		r := e.last
-		r.Status = alert.Resolved
-		end := now
-		r.EndsAt = &end
-		r.SentAt = now
-		out = append(out, r)
+		out = append(out, resolution(e.last, now))
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Fingerprint < out[j].Fingerprint })
+	// Stable: a severity change's resolution stays before its new firing.
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Fingerprint < out[j].Fingerprint })
 	return out, dups
+}
+
+// resolution is the message that ends a, sent at now.
+func resolution(a alert.Alert, now time.Time) alert.Alert {
+	a.Status = alert.Resolved
+	end := now
+	a.EndsAt = &end
+	a.SentAt = now
+	return a
 }
 
 func (e *entry) send(out *[]alert.Alert, a alert.Alert, now time.Time) {
@@ -139,7 +152,9 @@ func (e *entry) send(out *[]alert.Alert, a alert.Alert, now time.Time) {
 	*out = append(*out, a)
 }
 
-// build makes the firing alert a condition describes, without its times.
+// build makes the firing alert a condition describes, without its times:
+// its identity labels and the routing ones as labels, its details as
+// annotations beside the summary and description.
 func (t *Tracker) build(fp string, c *detect.Condition) alert.Alert {
 	sev := c.Severity
 	if t.s.Severity != "" {
@@ -148,23 +163,33 @@ func (t *Tracker) build(fp string, c *detect.Condition) alert.Alert {
 	if !sev.Valid() {
 		sev = detect.Warning
 	}
-	labels := make(map[string]string, len(c.Labels)+len(c.Details)+3)
-	maps.Copy(labels, c.Details)
-	maps.Copy(labels, c.Labels) // identity wins over a detail of the same name
-	labels["detector"] = t.s.Detector
-	labels["host"] = t.s.Host
-	labels["severity"] = string(sev)
+	ann := make(map[string]string, len(c.Details)+2)
+	maps.Copy(ann, c.Details)
+	ann[alert.AnnotationSummary] = c.Summary
+	ann[alert.AnnotationDescription] = c.Description
 	return alert.Alert{
-		Fingerprint: fp,
-		Detector:    t.s.Detector,
-		Status:      alert.Firing,
-		Severity:    string(sev),
-		Host:        t.s.Host,
-		Labels:      labels,
-		Annotations: alert.Annotations{Summary: c.Summary, Description: c.Description},
-		Value:       c.Value,
-		Threshold:   c.Threshold,
-		Evidence:    c.Evidence,
-		SQL:         c.SQL,
+		Fingerprint:  fp,
+		Detector:     t.s.Detector,
+		Status:       alert.Firing,
+		Severity:     string(sev),
+		Host:         t.s.Host,
+		Labels:       alert.Labels(t.s.Detector, string(sev), t.s.Host, c.Labels),
+		Annotations:  ann,
+		GeneratorURL: t.generatorURL(fp),
+		Value:        c.Value,
+		Threshold:    c.Threshold,
+		Evidence:     c.Evidence,
+		SQL:          c.SQL,
 	}
+}
+
+func (t *Tracker) generatorURL(fp string) string {
+	if t.s.GeneratorURL == "" {
+		return ""
+	}
+	return strings.NewReplacer(
+		"{detector}", url.QueryEscape(t.s.Detector),
+		"{host}", url.QueryEscape(t.s.Host),
+		"{fingerprint}", url.QueryEscape(fp),
+	).Replace(t.s.GeneratorURL)
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,7 +23,7 @@ var t0 = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 func leak(pid string, count string) detect.Condition {
 	return detect.Condition{
 		Labels:   map[string]string{"pid": pid, "comm": "srv", "local_port": "8080"},
-		Details:  map[string]string{"count": count, "host": "not-this"},
+		Details:  map[string]string{"count": count, "summary": "not-this"},
 		Severity: detect.Warning, Value: 12, Threshold: 10,
 		Summary: "srv (pid " + pid + ") holds " + count + " sockets in CLOSE_WAIT",
 		SQL:     "SELECT 1",
@@ -78,7 +80,7 @@ func TestLifecycleGoldens(t *testing.T) {
 			{2 * time.Second, []detect.Condition{crit}},
 			{3 * time.Second, nil},
 		}},
-		{"severity_override", Settings{Severity: detect.Critical}, nil, []step{
+		{"severity_override", Settings{Severity: detect.Critical, GeneratorURL: "http://grafana:3000/d/x?host={host}&fp={fingerprint}"}, nil, []step{
 			{0, []detect.Condition{leak("7", "12")}},
 		}},
 		{"two_conditions_and_a_duplicate", Settings{}, nil, []step{
@@ -132,15 +134,58 @@ func TestLifecycleGoldens(t *testing.T) {
 	}
 }
 
-// The fingerprint ignores details, so a count that grows is the same alert.
-func TestFingerprintIgnoresDetails(t *testing.T) {
-	tr := New(Settings{Detector: "conn_leak", Host: "h1"})
+// The fingerprint and the labels ignore details, so a count that grows is
+// the same alert, and the label set is the same from firing to resolved:
+// exactly the routing labels and the identity ones.
+func TestLabelsStayFromFiringToResolved(t *testing.T) {
+	tr := New(Settings{Detector: "conn_leak", Host: "h1", RepeatInterval: time.Second})
 	a, _ := tr.Update(t0, []detect.Condition{leak("7", "12")})
-	b, _ := tr.Update(t0.Add(time.Second), []detect.Condition{leak("7", "13")})
-	if len(a) != 1 || len(b) != 0 {
-		t.Fatalf("first update sent %d, second %d; want 1 and 0", len(a), len(b))
+	b, _ := tr.Update(t0.Add(time.Second), []detect.Condition{leak("7", "13")}) // reminder
+	c, _ := tr.Update(t0.Add(2*time.Second), nil)                               // resolved
+	if len(a) != 1 || len(b) != 1 || len(c) != 1 {
+		t.Fatalf("sent %d, %d, %d; want 1 each", len(a), len(b), len(c))
 	}
-	if a[0].Labels["host"] != "h1" || a[0].Labels["count"] != "12" {
-		t.Errorf("labels %v: framework labels must win over details", a[0].Labels)
+	want := map[string]string{"alertname": "conn_leak", "severity": "warning", "host": "h1", "pid": "7", "comm": "srv", "local_port": "8080"}
+	for _, m := range []alert.Alert{a[0], b[0], c[0]} {
+		if !maps.Equal(m.Labels, want) || m.Fingerprint != a[0].Fingerprint {
+			t.Errorf("%s: labels %v fingerprint %s; want %v and %s", m.Status, m.Labels, m.Fingerprint, want, a[0].Fingerprint)
+		}
 	}
+	if a[0].Annotations["count"] != "12" || b[0].Annotations["count"] != "13" || c[0].Annotations["count"] != "13" {
+		t.Errorf("count annotations %q %q %q, want 12 13 13", a[0].Annotations["count"], b[0].Annotations["count"], c[0].Annotations["count"])
+	}
+	if s := a[0].Summary(); s != "srv (pid 7) holds 12 sockets in CLOSE_WAIT" {
+		t.Errorf("summary %q: the condition's summary must win over a detail of that name", s)
+	}
+}
+
+// A severity change ends the alert under the old severity (another label
+// set for Alertmanager) before it fires under the new one.
+func TestSeverityChangeResolvesTheOldLabelSet(t *testing.T) {
+	tr := New(Settings{Detector: "conn_leak", Host: "h1"})
+	crit := leak("7", "40")
+	crit.Severity = detect.Critical
+	tr.Update(t0, []detect.Condition{leak("7", "12")})
+	out, _ := tr.Update(t0.Add(time.Second), []detect.Condition{crit, leak("8", "1")})
+	var got []string
+	for _, a := range out {
+		got = append(got, a.Labels["pid"]+" "+a.Labels["severity"]+" "+string(a.Status))
+	}
+	if want := []string{"7 warning resolved", "7 critical firing", "8 warning firing"}; !slices.Equal(sortedByFingerprint(got, out), want) {
+		t.Errorf("sent %v, want %v", got, want)
+	}
+}
+
+// sortedByFingerprint keeps got as sent but puts pid 7 first whatever the
+// fingerprints' order, so the expectation does not depend on hash values.
+func sortedByFingerprint(got []string, out []alert.Alert) []string {
+	var first, rest []string
+	for i, a := range out {
+		if a.Labels["pid"] == "7" {
+			first = append(first, got[i])
+		} else {
+			rest = append(rest, got[i])
+		}
+	}
+	return append(first, rest...)
 }

@@ -42,7 +42,9 @@ type Settings struct {
 	PluginConfig   any
 	For            time.Duration
 	RepeatInterval time.Duration
-	Severity       detect.Severity
+	// GeneratorURL is the alerts' generatorURL template (lifecycle.Settings).
+	GeneratorURL string
+	Severity     detect.Severity
 
 	Group  group.Spec
 	Member string

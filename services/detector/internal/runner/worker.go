@@ -275,7 +275,7 @@ func (w *worker) takeover(host string, before uint64) *hostState {
 		host: host,
 		inst: inst,
 		tr: lifecycle.New(lifecycle.Settings{Detector: w.s.Plugin.Name, Host: host,
-			For: w.s.For, RepeatInterval: w.s.RepeatInterval, Severity: w.s.Severity}),
+			For: w.s.For, RepeatInterval: w.s.RepeatInterval, Severity: w.s.Severity, GeneratorURL: w.s.GeneratorURL}),
 		lastEvent: w.clock.Now(),
 	}
 	var recs []alertout.Stored

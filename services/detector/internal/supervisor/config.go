@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -38,6 +40,10 @@ type Config struct {
 	IdleTimeout time.Duration `koanf:"idle_timeout"`
 	Group       GroupConfig   `koanf:"group"`
 	Stats       StatsConfig   `koanf:"stats"`
+	// GeneratorURL is every alert's generatorURL, {detector}, {host} and
+	// {fingerprint} replaced (query-escaped); "" sets none.
+	GeneratorURL string             `koanf:"generator_url"`
+	Alertmanager AlertmanagerConfig `koanf:"alertmanager"`
 	// Detector holds detector.<name> for every registered detector (see
 	// package pluginconf).
 	Detector any `koanf:"detector,omitempty"`
@@ -64,6 +70,77 @@ type GroupConfig struct {
 	MaxAckPending int `koanf:"max_ack_pending"`
 	// MaxBufferedBytes bounds each group's work-queue stream (0: no bound).
 	MaxBufferedBytes int64 `koanf:"max_buffered_bytes"`
+}
+
+// AlertmanagerConfig is where the detector forwards alerts (package
+// amforward); an empty URL forwards nowhere.
+type AlertmanagerConfig struct {
+	// URL: every Alertmanager of the cluster, comma-separated.
+	URL            string        `koanf:"url"`
+	ResendInterval time.Duration `koanf:"resend_interval"`
+	Timeout        time.Duration `koanf:"timeout"`
+	BatchSize      int           `koanf:"batch_size"`
+	// AckWait: a transition not acknowledged this long is delivered again
+	// (the forwarder extends it while it retries).
+	AckWait      time.Duration `koanf:"ack_wait"`
+	Username     string        `koanf:"username"`
+	Password     string        `koanf:"password"`
+	PasswordFile string        `koanf:"password_file"`
+	TLS          config.TLS    `koanf:"tls"`
+}
+
+// URLs is the Alertmanagers, each trimmed.
+func (a AlertmanagerConfig) URLs() []string {
+	var out []string
+	for _, u := range strings.Split(a.URL, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// PasswordValue is the password, or password_file's content.
+func (a AlertmanagerConfig) PasswordValue() (string, error) {
+	switch {
+	case a.Password != "" && a.PasswordFile != "":
+		return "", errors.New("alertmanager.password and alertmanager.password_file: set one of them, not both")
+	case a.PasswordFile != "":
+		return config.ReadSecretFile("alertmanager.password_file", a.PasswordFile)
+	}
+	return a.Password, nil
+}
+
+func (a AlertmanagerConfig) validate() error {
+	urls := a.URLs()
+	if len(urls) == 0 {
+		return nil
+	}
+	for _, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("alertmanager.url: %q is not an http:// or https:// URL", config.RedactURL(raw))
+		}
+		if u.User != nil {
+			return fmt.Errorf("alertmanager.url: %q: put credentials in alertmanager.username and password(_file), not in the URL", config.RedactURL(raw))
+		}
+	}
+	switch {
+	case a.ResendInterval < time.Second:
+		return fmt.Errorf("alertmanager.resend_interval: must be at least 1s, got %s", a.ResendInterval)
+	case a.Timeout < 100*time.Millisecond:
+		return fmt.Errorf("alertmanager.timeout: must be at least 100ms, got %s", a.Timeout)
+	case a.BatchSize < 1 || a.BatchSize > 10000:
+		return fmt.Errorf("alertmanager.batch_size: must be 1..10000, got %d", a.BatchSize)
+	case a.AckWait < 3*a.Timeout:
+		return fmt.Errorf("alertmanager.ack_wait: must be at least 3 × alertmanager.timeout (%s), got %s", 3*a.Timeout, a.AckWait)
+	case (a.Password != "" || a.PasswordFile != "") && a.Username == "":
+		return errors.New("alertmanager.password: needs alertmanager.username")
+	}
+	if _, err := a.PasswordValue(); err != nil {
+		return err
+	}
+	return a.TLS.ValidateKey("alertmanager.tls")
 }
 
 // StatsConfig sets how often the detector logs its counters.
@@ -100,8 +177,10 @@ func DefaultConfigFor(reg *detect.Registry) (Config, error) {
 			Prefix: "netpulse-detector", Partitions: 16, MemberTTL: 3 * time.Second,
 			AckWait: 3 * time.Second, MaxAckPending: 64, MaxBufferedBytes: 1 << 30,
 		},
-		Stats:    StatsConfig{Interval: 10 * time.Second},
-		Detector: tree,
+		Stats:        StatsConfig{Interval: 10 * time.Second},
+		GeneratorURL: "http://127.0.0.1:3000/d/netpulse-tcp/netpulse-tcp?var-host={host}",
+		Alertmanager: AlertmanagerConfig{ResendInterval: time.Minute, Timeout: 10 * time.Second, BatchSize: 64, AckWait: time.Minute},
+		Detector:     tree,
 	}, nil
 }
 
@@ -156,6 +235,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("group.max_buffered_bytes: must not be negative (0: no bound), got %d", g.MaxBufferedBytes)
 	case c.Stats.Interval < 100*time.Millisecond:
 		return fmt.Errorf("stats.interval: must be at least 100ms, got %s", c.Stats.Interval)
+	}
+	if err := c.Alertmanager.validate(); err != nil {
+		return err
+	}
+	if c.GeneratorURL != "" {
+		u, err := url.Parse(strings.NewReplacer("{detector}", "d", "{host}", "h", "{fingerprint}", "f").Replace(c.GeneratorURL))
+		if err != nil || u.Scheme == "" || u.Host == "" {
+			return fmt.Errorf("generator_url: %q is not an absolute URL", c.GeneratorURL)
+		}
 	}
 	sections := pluginconf.List(c.Detector)
 	names := make([]string, len(sections))

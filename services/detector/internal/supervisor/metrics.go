@@ -14,6 +14,9 @@ import (
 // buckets, and each selected detector's group joined.
 const readyStreams = "nats streams and buckets"
 
+// readyAlertmanager: the forwarder's consumer made and the firing alerts read.
+const readyAlertmanager = "alertmanager forwarder started"
+
 func readyGroup(detector string) string { return "group " + detector + " joined" }
 
 // Observe has the supervisor report to o: every detector's counters as
@@ -27,6 +30,10 @@ func (d *Supervisor) Observe(o *obs.Obs) *Supervisor {
 	conds := []string{readyStreams}
 	for _, s := range d.cfg.Selected() {
 		conds = append(conds, readyGroup(s.Name))
+	}
+	if d.forwarder != nil {
+		conds = append(conds, readyAlertmanager)
+		o.Register(d.forwarder.Collectors()...)
 	}
 	o.Await(conds...)
 	names := slices.Sorted(maps.Keys(d.counters))

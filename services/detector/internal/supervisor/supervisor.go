@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -27,6 +28,7 @@ import (
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/detector/detect"
 	"github.com/netpulse/netpulse/services/detector/internal/alertout"
+	"github.com/netpulse/netpulse/services/detector/internal/amforward"
 	"github.com/netpulse/netpulse/services/detector/internal/clock"
 	"github.com/netpulse/netpulse/services/detector/internal/group"
 	"github.com/netpulse/netpulse/services/detector/internal/pluginconf"
@@ -44,6 +46,8 @@ type Supervisor struct {
 	member   string
 	counters map[string]*runner.Counters
 	obs      *obs.Obs // see Observe
+	// forwarder sends alerts to Alertmanager; nil when none is configured.
+	forwarder *amforward.Forwarder
 }
 
 // Dialer opens a NATS connection called name.
@@ -90,7 +94,34 @@ func New(cfg Config, reg *detect.Registry, log *slog.Logger, opts ...Option) (*S
 		}
 		d.counters[s.Name] = &runner.Counters{}
 	}
+	if am := cfg.Alertmanager; len(am.URLs()) > 0 {
+		f, err := d.newForwarder(am)
+		if err != nil {
+			return nil, err
+		}
+		d.forwarder = f
+	}
 	return d, nil
+}
+
+// newForwarder makes the Alertmanager forwarder am describes.
+func (d *Supervisor) newForwarder(am AlertmanagerConfig) (*amforward.Forwarder, error) {
+	password, err := am.PasswordValue()
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := am.TLS.ConfigKey("alertmanager.tls")
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tlsConf
+	return amforward.New(amforward.Settings{
+		URLs: am.URLs(), HTTP: &http.Client{Timeout: am.Timeout, Transport: tr},
+		Username: am.Username, Password: password,
+		Consumer:       d.cfg.Group.Prefix + "-alertmanager",
+		ResendInterval: am.ResendInterval, BatchSize: am.BatchSize, AckWait: am.AckWait,
+	}, amforward.Deps{Log: d.log.With("component", "alertmanager"), Ready: func() { d.obs.Ready(readyAlertmanager, true) }}), nil
 }
 
 // Counters gives the running totals of detector name (nil if not running).
@@ -169,6 +200,25 @@ func (d *Supervisor) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	if f := d.forwarder; f != nil {
+		anc, err := d.dial(d.cfg.NATS, "netpulse-detector "+d.member+" alertmanager", d.log)
+		if err != nil {
+			cancel()
+			return errors.Join(err, g.Wait())
+		}
+		defer anc.Close()
+		ajs, err := jetstream.New(anc)
+		if err != nil {
+			cancel()
+			return errors.Join(err, g.Wait())
+		}
+		akv, err := ajs.KeyValue(ctx, alerts.Bucket())
+		if err != nil {
+			cancel()
+			return errors.Join(fmt.Errorf("bucket %s: %w", alerts.Bucket(), err), g.Wait())
+		}
+		g.Go(func() error { return f.Run(ctx, ajs, akv) })
+	}
 	d.log.Info("running", "detectors", strings.Join(names, ","))
 	return g.Wait()
 }
@@ -191,8 +241,9 @@ func (d *Supervisor) newRunner(ctx context.Context, nc *nats.Conn, p detect.Plug
 	return runner.New(runner.Settings{
 		Plugin: p, PluginConfig: s.Section.PluginConfig(p),
 		For: s.Section.For, RepeatInterval: s.Section.RepeatInterval, Severity: detect.Severity(s.Section.Severity),
-		Group:  group.Spec{Name: g.Prefix + "-" + p.Name, Kinds: p.Kinds, Partitions: g.Partitions, MaxBufferedBytes: g.MaxBufferedBytes},
-		Member: d.member, MemberTTL: g.MemberTTL, AckWait: g.AckWait, MaxAckPending: g.MaxAckPending,
+		GeneratorURL: d.cfg.GeneratorURL,
+		Group:        group.Spec{Name: g.Prefix + "-" + p.Name, Kinds: p.Kinds, Partitions: g.Partitions, MaxBufferedBytes: g.MaxBufferedBytes},
+		Member:       d.member, MemberTTL: g.MemberTTL, AckWait: g.AckWait, MaxAckPending: g.MaxAckPending,
 		EvaluateInterval: d.cfg.EvaluateInterval, Warmup: d.cfg.Warmup, IdleTimeout: d.cfg.IdleTimeout,
 		DeadLetterSubject: wire.DetectorDeadLetterSubject(p.Name),
 		StatsInterval:     d.cfg.Stats.Interval,

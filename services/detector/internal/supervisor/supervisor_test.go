@@ -107,9 +107,9 @@ func TestAlertsEndToEnd(t *testing.T) {
 		t.Errorf("subject %s", got)
 	}
 	if a.Status != alert.Firing || a.Detector != "marker" || a.Host != "web-1" || a.Severity != "warning" ||
-		a.Labels["marker"] != "7" || a.Labels["host"] != "web-1" || a.Labels["detector"] != "marker" || a.Labels["markers"] != "1" ||
+		a.Labels["marker"] != "7" || a.Labels["host"] != "web-1" || a.Labels["alertname"] != "marker" || a.Labels["severity"] != "warning" || len(a.Labels) != 4 || a.Annotations["markers"] != "1" ||
 		a.Fingerprint != alert.Fingerprint("marker", "web-1", map[string]string{"marker": "7"}) || a.EndsAt != nil ||
-		a.Annotations.Summary != "marker 7 on web-1" || a.Value != 7 || a.StartsAt.IsZero() {
+		a.Summary() != "marker 7 on web-1" || a.Value != 7 || a.StartsAt.IsZero() {
 		t.Errorf("firing alert %+v", a)
 	}
 	// Present at every evaluation: no second message.

@@ -9,8 +9,12 @@ Alerts are few, so partitions are UTC months, not days. ORDER BY
 (detector, host, fingerprint, sent_at): queries pick a detector or a
 host, and one alert's history (its fingerprint) lies together in time
 order. Labels are two parallel arrays sorted by name (18.16 has no Map):
-label_values[indexOf(label_names, 'comm')]. evidence is the JSON object
-as published, empty when there was none.`,
+label_values[indexOf(label_names, 'comm')]; annotations likewise
+(annotation_values[indexOf(annotation_names, 'count')]). Rows stored
+before alerts were shaped for Alertmanager have no annotation arrays and
+hold the changing values (count, ratio, ...) and a 'detector' label among
+their labels. evidence is the JSON object as published, empty when there
+was none.`,
 	Columns: []Column{
 		// When this message was made (first firing, reminder, resolution).
 		{Name: "sent_at", Modern: "DateTime64(3, 'UTC')", Legacy: "DateTime('UTC')", Codec: codecSeq},
@@ -35,6 +39,10 @@ as published, empty when there was none.`,
 		// A ready query showing the underlying rows.
 		{Name: "sql", Modern: "String", Codec: codecZSTD},
 		{Name: "stream_seq", Modern: "UInt64", Codec: codecSeq},
+		// Every annotation (summary and description too), sorted by name.
+		{Name: "annotation_names", Modern: "Array(LowCardinality(String))", Legacy: "Array(String)", Codec: codecZSTD},
+		{Name: "annotation_values", Modern: "Array(String)", Codec: codecZSTD},
+		{Name: "generator_url", Modern: "String", Codec: codecZSTD},
 	},
 	Engine:     "MergeTree",
 	TimeColumn: "sent_at",

@@ -261,6 +261,9 @@ var specAlerts = tableSpec{"alerts", "toYYYYMM", "sent_at",
 		{"evidence", "String", "String", zstd},
 		{"sql", "String", "String", zstd},
 		{"stream_seq", "UInt64", "UInt64", seqCodec},
+		{"annotation_names", "Array(LowCardinality(String))", "Array(String)", zstd},
+		{"annotation_values", "Array(String)", "Array(String)", zstd},
+		{"generator_url", "String", "String", zstd},
 	}}
 
 var specTables = []tableSpec{specTCPEvents, specTCPConnections, specSocketSnapshots, specAlerts}

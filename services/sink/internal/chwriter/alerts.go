@@ -56,7 +56,9 @@ type alertRows struct {
 	endsAt                                        []*time.Time
 	fingerprint, detector, status, severity, host []string
 	labelNames, labelValues                       [][]string
+	annotationNames, annotationValues             [][]string
 	summary, description, evidence, sql           []string
+	generatorURL                                  []string
 	value, threshold                              []float64
 	sSeq                                          []uint64
 }
@@ -75,19 +77,15 @@ func (r *alertRows) add(streamSeq uint64, a *AlertMessage) {
 		ends = &t
 	}
 	r.endsAt = append(r.endsAt, ends)
-	names := make([]string, 0, len(a.Labels))
-	for k := range a.Labels {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	values := make([]string, len(names))
-	for i, k := range names {
-		values[i] = a.Labels[k]
-	}
+	names, values := sortedPairs(a.Labels)
 	r.labelNames = append(r.labelNames, names)
 	r.labelValues = append(r.labelValues, values)
-	r.summary = append(r.summary, a.Annotations.Summary)
-	r.description = append(r.description, a.Annotations.Description)
+	names, values = sortedPairs(a.Annotations)
+	r.annotationNames = append(r.annotationNames, names)
+	r.annotationValues = append(r.annotationValues, values)
+	r.summary = append(r.summary, a.Annotations[alert.AnnotationSummary])
+	r.description = append(r.description, a.Annotations[alert.AnnotationDescription])
+	r.generatorURL = append(r.generatorURL, a.GeneratorURL)
 	r.value = append(r.value, a.Value)
 	r.threshold = append(r.threshold, a.Threshold)
 	ev := ""
@@ -104,8 +102,22 @@ func (r *alertRows) values() []any {
 	return []any{
 		r.sentAt, r.fingerprint, r.detector, r.status, r.severity, r.host, r.startsAt, r.endsAt,
 		r.labelNames, r.labelValues, r.summary, r.description, r.value, r.threshold,
-		r.evidence, r.sql, r.sSeq,
+		r.evidence, r.sql, r.sSeq, r.annotationNames, r.annotationValues, r.generatorURL,
 	}
+}
+
+// sortedPairs is m as parallel arrays sorted by name (18.16 has no Map).
+func sortedPairs(m map[string]string) (names, values []string) {
+	names = make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	values = make([]string, len(names))
+	for i, k := range names {
+		values[i] = m[k]
+	}
+	return names, values
 }
 
 func (r *alertRows) reset() {
@@ -113,6 +125,7 @@ func (r *alertRows) reset() {
 	r.sentAt, r.startsAt, r.endsAt = r.sentAt[:0], r.startsAt[:0], r.endsAt[:0]
 	r.fingerprint, r.detector, r.status, r.severity, r.host = r.fingerprint[:0], r.detector[:0], r.status[:0], r.severity[:0], r.host[:0]
 	r.labelNames, r.labelValues = r.labelNames[:0], r.labelValues[:0]
+	r.annotationNames, r.annotationValues, r.generatorURL = r.annotationNames[:0], r.annotationValues[:0], r.generatorURL[:0]
 	r.summary, r.description, r.evidence, r.sql = r.summary[:0], r.description[:0], r.evidence[:0], r.sql[:0]
 	r.value, r.threshold, r.sSeq = r.value[:0], r.threshold[:0], r.sSeq[:0]
 }

@@ -82,7 +82,7 @@ func TestDecodeAlert(t *testing.T) {
 	if string(a.Evidence) != `{"z":1,"a":[1.50,2]}` {
 		t.Errorf("evidence %s, want the JSON as published", a.Evidence)
 	}
-	if a.Labels["pid"] != "1" || a.Annotations.Summary != "s" || a.SentAt.Nanosecond() != 5e8 {
+	if a.Labels["pid"] != "1" || a.Summary() != "s" || a.SentAt.Nanosecond() != 5e8 {
 		t.Errorf("decoded %+v", a)
 	}
 	for _, tt := range []struct{ name, json, want string }{

@@ -394,9 +394,11 @@ func TestSinkStoresAlerts(t *testing.T) {
 	firing := alert.Alert{
 		Fingerprint: "0123456789abcdef", Detector: "conn_leak", Status: alert.Firing, Severity: "warning", Host: e.host,
 		StartsAt: start, SentAt: start.Add(time.Second + 456*time.Millisecond),
-		Labels:      map[string]string{"pid": "50", "comm": "java", "local_port": "8080", "count": "40", "oldest_age_seconds": "900"},
-		Annotations: alert.Annotations{Summary: "java leaks sockets", Description: "40 sockets in CLOSE_WAIT on port 8080"},
-		Value:       40, Threshold: 20.5,
+		Labels: alert.Labels("conn_leak", "warning", e.host, map[string]string{"pid": "50", "comm": "java", "local_port": "8080"}),
+		Annotations: map[string]string{"summary": "java leaks sockets", "description": "40 sockets in CLOSE_WAIT on port 8080",
+			"count": "40", "oldest_age_seconds": "900"},
+		GeneratorURL: "http://grafana:3000/d/netpulse-tcp/netpulse-tcp?var-host=" + e.host,
+		Value:        40, Threshold: 20.5,
 		Evidence: map[string]any{"sockets": []any{map[string]any{"dport": 39000, "age_s": 900}}},
 		SQL:      "SELECT 1",
 	}
@@ -411,8 +413,10 @@ func TestSinkStoresAlerts(t *testing.T) {
 		t.Errorf("counters %+v, want 2 alerts stored", c)
 	}
 	seqs := e.streamSeqs(t, wire.AlertsStream, wire.AlertsPrefix+".>")
-	labels := `["comm" "count" "local_port" "oldest_age_seconds" "pid"]`
-	values := `["java" "40" "8080" "900" "50"]`
+	labels := `["alertname" "comm" "host" "local_port" "pid" "severity"]`
+	values := `["conn_leak" "java" "` + e.host + `" "8080" "50" "warning"]`
+	annotations := `["count" "description" "oldest_age_seconds" "summary"]`
+	annValues := `["40" "40 sockets in CLOSE_WAIT on port 8080" "900" "java leaks sockets"]`
 	want := []map[string]string{
 		{
 			"sent_at": e.ts(firing.SentAt, 3), "fingerprint": "0123456789abcdef", "detector": "conn_leak", "status": "firing",
@@ -420,6 +424,7 @@ func TestSinkStoresAlerts(t *testing.T) {
 			"label_names": labels, "label_values": values, "summary": "java leaks sockets",
 			"description": "40 sockets in CLOSE_WAIT on port 8080", "value": "40", "threshold": "20.5",
 			"evidence": `{"sockets":[{"age_s":900,"dport":39000}]}`, "sql": "SELECT 1", "stream_seq": seqs[0],
+			"annotation_names": annotations, "annotation_values": annValues, "generator_url": firing.GeneratorURL,
 		},
 		{
 			"sent_at": e.ts(end, 3), "fingerprint": "0123456789abcdef", "detector": "conn_leak", "status": "resolved",
@@ -427,12 +432,17 @@ func TestSinkStoresAlerts(t *testing.T) {
 			"label_names": labels, "label_values": values, "summary": "java leaks sockets",
 			"description": "40 sockets in CLOSE_WAIT on port 8080", "value": "0", "threshold": "20.5",
 			"evidence": "", "sql": "", "stream_seq": seqs[1],
+			"annotation_names": annotations, "annotation_values": annValues, "generator_url": firing.GeneratorURL,
 		},
 	}
 	checkRows(t, &chschema.Alerts, e.query(t, "SELECT * FROM alerts ORDER BY sent_at"), want)
 	got := e.query(t, "SELECT label_values[indexOf(label_names, 'comm')] AS comm FROM alerts WHERE status = 'firing'")
 	if len(got) != 1 || got[0]["comm"] != "java" {
 		t.Errorf("label look-up: %v, want java", got)
+	}
+	got = e.query(t, "SELECT annotation_values[indexOf(annotation_names, 'count')] AS count FROM alerts WHERE status = 'resolved'")
+	if len(got) != 1 || got[0]["count"] != "40" {
+		t.Errorf("annotation look-up: %v, want 40", got)
 	}
 }
 
