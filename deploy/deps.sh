@@ -3,13 +3,14 @@
 # clang 14 + libbpf headers (eBPF), protoc (event contract), ClickHouse,
 # ZooKeeper (a ClickHouse cluster's replication, for its tests and
 # `make run-cluster`), and the ground-truth tools the tests and benchmarks
-# compare against; systemd for systemd-analyze, which checks the units of
+# compare against; Prometheus and Alertmanager (their tests scrape and
+# notify for real; nothing is started as a service); systemd for systemd-analyze, which checks the units of
 # deploy/systemd (nothing is started).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Debian's zookeeper package is the jars and a JRE, with no service (that
 # is zookeeperd): nothing starts; deploy/zookeeper/start.sh runs netpulse's own.
-pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2 prometheus zookeeper systemd)
+pkgs=(clang-14 llvm libbpf-dev bpftool protobuf-compiler bpftrace nftables libbpf-tools iproute2 prometheus prometheus-alertmanager zookeeper systemd)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
