@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,8 +44,13 @@ func (p *pipeline) startDetector(ctx context.Context, args ...string) *proc {
 // startAll starts sink, detector and probe, the probe last and with
 // snapshots every second.
 func (p *pipeline) startAll(ctx context.Context, probeArgs ...string) (sink, det, probe *proc) {
+	return p.startAllWith(ctx, nil, probeArgs...)
+}
+
+// startAllWith is startAll with more detector arguments.
+func (p *pipeline) startAllWith(ctx context.Context, detectorArgs []string, probeArgs ...string) (sink, det, probe *proc) {
 	sink = p.startSink(ctx)
-	det = p.startDetector(ctx, fastDetectors...)
+	det = p.startDetector(ctx, append(slices.Clone(fastDetectors), detectorArgs...)...)
 	probe = start(p.t, "probe", append(append(p.natsArgs("probe"), "--host="+p.host,
 		"--batch.flush_interval=50ms", "--stats.interval=1s", "--snapshot.interval=1s"), probeArgs...)...)
 	probe.waitLog(ctx, "probe running")
@@ -203,11 +209,11 @@ func TestLeakFromBeforeTheProbe(t *testing.T) {
 	fired := al.wait(ctx, "conn_leak firing for the leaker", func(a alert.Alert) bool {
 		return a.Detector == "conn_leak" && a.Status == alert.Firing && a.Labels["local_port"] == strconv.Itoa(port)
 	})
-	if fired.Labels["pid"] != pid || fired.Labels["comm"] != "python3" || fired.Labels["count"] != strconv.Itoa(leaked) || fired.Host != p.host {
-		t.Errorf("alert labels %v (host %s), want pid %s comm python3 count %d", fired.Labels, fired.Host, pid, leaked)
+	if fired.Labels["pid"] != pid || fired.Labels["comm"] != "python3" || fired.Annotations["count"] != strconv.Itoa(leaked) || fired.Host != p.host {
+		t.Errorf("alert labels %v annotations %v (host %s), want pid %s comm python3 count %d", fired.Labels, fired.Annotations, fired.Host, pid, leaked)
 	}
-	if age, err := strconv.ParseFloat(fired.Labels["oldest_age_seconds"], 64); err != nil || age < 2 {
-		t.Errorf("oldest_age_seconds %q, want at least min_age 2s", fired.Labels["oldest_age_seconds"])
+	if age, err := strconv.ParseFloat(fired.Annotations["oldest_age_seconds"], 64); err != nil || age < 2 {
+		t.Errorf("oldest_age_seconds %q, want at least min_age 2s", fired.Annotations["oldest_age_seconds"])
 	}
 	if fired.SQL == "" || fired.Fingerprint == "" {
 		t.Errorf("alert without SQL or fingerprint: %+v", fired)
@@ -271,8 +277,8 @@ func TestSlowHandshakeAlert(t *testing.T) {
 	a := al.wait(ctx, "slow_handshake for "+remote, func(a alert.Alert) bool {
 		return a.Detector == "slow_handshake" && a.Status == alert.Firing && a.Labels["remote"] == remote
 	})
-	if a.Labels["side"] != "client" || a.Labels["pid"] != strconv.Itoa(os.Getpid()) || a.Value < 900 || a.Value > 3500 {
-		t.Errorf("alert %v value %.0f ms: want side client, pid %d, about 1000 ms", a.Labels, a.Value, os.Getpid())
+	if a.Labels["side"] != "client" || a.Annotations["pid"] != strconv.Itoa(os.Getpid()) || a.Value < 900 || a.Value > 3500 {
+		t.Errorf("alert %v %v value %.0f ms: want side client, pid %d, about 1000 ms", a.Labels, a.Annotations, a.Value, os.Getpid())
 	}
 }
 
@@ -316,7 +322,7 @@ func TestHealthyLoadRaisesNothing(t *testing.T) {
 		t.Fatalf("probe published %v events for 4000 connections", last["events_published"])
 	}
 	for _, a := range al.seen() {
-		t.Errorf("healthy load raised %s %s: %s %v", a.Detector, a.Status, a.Annotations.Summary, a.Labels)
+		t.Errorf("healthy load raised %s %s: %s %v", a.Detector, a.Status, a.Summary(), a.Labels)
 	}
 	if !strings.Contains(det.log(), "detector stats") {
 		t.Logf("detector log:\n%s", det.log())

@@ -221,13 +221,13 @@ func round(b *testing.B, ctx context.Context, alerts *latencyAlerts, host string
 	slow, handshaken := slowHandshakes(b)
 	want := []expect{
 		{"conn_failure", "remote " + remote, refused, func(a alert.Alert) bool {
-			return a.Labels["remote"] == remote && a.Labels["reason"] == "refused" && a.Labels["pid"] == pid
+			return a.Labels["remote"] == remote && a.Labels["reason"] == "refused" && a.Annotations["pid"] == pid
 		}},
 		{"conn_leak", "local_port " + port, closed.Add(leakMinAge), func(a alert.Alert) bool {
-			return a.Labels["local_port"] == port && a.Labels["pid"] == pid && a.Labels["count"] == strconv.Itoa(leakSockets)
+			return a.Labels["local_port"] == port && a.Labels["pid"] == pid && a.Annotations["count"] == strconv.Itoa(leakSockets)
 		}},
 		{"slow_handshake", "remote " + slow, handshaken, func(a alert.Alert) bool {
-			return a.Labels["remote"] == slow && a.Labels["side"] == "client" && a.Labels["pid"] == pid
+			return a.Labels["remote"] == slow && a.Labels["side"] == "client" && a.Annotations["pid"] == pid
 		}},
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)

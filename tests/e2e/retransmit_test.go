@@ -62,15 +62,15 @@ func TestRetransmitSpikeAlert(t *testing.T) {
 		return a.Detector == "retransmit_spike" && a.Status == alert.Firing && a.Labels["remote"] == remote
 	})
 	stopSend()
-	t.Logf("alert: %s (threshold %g)", a.Annotations.Summary, a.Threshold)
+	t.Logf("alert: %s (threshold %g)", a.Summary(), a.Threshold)
 	for range streams {
 		if err := <-sent; err != nil {
 			t.Errorf("bulk transfer: %v", err)
 		}
 	}
-	if a.Labels["pid"] != strconv.Itoa(os.Getpid()) || a.Labels["baseline_per_s"] != "0" || a.Value < 50 || a.Threshold < 50 {
+	if a.Annotations["pid"] != strconv.Itoa(os.Getpid()) || a.Annotations["baseline_per_s"] != "0" || a.Value < 50 || a.Threshold < 50 {
 		t.Errorf("alert %v value %g threshold %g: want pid %d, a baseline of 0, at least min_rate 50 segments/s",
-			a.Labels, a.Value, a.Threshold, os.Getpid())
+			a.Annotations, a.Value, a.Threshold, os.Getpid())
 	}
 	// The connections are open: the ratio comes from the segments they sent
 	// between retransmits (segs_out on RETRANSMIT events), about the 5%

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,7 +162,7 @@ func Start(t testing.TB, config string) *Alertmanager {
 	if err := os.WriteFile(filepath.Join(dir, "alertmanager.yml"), []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a := &Alertmanager{t: t, bin: bin, dir: dir}
+	a := &Alertmanager{t: t, bin: bin, dir: dir, log: &logbuf.Buffer{}}
 	// A picked port can be taken before Alertmanager binds it: then it
 	// exits at once, and gets another.
 	for try := 1; ; try++ {
@@ -178,7 +179,7 @@ func Start(t testing.TB, config string) *Alertmanager {
 	t.Cleanup(func() {
 		a.Kill()
 		if t.Failed() {
-			t.Logf("alertmanager log (last 3000 bytes):\n%s", tail(a.log.String(), 3000))
+			t.Logf("alertmanager log (last 30000 bytes):\n%s", tail(a.log.String(), 30000))
 		}
 	})
 	return a
@@ -186,7 +187,6 @@ func Start(t testing.TB, config string) *Alertmanager {
 
 // start runs the binary on a.port and waits until it is ready.
 func (a *Alertmanager) start() error {
-	a.log = &logbuf.Buffer{}
 	a.cmd = exec.Command(a.bin, "--config.file="+filepath.Join(a.dir, "alertmanager.yml"),
 		"--storage.path="+filepath.Join(a.dir, "data"),
 		"--web.listen-address=127.0.0.1:"+strconv.Itoa(a.port),
@@ -218,6 +218,45 @@ func (a *Alertmanager) start() error {
 	}
 	a.Kill()
 	return fmt.Errorf("not ready within 30s")
+}
+
+// Settled waits until every notification Alertmanager sent so far is in
+// its notification log: a group's flushes run one after the other, so once
+// each group flushed again after the call, the flush before has recorded
+// what it sent. (Alertmanager records a notification just after sending
+// it: stopped in between, it forgets it sent it, and after a restart it
+// does not send the resolution of an alert it does not know it notified.)
+func (a *Alertmanager) Settled(t testing.TB, ctx context.Context) {
+	t.Helper()
+	before := flushes(a.log.String())
+	for {
+		now := flushes(a.log.String())
+		settled := true
+		for g, n := range before {
+			if now[g] <= n {
+				settled = false
+			}
+		}
+		if settled {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("alertmanager groups did not flush again: %v, then %v", before, now)
+		case <-time.After(20 * time.Millisecond): // its log is the only signal
+		}
+	}
+}
+
+var flushLine = regexp.MustCompile(`aggrGroup="((?:[^"\\]|\\.)*)" msg=flushing`)
+
+// flushes counts the flushes of each group in an Alertmanager debug log.
+func flushes(log string) map[string]int {
+	n := map[string]int{}
+	for _, m := range flushLine.FindAllStringSubmatch(log, -1) {
+		n[m[1]]++
+	}
+	return n
 }
 
 // Stop ends Alertmanager as an operator does (SIGTERM: it saves its

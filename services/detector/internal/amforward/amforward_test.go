@@ -168,6 +168,7 @@ func TestForwardsToRealAlertmanager(t *testing.T) {
 	})
 
 	// Stopped: pid 1's leak ends, pid 4's starts, web-2's goes critical.
+	e.am.Settled(t, e.ctx)
 	e.am.Stop()
 	e.eval("web-1", detect.Warning, "2", "4")
 	e.eval("web-2", detect.Critical, "3")
