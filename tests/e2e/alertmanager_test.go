@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"maps"
 	"net"
+	"net/http"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,7 +29,7 @@ func TestAlertmanagerNotifiedOfRealLeak(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	al := p.watchAlerts()
-	p.startAllWith(ctx, []string{"--alertmanager.url=" + am.URL, "--alertmanager.resend_interval=2s"})
+	_, det, _ := p.startAllWith(ctx, []string{"--alertmanager.url=" + am.URL, "--alertmanager.resend_interval=2s"})
 
 	const leaked = 12
 	leak := func() (*exec.Cmd, string) {
@@ -84,9 +87,41 @@ func TestAlertmanagerNotifiedOfRealLeak(t *testing.T) {
 	hook.Wait(t, ctx, "leak B firing after the restart", func(n amtest.Notification) bool { return inGroup(n, pidB, "firing") })
 	t.Logf("both transitions made while alertmanager was stopped notified %s after its restart", time.Since(stoppedFor).Round(time.Millisecond))
 
+	// Its metrics say so, and README's table names them.
+	metrics := det.metricsAddr(ctx)
+	waitReady(t, ctx, metrics)
+	if _, missing := undocumentedSeries(t, metrics); len(missing) > 0 {
+		t.Errorf("detector series not in README's metrics table: %v", missing)
+	}
+	if v := scrape(t, metrics, "netpulse_detector_alertmanager_delivered_total"); v < 3 {
+		t.Errorf("netpulse_detector_alertmanager_delivered_total %g, want at least 3 (A fired, A resolved, B fired)", v)
+	}
+
 	// The sink stored the changing values as annotations.
 	p.waitRows(ctx, 1, `SELECT count() FROM alerts WHERE host = ? AND status = 'resolved'
 		AND label_values[indexOf(label_names, 'pid')] = ? AND annotation_values[indexOf(annotation_names, 'count')] = ?
 		AND has(label_names, 'alertname') AND NOT has(label_names, 'count') AND generator_url != ''`,
 		p.host, pidA, strconv.Itoa(leaked))
+}
+
+// scrape reads one unlabelled series from a service's /metrics.
+func scrape(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s serves no %s", addr, name)
+	return 0
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/testutil/freeport"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
+	"github.com/netpulse/netpulse/lib/testutil/repofile"
 )
 
 // A real Prometheus (Debian's package) scrapes the probe, the sink and the
@@ -42,6 +43,12 @@ func TestPrometheusScrapesEveryService(t *testing.T) {
 		waitReady(t, ctx, targets[name])
 	}
 	prom := startPrometheus(t, ctx, bin, targets)
+	for name, addr := range targets {
+		names, missing := undocumentedSeries(t, addr)
+		if len(names) < 5 || len(missing) > 0 {
+			t.Errorf("%s serves %d netpulse series; not in README's metrics table: %v", name, len(names), missing)
+		}
+	}
 
 	connect(t, "tcp4", "127.0.0.1:0", 200, 4)
 	cmd, leakPort := leaker(t)
@@ -216,4 +223,66 @@ func TestVersionFlag(t *testing.T) {
 			t.Errorf("netpulse-%s --version: %v, %q", svc, err, out)
 		}
 	}
+}
+
+// undocumentedSeries lists the netpulse_* series the service at addr serves
+// that README.md's metrics table does not name, either in full or as a
+// `_suffix` on a row that names a series with the same head (the table's
+// shorthand: `netpulse_detector_messages_total`, `_events_total`).
+func undocumentedSeries(t *testing.T, addr string) (names, missing []string) {
+	t.Helper()
+	path, err := repofile.Find("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(string(readme), "\n") {
+		if strings.HasPrefix(l, "| `netpulse_") {
+			rows = append(rows, strings.SplitN(l, "|", 3)[1])
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		name, ok := strings.CutPrefix(l, "# TYPE netpulse_")
+		if !ok {
+			continue
+		}
+		name = "netpulse_" + strings.Fields(name)[0]
+		names = append(names, name)
+		if !documented(rows, name) {
+			missing = append(missing, name)
+		}
+	}
+	return names, missing
+}
+
+func documented(rows []string, name string) bool {
+	for _, r := range rows {
+		if strings.Contains(r, "`"+name+"`") {
+			return true
+		}
+		for i := strings.IndexByte(name, '_'); i > 0; i = nextUnderscore(name, i) {
+			if strings.Contains(r, "`"+name[:i]) && strings.Contains(r, "`"+name[i:]+"`") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func nextUnderscore(s string, i int) int {
+	j := strings.IndexByte(s[i+1:], '_')
+	if j < 0 {
+		return -1
+	}
+	return i + 1 + j
 }
