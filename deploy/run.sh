@@ -11,7 +11,9 @@
 # and errors); full logs are in .run/logs/. Ctrl-C or SIGTERM stops
 # everything in reverse order, each within stop_timeout (20 s) before
 # SIGKILL; a second Ctrl-C kills everything at once. Running it again reuses
-# the data.
+# the data. When Debian's prometheus-alertmanager is installed, an
+# Alertmanager runs too (127.0.0.1:9093, no receivers: its UI and API show
+# the alerts) and the detector forwards every alert to it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,6 +41,26 @@ case $tools in
 *) die "could not build nats-server" ;;
 esac
 mkdir -p "$state/nats" "$state/clickhouse" "$state/logs"
+
+am_port=9093
+am_bin=$(command -v prometheus-alertmanager || command -v alertmanager || true)
+if [[ -n $am_bin ]] && (exec 3<>"/dev/tcp/127.0.0.1/$am_port") 2>/dev/null; then
+  log "127.0.0.1:$am_port is in use: running without Alertmanager"
+  am_bin=
+fi
+detector_args=()
+if [[ -n $am_bin ]]; then
+  mkdir -p "$state/alertmanager"
+  # Alerts are shown, not sent anywhere: add receivers here to try routes.
+  cat >"$state/alertmanager/alertmanager.yml" <<'AM'
+route:
+  receiver: none
+  group_by: [alertname, host]
+receivers:
+  - name: none
+AM
+  detector_args=("--alertmanager.url=http://127.0.0.1:$am_port")
+fi
 
 # Each service runs under a supervisor loop of its own: the service in a
 # session of its own (setsid: a Ctrl-C reaches only this script), its
@@ -109,7 +131,7 @@ cleanup() {
   touch "$stopping"
   log "stopping (each service within ${stop_timeout}s; Ctrl-C again kills everything)"
   # Reverse order: the probe flushes to NATS, the sink to ClickHouse, then the servers go.
-  for name in probe sink detector nats clickhouse; do
+  for name in probe sink detector alertmanager nats clickhouse; do
     stop_one "$name"
   done
   wait "${sups[@]}" 2>/dev/null || true
@@ -143,7 +165,7 @@ ready() { # name port
   ) &
 }
 
-for f in clickhouse nats detector sink probe; do : >"$state/logs/$f.log"; done
+for f in clickhouse nats alertmanager detector sink probe; do : >"$state/logs/$f.log"; done
 console
 supervise clickhouse bash deploy/clickhouse/start.sh "$state/clickhouse" $ch_port
 wait_port clickhouse $ch_port
@@ -151,7 +173,14 @@ supervise nats bin/nats-server -a 127.0.0.1 -p $nats_port -js -sd "$state/nats"
 wait_port nats $nats_port
 log "NATS nats://127.0.0.1:$nats_port and ClickHouse 127.0.0.1:$ch_port are up (logs in .run/logs/)"
 
-supervise detector bin/netpulse-detector
+am_hint="    (apt-get install prometheus-alertmanager, and make run forwards alerts to one)"
+if [[ -n $am_bin ]]; then
+  supervise alertmanager "$am_bin" --config.file="$state/alertmanager/alertmanager.yml" \
+    --storage.path="$state/alertmanager/data" --web.listen-address=127.0.0.1:$am_port --cluster.listen-address=
+  wait_port alertmanager $am_port
+  am_hint="    Alertmanager: http://127.0.0.1:$am_port (curl -s 127.0.0.1:$am_port/api/v2/alerts)"
+fi
+supervise detector bin/netpulse-detector "${detector_args[@]}"
 ready detector "${metrics_ports[1]}"
 supervise sink bin/netpulse-sink
 ready sink "${metrics_ports[2]}"
@@ -168,6 +197,7 @@ cat >&2 <<MSG
     bin/nats --server nats://127.0.0.1:$nats_port sub 'netpulse.events.*.stats'
   Alerts:
     bin/nats --server nats://127.0.0.1:$nats_port sub 'netpulse.alerts.>'
+$am_hint
   netpulse's own health (Prometheus format; /readyz says what a service waits for):
     curl -s 127.0.0.1:${metrics_ports[0]}/metrics | grep '^netpulse_probe_events'
     curl -s 127.0.0.1:${metrics_ports[2]}/readyz
