@@ -17,10 +17,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-state="$root/.run"
-nats_port=4222
-ch_port=9000
-metrics_ports=(9431 9432 9433) # /metrics of the probe, the detector, the sink (their defaults)
+# NETPULSE_RUN_* move the run (tests run it beside a user's): its data and
+# logs, the netpulse binaries, and every port.
+state="${NETPULSE_RUN_STATE:-$root/.run}"
+bin="${NETPULSE_RUN_BIN:-$root/bin}"
+nats_port=${NETPULSE_RUN_NATS_PORT:-4222}
+ch_port=${NETPULSE_RUN_CLICKHOUSE_PORT:-9000}
+# /metrics of the probe, the detector, the sink (their defaults)
+read -r -a metrics_ports <<<"${NETPULSE_RUN_METRICS_PORTS:-9431 9432 9433}"
+am_port=${NETPULSE_RUN_ALERTMANAGER_PORT:-9093}
 
 log() { printf '\033[1mmake run:\033[0m %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
@@ -42,7 +47,6 @@ case $tools in
 esac
 mkdir -p "$state/nats" "$state/clickhouse" "$state/logs"
 
-am_port=9093
 am_bin=$(command -v prometheus-alertmanager || command -v alertmanager || true)
 if [[ -n $am_bin ]] && (exec 3<>"/dev/tcp/127.0.0.1/$am_port") 2>/dev/null; then
   log "127.0.0.1:$am_port is in use: running without Alertmanager"
@@ -71,6 +75,8 @@ stopping="$state/stopping"
 rm -f "$stopping"
 mkdir -p "$state/pids"
 sups=() # supervisor loops, in start order
+# The services' /readyz ports: each (re)start is followed by "<name> ready".
+declare -A ready_port=([probe]="${metrics_ports[0]}" [detector]="${metrics_ports[1]}" [sink]="${metrics_ports[2]}")
 
 supervise() { # name cmd...
   local name=$1 backoff=1
@@ -80,10 +86,12 @@ supervise() { # name cmd...
     while [[ ! -e $stopping ]]; do
       local started=$SECONDS
       setsid "$@" >>"$state/logs/$name.log" 2>&1 &
-      echo $! >"$state/pids/$name"
-      log "$name started (pid $!)"
+      local pid=$!
+      echo $pid >"$state/pids/$name"
+      log "$name started (pid $pid)"
+      if [[ -n ${ready_port[$name]:-} ]]; then ready "$name" "${ready_port[$name]}"; fi
       local status=0
-      wait $! 2>/dev/null || status=$? # no "Killed" line: the next one says it
+      wait $pid 2>/dev/null || status=$? # no "Killed" line: the next one says it
       [[ -e $stopping ]] && break
       if ((SECONDS - started >= 60)); then backoff=1; fi
       log "$name exited (status $status); restarting in ${backoff}s (see .run/logs/$name.log)"
@@ -137,6 +145,7 @@ cleanup() {
   wait "${sups[@]}" 2>/dev/null || true
   if [[ -e $state/console.pid ]]; then kill "$(<"$state/console.pid")" 2>/dev/null || true; fi
   rm -f "$stopping" "$state"/pids/* "$state/console.pid"
+  jobs -p | xargs -r kill 2>/dev/null || true # the last waits (sleep, readiness polls)
   log "stopped; data kept under .run/"
   exit 0
 }
@@ -167,25 +176,23 @@ ready() { # name port
 
 for f in clickhouse nats alertmanager detector sink probe; do : >"$state/logs/$f.log"; done
 console
-supervise clickhouse bash deploy/clickhouse/start.sh "$state/clickhouse" $ch_port
-wait_port clickhouse $ch_port
-supervise nats bin/nats-server -a 127.0.0.1 -p $nats_port -js -sd "$state/nats"
-wait_port nats $nats_port
+supervise clickhouse bash deploy/clickhouse/start.sh "$state/clickhouse" "$ch_port"
+wait_port clickhouse "$ch_port"
+supervise nats bin/nats-server -a 127.0.0.1 -p "$nats_port" -js -sd "$state/nats"
+wait_port nats "$nats_port"
 log "NATS nats://127.0.0.1:$nats_port and ClickHouse 127.0.0.1:$ch_port are up (logs in .run/logs/)"
 
 am_hint="    (apt-get install prometheus-alertmanager, and make run forwards alerts to one)"
 if [[ -n $am_bin ]]; then
   supervise alertmanager "$am_bin" --config.file="$state/alertmanager/alertmanager.yml" \
-    --storage.path="$state/alertmanager/data" --web.listen-address=127.0.0.1:$am_port --cluster.listen-address=
-  wait_port alertmanager $am_port
+    --storage.path="$state/alertmanager/data" --web.listen-address=127.0.0.1:"$am_port" --cluster.listen-address=
+  wait_port alertmanager "$am_port"
   am_hint="    Alertmanager: http://127.0.0.1:$am_port (curl -s 127.0.0.1:$am_port/api/v2/alerts)"
 fi
-supervise detector bin/netpulse-detector "${detector_args[@]}"
-ready detector "${metrics_ports[1]}"
-supervise sink bin/netpulse-sink
-ready sink "${metrics_ports[2]}"
-supervise probe bin/netpulse-probe
-ready probe "${metrics_ports[0]}"
+nats_url=nats://127.0.0.1:"$nats_port"
+supervise detector "$bin/netpulse-detector" --nats.url="$nats_url" --metrics.addr=127.0.0.1:"${metrics_ports[1]}" "${detector_args[@]}"
+supervise sink "$bin/netpulse-sink" --nats.url="$nats_url" --metrics.addr=127.0.0.1:"${metrics_ports[2]}" --clickhouse.addr=127.0.0.1:"$ch_port"
+supervise probe "$bin/netpulse-probe" --nats.url="$nats_url" --metrics.addr=127.0.0.1:"${metrics_ports[0]}"
 
 ch_client=$(command -v clickhouse-client || echo "clickhouse client")
 cat >&2 <<MSG
