@@ -46,10 +46,14 @@ func DefaultNATS() NATS {
 // WithURL returns n pointing at url.
 func (n NATS) WithURL(url string) NATS { n.URL = url; return n }
 
-// Servers are the URLs of nats.url, each trimmed, empty entries dropped.
-func (n NATS) Servers() []string {
+// Servers are the URLs of nats.url (see List).
+func (n NATS) Servers() []string { return List(n.URL) }
+
+// List is a comma-separated setting's items, each trimmed, empty ones
+// dropped.
+func List(s string) []string {
 	var out []string
-	for _, u := range strings.Split(n.URL, ",") {
+	for _, u := range strings.Split(s, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			out = append(out, u)
 		}

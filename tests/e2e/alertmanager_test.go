@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"context"
-	"io"
 	"maps"
 	"net"
-	"net/http"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -107,13 +105,7 @@ func TestAlertmanagerNotifiedOfRealLeak(t *testing.T) {
 // scrape reads one unlabelled series from a service's /metrics.
 func scrape(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range metricsLines(t, addr) {
 		if v, ok := strings.CutPrefix(l, name+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {

@@ -245,13 +245,7 @@ func undocumentedSeries(t *testing.T, addr string) (names, missing []string) {
 			rows = append(rows, strings.SplitN(l, "|", 3)[1])
 		}
 	}
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	for _, l := range strings.Split(string(body), "\n") {
+	for _, l := range metricsLines(t, addr) {
 		name, ok := strings.CutPrefix(l, "# TYPE netpulse_")
 		if !ok {
 			continue
@@ -285,4 +279,19 @@ func nextUnderscore(s string, i int) int {
 		return -1
 	}
 	return i + 1 + j
+}
+
+// metricsLines is what a service's /metrics serves, line by line.
+func metricsLines(t *testing.T, addr string) []string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(string(body), "\n")
 }

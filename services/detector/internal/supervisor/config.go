@@ -89,16 +89,8 @@ type AlertmanagerConfig struct {
 	TLS          config.TLS    `koanf:"tls"`
 }
 
-// URLs is the Alertmanagers, each trimmed.
-func (a AlertmanagerConfig) URLs() []string {
-	var out []string
-	for _, u := range strings.Split(a.URL, ",") {
-		if u = strings.TrimSpace(u); u != "" {
-			out = append(out, u)
-		}
-	}
-	return out
-}
+// URLs is the Alertmanagers of alertmanager.url.
+func (a AlertmanagerConfig) URLs() []string { return config.List(a.URL) }
 
 // PasswordValue is the password, or password_file's content.
 func (a AlertmanagerConfig) PasswordValue() (string, error) {
