@@ -45,14 +45,19 @@ type Notification struct {
 	GroupLabels map[string]string `json:"groupLabels"`
 	GroupKey    string            `json:"groupKey"`
 	Alerts      []struct {
-		Status       string            `json:"status"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-		StartsAt     time.Time         `json:"startsAt"`
-		EndsAt       time.Time         `json:"endsAt"`
-		GeneratorURL string            `json:"generatorURL"`
-		Fingerprint  string            `json:"fingerprint"`
+		Status string `json:"status"` // firing or resolved
+		alertFields
 	} `json:"alerts"`
+}
+
+// alertFields are what a notification and the API say of an alert alike.
+type alertFields struct {
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt"`
+	GeneratorURL string            `json:"generatorURL"`
+	Fingerprint  string            `json:"fingerprint"`
 }
 
 // Receiver is a webhook receiver: it records every notification.
@@ -298,13 +303,8 @@ func (a *Alertmanager) Restart() {
 
 // Alert is an alert as Alertmanager's API v2 lists it.
 type Alert struct {
-	Labels       map[string]string `json:"labels"`
-	Annotations  map[string]string `json:"annotations"`
-	StartsAt     time.Time         `json:"startsAt"`
-	EndsAt       time.Time         `json:"endsAt"`
-	GeneratorURL string            `json:"generatorURL"`
-	Fingerprint  string            `json:"fingerprint"`
-	Status       struct {
+	alertFields
+	Status struct {
 		State string `json:"state"` // active, suppressed, unprocessed
 	} `json:"status"`
 }

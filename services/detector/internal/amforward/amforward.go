@@ -123,9 +123,6 @@ func (f *Forwarder) Collectors() []prometheus.Collector {
 	}
 }
 
-// Counters are the forwarder's counters (tests read them).
-func (f *Forwarder) Counters() *Counters { return &f.c }
-
 // retryWaits bound the waits between attempts to reach an Alertmanager.
 var retryWaits = retry.Backoff{First: 250 * time.Millisecond, Max: 10 * time.Second}
 
@@ -168,13 +165,11 @@ func (f *Forwarder) Run(ctx context.Context, js jetstream.JetStream, bucket jets
 	f.d.Log.Info("forwarding alerts to alertmanager", "urls", f.s.URLs, "consumer", f.s.Consumer, "firing", f.firing.len())
 	for ctx.Err() == nil {
 		f.resendIfDue(ctx)
-		batch, err := cons.Fetch(f.s.BatchSize, jetstream.FetchMaxWait(time.Second))
+		batch, err := retry.Do(ctx, retry.Default, func() (jetstream.MessageBatch, error) {
+			return cons.Fetch(f.s.BatchSize, jetstream.FetchMaxWait(time.Second))
+		}, f.warnEvery("fetching alert transitions failed; retrying"))
 		if err != nil {
-			if ctx.Err() == nil {
-				f.d.Log.Warn("fetching alert transitions failed; retrying", "err", err)
-				sleep(ctx, time.Second)
-			}
-			continue
+			break // ctx ended
 		}
 		var msgs []jetstream.Msg
 		for m := range batch.Messages() {
@@ -196,11 +191,10 @@ func (f *Forwarder) Run(ctx context.Context, js jetstream.JetStream, bucket jets
 func (f *Forwarder) watch(ctx context.Context, bucket jetstream.KeyValue, loaded chan struct{}) {
 	first := true
 	for ctx.Err() == nil {
-		w, err := bucket.WatchAll(ctx)
+		w, err := retry.Do(ctx, retry.Default, func() (jetstream.KeyWatcher, error) { return bucket.WatchAll(ctx) },
+			f.warnEvery("watching the active alerts failed; retrying"))
 		if err != nil {
-			f.d.Log.Warn("watching the active alerts failed; retrying", "bucket", bucket.Bucket(), "err", err)
-			sleep(ctx, time.Second)
-			continue
+			return // ctx ended
 		}
 		for e := range w.Updates() {
 			if e == nil {
@@ -416,11 +410,11 @@ func errOr(err error, msg string) any {
 	return msg
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
+// warnEvery logs the first failed attempt and every 20th after it.
+func (f *Forwarder) warnEvery(msg string) retry.Notify {
+	return func(attempt int, err error, _ time.Duration) {
+		if attempt == 1 || attempt%20 == 0 {
+			f.d.Log.Warn(msg, "attempt", attempt, "err", err)
+		}
 	}
 }
