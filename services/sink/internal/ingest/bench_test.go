@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,7 +50,9 @@ var (
 // ready) to the last ack, the same from process start, the same up to the
 // ack before the last (the final, partial batch waits for flush_interval,
 // 1 s), peak RSS, and the sink's CPU seconds per million events. To profile the sink, run it in
-// this process: -args -bench.inprocess, with -cpuprofile or -memprofile.
+// this process: -args -bench.inprocess, with -cpuprofile or -memprofile;
+// the sink's samples carry the label part=sink (go tool pprof -tagfocus
+// part=sink), apart from the ceiling's row building and the NATS server.
 func BenchmarkSinkThroughput(b *testing.B) { benchThroughput(b, false) }
 
 // BenchmarkSinkThroughputMixed is BenchmarkSinkThroughput with every data
@@ -98,7 +101,10 @@ func benchThroughput(b *testing.B, mixed bool) {
 					c = runCeiling(b, gen, chPIDs, rows, bl)
 				}
 				ch0 := cpuOf(b, chPIDs)
-				r := runSink(b, bin, ns.ClientURL(), js, rows, bl)
+				var r sinkRun
+				pprof.Do(context.Background(), pprof.Labels("part", "sink"), func(context.Context) {
+					r = runSink(b, bin, ns.ClientURL(), js, rows, bl)
+				})
 				chSink := cpuOf(b, chPIDs) - ch0
 				full := float64(r.floor) * perMsg / (r.floorAt - r.startup).Seconds()
 				if i%2 == 0 {
