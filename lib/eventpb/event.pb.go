@@ -961,7 +961,31 @@ type Snapshot struct {
 	TcpOutSegs     uint64 `protobuf:"varint,10,opt,name=tcp_out_segs,json=tcpOutSegs,proto3" json:"tcp_out_segs,omitempty"`
 	TcpRetransSegs uint64 `protobuf:"varint,11,opt,name=tcp_retrans_segs,json=tcpRetransSegs,proto3" json:"tcp_retrans_segs,omitempty"`
 	// snapshot.interval of the probe, so a consumer knows when the next is due.
-	IntervalMs    uint32 `protobuf:"varint,12,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	IntervalMs uint32 `protobuf:"varint,12,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	// TIME_WAIT and FIN_WAIT2 per (local address, remote endpoint), the
+	// largest first, up to snapshot.max_endpoints: what uses up the
+	// ephemeral ports towards one remote, and sockets a peer does not close.
+	Endpoints    []*EndpointGroup `protobuf:"bytes,13,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	EndpointsCut uint32           `protobuf:"varint,14,opt,name=endpoints_cut,json=endpointsCut,proto3" json:"endpoints_cut,omitempty"` // groups left out (the smallest)
+	// Sockets in TIME_WAIT and in FIN_WAIT2 in the probe's network namespace
+	// (sock_diag, filtered by state in the kernel), listed or not.
+	TimeWaitTotal uint32 `protobuf:"varint,15,opt,name=time_wait_total,json=timeWaitTotal,proto3" json:"time_wait_total,omitempty"`
+	FinWait2Total uint32 `protobuf:"varint,16,opt,name=fin_wait2_total,json=finWait2Total,proto3" json:"fin_wait2_total,omitempty"`
+	// Entries into TIME_WAIT since the previous snapshot, every namespace:
+	// an active closer's FIN_WAIT2 or CLOSING -> CLOSE (state tracepoint).
+	TimeWaitEntered uint64 `protobuf:"varint,17,opt,name=time_wait_entered,json=timeWaitEntered,proto3" json:"time_wait_entered,omitempty"`
+	// The settings that bound them (/proc/sys/net/ipv4; 0 when unreadable):
+	// ip_local_port_range, tcp_fin_timeout (seconds in an orphaned
+	// FIN_WAIT2), tcp_max_tw_buckets, tcp_tw_reuse. TIME_WAIT lasts 60 s
+	// (TCP_TIMEWAIT_LEN, not a setting).
+	PortRangeLow  uint32 `protobuf:"varint,18,opt,name=port_range_low,json=portRangeLow,proto3" json:"port_range_low,omitempty"`
+	PortRangeHigh uint32 `protobuf:"varint,19,opt,name=port_range_high,json=portRangeHigh,proto3" json:"port_range_high,omitempty"`
+	FinTimeoutS   uint32 `protobuf:"varint,20,opt,name=fin_timeout_s,json=finTimeoutS,proto3" json:"fin_timeout_s,omitempty"`
+	MaxTwBuckets  uint32 `protobuf:"varint,21,opt,name=max_tw_buckets,json=maxTwBuckets,proto3" json:"max_tw_buckets,omitempty"`
+	TwReuse       uint32 `protobuf:"varint,22,opt,name=tw_reuse,json=twReuse,proto3" json:"tw_reuse,omitempty"`
+	// False when sock_diag could not be read: the counts above are then
+	// those of the state tracepoint only (time_wait_entered, live).
+	EndpointsRead bool `protobuf:"varint,23,opt,name=endpoints_read,json=endpointsRead,proto3" json:"endpoints_read,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1080,6 +1104,236 @@ func (x *Snapshot) GetIntervalMs() uint32 {
 	return 0
 }
 
+func (x *Snapshot) GetEndpoints() []*EndpointGroup {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Snapshot) GetEndpointsCut() uint32 {
+	if x != nil {
+		return x.EndpointsCut
+	}
+	return 0
+}
+
+func (x *Snapshot) GetTimeWaitTotal() uint32 {
+	if x != nil {
+		return x.TimeWaitTotal
+	}
+	return 0
+}
+
+func (x *Snapshot) GetFinWait2Total() uint32 {
+	if x != nil {
+		return x.FinWait2Total
+	}
+	return 0
+}
+
+func (x *Snapshot) GetTimeWaitEntered() uint64 {
+	if x != nil {
+		return x.TimeWaitEntered
+	}
+	return 0
+}
+
+func (x *Snapshot) GetPortRangeLow() uint32 {
+	if x != nil {
+		return x.PortRangeLow
+	}
+	return 0
+}
+
+func (x *Snapshot) GetPortRangeHigh() uint32 {
+	if x != nil {
+		return x.PortRangeHigh
+	}
+	return 0
+}
+
+func (x *Snapshot) GetFinTimeoutS() uint32 {
+	if x != nil {
+		return x.FinTimeoutS
+	}
+	return 0
+}
+
+func (x *Snapshot) GetMaxTwBuckets() uint32 {
+	if x != nil {
+		return x.MaxTwBuckets
+	}
+	return 0
+}
+
+func (x *Snapshot) GetTwReuse() uint32 {
+	if x != nil {
+		return x.TwReuse
+	}
+	return 0
+}
+
+func (x *Snapshot) GetEndpointsRead() bool {
+	if x != nil {
+		return x.EndpointsRead
+	}
+	return false
+}
+
+// EndpointGroup is the sockets of one local address towards one remote
+// endpoint (saddr -> daddr:dport), with the process that closes them.
+type EndpointGroup struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Family Family                 `protobuf:"varint,1,opt,name=family,proto3,enum=netpulse.event.v1.Family" json:"family,omitempty"`
+	Saddr  []byte                 `protobuf:"bytes,2,opt,name=saddr,proto3" json:"saddr,omitempty"` // local address
+	Daddr  []byte                 `protobuf:"bytes,3,opt,name=daddr,proto3" json:"daddr,omitempty"`
+	Dport  uint32                 `protobuf:"varint,4,opt,name=dport,proto3" json:"dport,omitempty"`
+	// The process last seen closing a connection towards the endpoint
+	// (ESTABLISHED -> FIN_WAIT1), else the owner of a live socket to it; 0
+	// and empty when unknown.
+	Pid      uint32 `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
+	Comm     string `protobuf:"bytes,6,opt,name=comm,proto3" json:"comm,omitempty"`
+	CgroupId uint64 `protobuf:"varint,7,opt,name=cgroup_id,json=cgroupId,proto3" json:"cgroup_id,omitempty"`
+	TimeWait uint32 `protobuf:"varint,8,opt,name=time_wait,json=timeWait,proto3" json:"time_wait,omitempty"`
+	FinWait2 uint32 `protobuf:"varint,9,opt,name=fin_wait2,json=finWait2,proto3" json:"fin_wait2,omitempty"`
+	// The other sockets of the table on these addresses (connecting,
+	// established, closing): with time_wait and fin_wait2, the 4-tuples in
+	// use, i.e. local ports taken towards this endpoint.
+	Live            uint32 `protobuf:"varint,10,opt,name=live,proto3" json:"live,omitempty"`
+	TimeWaitEntered uint32 `protobuf:"varint,11,opt,name=time_wait_entered,json=timeWaitEntered,proto3" json:"time_wait_entered,omitempty"` // since the previous snapshot
+	// The longest a FIN_WAIT2 socket of the group has waited for the
+	// peer's FIN, at the snapshot's time.
+	FinWait2OldestUs uint64 `protobuf:"varint,12,opt,name=fin_wait2_oldest_us,json=finWait2OldestUs,proto3" json:"fin_wait2_oldest_us,omitempty"`
+	// Connections this host accepted (the local port is a listener's): then
+	// the group is per local port and remote address, dport 0, since the
+	// remote's ports vary; live is 0 (they hold no local port of their own).
+	LocalPort     uint32 `protobuf:"varint,13,opt,name=local_port,json=localPort,proto3" json:"local_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointGroup) Reset() {
+	*x = EndpointGroup{}
+	mi := &file_event_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointGroup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointGroup) ProtoMessage() {}
+
+func (x *EndpointGroup) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointGroup.ProtoReflect.Descriptor instead.
+func (*EndpointGroup) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *EndpointGroup) GetFamily() Family {
+	if x != nil {
+		return x.Family
+	}
+	return Family_FAMILY_UNSPECIFIED
+}
+
+func (x *EndpointGroup) GetSaddr() []byte {
+	if x != nil {
+		return x.Saddr
+	}
+	return nil
+}
+
+func (x *EndpointGroup) GetDaddr() []byte {
+	if x != nil {
+		return x.Daddr
+	}
+	return nil
+}
+
+func (x *EndpointGroup) GetDport() uint32 {
+	if x != nil {
+		return x.Dport
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetComm() string {
+	if x != nil {
+		return x.Comm
+	}
+	return ""
+}
+
+func (x *EndpointGroup) GetCgroupId() uint64 {
+	if x != nil {
+		return x.CgroupId
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetTimeWait() uint32 {
+	if x != nil {
+		return x.TimeWait
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetFinWait2() uint32 {
+	if x != nil {
+		return x.FinWait2
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetLive() uint32 {
+	if x != nil {
+		return x.Live
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetTimeWaitEntered() uint32 {
+	if x != nil {
+		return x.TimeWaitEntered
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetFinWait2OldestUs() uint64 {
+	if x != nil {
+		return x.FinWait2OldestUs
+	}
+	return 0
+}
+
+func (x *EndpointGroup) GetLocalPort() uint32 {
+	if x != nil {
+		return x.LocalPort
+	}
+	return 0
+}
+
 type SocketGroup struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	State         TcpState               `protobuf:"varint,1,opt,name=state,proto3,enum=netpulse.event.v1.TcpState" json:"state,omitempty"`
@@ -1095,7 +1349,7 @@ type SocketGroup struct {
 
 func (x *SocketGroup) Reset() {
 	*x = SocketGroup{}
-	mi := &file_event_proto_msgTypes[4]
+	mi := &file_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1361,7 @@ func (x *SocketGroup) String() string {
 func (*SocketGroup) ProtoMessage() {}
 
 func (x *SocketGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[4]
+	mi := &file_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1374,7 @@ func (x *SocketGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketGroup.ProtoReflect.Descriptor instead.
 func (*SocketGroup) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{4}
+	return file_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SocketGroup) GetState() TcpState {
@@ -1198,7 +1452,7 @@ type SnapshotSocket struct {
 
 func (x *SnapshotSocket) Reset() {
 	*x = SnapshotSocket{}
-	mi := &file_event_proto_msgTypes[5]
+	mi := &file_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1464,7 @@ func (x *SnapshotSocket) String() string {
 func (*SnapshotSocket) ProtoMessage() {}
 
 func (x *SnapshotSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[5]
+	mi := &file_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1477,7 @@ func (x *SnapshotSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSocket.ProtoReflect.Descriptor instead.
 func (*SnapshotSocket) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{5}
+	return file_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SnapshotSocket) GetSockId() uint64 {
@@ -1402,7 +1656,7 @@ const file_event_proto_rawDesc = "" +
 	"\n" +
 	"last_state\x18\x18 \x01(\x0e2\x1b.netpulse.event.v1.TcpStateR\tlastState\x12\x14\n" +
 	"\x05error\x18\x19 \x01(\x05R\x05error\x12\x16\n" +
-	"\x06cookie\x18\x1a \x01(\x04R\x06cookie\"\xd5\x03\n" +
+	"\x06cookie\x18\x1a \x01(\x04R\x06cookie\"\x90\a\n" +
 	"\bSnapshot\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x06R\ftimeUnixNano\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x126\n" +
@@ -1420,7 +1674,34 @@ const file_event_proto_rawDesc = "" +
 	"tcpOutSegs\x12(\n" +
 	"\x10tcp_retrans_segs\x18\v \x01(\x04R\x0etcpRetransSegs\x12\x1f\n" +
 	"\vinterval_ms\x18\f \x01(\rR\n" +
-	"intervalMs\"\xe5\x01\n" +
+	"intervalMs\x12>\n" +
+	"\tendpoints\x18\r \x03(\v2 .netpulse.event.v1.EndpointGroupR\tendpoints\x12#\n" +
+	"\rendpoints_cut\x18\x0e \x01(\rR\fendpointsCut\x12&\n" +
+	"\x0ftime_wait_total\x18\x0f \x01(\rR\rtimeWaitTotal\x12&\n" +
+	"\x0ffin_wait2_total\x18\x10 \x01(\rR\rfinWait2Total\x12*\n" +
+	"\x11time_wait_entered\x18\x11 \x01(\x04R\x0ftimeWaitEntered\x12$\n" +
+	"\x0eport_range_low\x18\x12 \x01(\rR\fportRangeLow\x12&\n" +
+	"\x0fport_range_high\x18\x13 \x01(\rR\rportRangeHigh\x12\"\n" +
+	"\rfin_timeout_s\x18\x14 \x01(\rR\vfinTimeoutS\x12$\n" +
+	"\x0emax_tw_buckets\x18\x15 \x01(\rR\fmaxTwBuckets\x12\x19\n" +
+	"\btw_reuse\x18\x16 \x01(\rR\atwReuse\x12%\n" +
+	"\x0eendpoints_read\x18\x17 \x01(\bR\rendpointsRead\"\x8f\x03\n" +
+	"\rEndpointGroup\x121\n" +
+	"\x06family\x18\x01 \x01(\x0e2\x19.netpulse.event.v1.FamilyR\x06family\x12\x14\n" +
+	"\x05saddr\x18\x02 \x01(\fR\x05saddr\x12\x14\n" +
+	"\x05daddr\x18\x03 \x01(\fR\x05daddr\x12\x14\n" +
+	"\x05dport\x18\x04 \x01(\rR\x05dport\x12\x10\n" +
+	"\x03pid\x18\x05 \x01(\rR\x03pid\x12\x12\n" +
+	"\x04comm\x18\x06 \x01(\tR\x04comm\x12\x1b\n" +
+	"\tcgroup_id\x18\a \x01(\x04R\bcgroupId\x12\x1b\n" +
+	"\ttime_wait\x18\b \x01(\rR\btimeWait\x12\x1b\n" +
+	"\tfin_wait2\x18\t \x01(\rR\bfinWait2\x12\x12\n" +
+	"\x04live\x18\n" +
+	" \x01(\rR\x04live\x12*\n" +
+	"\x11time_wait_entered\x18\v \x01(\rR\x0ftimeWaitEntered\x12-\n" +
+	"\x13fin_wait2_oldest_us\x18\f \x01(\x04R\x10finWait2OldestUs\x12\x1d\n" +
+	"\n" +
+	"local_port\x18\r \x01(\rR\tlocalPort\"\xe5\x01\n" +
 	"\vSocketGroup\x121\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x1b.netpulse.event.v1.TcpStateR\x05state\x12\x10\n" +
 	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x12\n" +
@@ -1500,7 +1781,7 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_event_proto_goTypes = []any{
 	(EventType)(0),         // 0: netpulse.event.v1.EventType
 	(Side)(0),              // 1: netpulse.event.v1.Side
@@ -1511,8 +1792,9 @@ var file_event_proto_goTypes = []any{
 	(*Event)(nil),          // 6: netpulse.event.v1.Event
 	(*Connection)(nil),     // 7: netpulse.event.v1.Connection
 	(*Snapshot)(nil),       // 8: netpulse.event.v1.Snapshot
-	(*SocketGroup)(nil),    // 9: netpulse.event.v1.SocketGroup
-	(*SnapshotSocket)(nil), // 10: netpulse.event.v1.SnapshotSocket
+	(*EndpointGroup)(nil),  // 9: netpulse.event.v1.EndpointGroup
+	(*SocketGroup)(nil),    // 10: netpulse.event.v1.SocketGroup
+	(*SnapshotSocket)(nil), // 11: netpulse.event.v1.SnapshotSocket
 }
 var file_event_proto_depIdxs = []int32{
 	6,  // 0: netpulse.event.v1.Batch.events:type_name -> netpulse.event.v1.Event
@@ -1528,18 +1810,20 @@ var file_event_proto_depIdxs = []int32{
 	4,  // 10: netpulse.event.v1.Connection.family:type_name -> netpulse.event.v1.Family
 	1,  // 11: netpulse.event.v1.Connection.side:type_name -> netpulse.event.v1.Side
 	3,  // 12: netpulse.event.v1.Connection.last_state:type_name -> netpulse.event.v1.TcpState
-	9,  // 13: netpulse.event.v1.Snapshot.groups:type_name -> netpulse.event.v1.SocketGroup
-	10, // 14: netpulse.event.v1.Snapshot.close_wait:type_name -> netpulse.event.v1.SnapshotSocket
-	3,  // 15: netpulse.event.v1.SocketGroup.state:type_name -> netpulse.event.v1.TcpState
-	1,  // 16: netpulse.event.v1.SocketGroup.side:type_name -> netpulse.event.v1.Side
-	2,  // 17: netpulse.event.v1.SnapshotSocket.owner_source:type_name -> netpulse.event.v1.OwnerSource
-	4,  // 18: netpulse.event.v1.SnapshotSocket.family:type_name -> netpulse.event.v1.Family
-	1,  // 19: netpulse.event.v1.SnapshotSocket.side:type_name -> netpulse.event.v1.Side
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	10, // 13: netpulse.event.v1.Snapshot.groups:type_name -> netpulse.event.v1.SocketGroup
+	11, // 14: netpulse.event.v1.Snapshot.close_wait:type_name -> netpulse.event.v1.SnapshotSocket
+	9,  // 15: netpulse.event.v1.Snapshot.endpoints:type_name -> netpulse.event.v1.EndpointGroup
+	4,  // 16: netpulse.event.v1.EndpointGroup.family:type_name -> netpulse.event.v1.Family
+	3,  // 17: netpulse.event.v1.SocketGroup.state:type_name -> netpulse.event.v1.TcpState
+	1,  // 18: netpulse.event.v1.SocketGroup.side:type_name -> netpulse.event.v1.Side
+	2,  // 19: netpulse.event.v1.SnapshotSocket.owner_source:type_name -> netpulse.event.v1.OwnerSource
+	4,  // 20: netpulse.event.v1.SnapshotSocket.family:type_name -> netpulse.event.v1.Family
+	1,  // 21: netpulse.event.v1.SnapshotSocket.side:type_name -> netpulse.event.v1.Side
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -1553,7 +1837,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -77,6 +77,9 @@ type SnapshotConfig struct {
 	Interval     time.Duration `koanf:"interval"`
 	MaxGroups    int           `koanf:"max_groups"`
 	MaxCloseWait int           `koanf:"max_close_wait"`
+	// MaxEndpoints bounds the endpoint groups (TIME_WAIT, FIN_WAIT2 and
+	// live sockets per local address and remote endpoint), largest first.
+	MaxEndpoints int `koanf:"max_endpoints"`
 }
 
 // BatchConfig bounds one NATS message.
@@ -105,7 +108,7 @@ func DefaultConfig() Config {
 		Publish:         publish.DefaultConfig(),
 		Stats:           StatsConfig{Interval: 10 * time.Second},
 		Sockets:         SocketsConfig{MaxEntries: 262144, Seed: true, ResyncInterval: time.Minute},
-		Snapshot:        SnapshotConfig{Interval: 15 * time.Second, MaxGroups: 1000, MaxCloseWait: 1000},
+		Snapshot:        SnapshotConfig{Interval: 15 * time.Second, MaxGroups: 1000, MaxCloseWait: 1000, MaxEndpoints: 1000},
 	}
 }
 
@@ -157,6 +160,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("snapshot.max_groups: must be 1..100000, got %d", c.Snapshot.MaxGroups)
 	case c.Snapshot.MaxCloseWait < 0 || c.Snapshot.MaxCloseWait > 100000:
 		return fmt.Errorf("snapshot.max_close_wait: must be 0..100000, got %d", c.Snapshot.MaxCloseWait)
+	case c.Snapshot.MaxEndpoints < 0 || c.Snapshot.MaxEndpoints > 100000:
+		return fmt.Errorf("snapshot.max_endpoints: must be 0..100000, got %d", c.Snapshot.MaxEndpoints)
 	case c.MemoryLimit < 0:
 		return fmt.Errorf("memory_limit: must be 0 (none) or positive, got %d", c.MemoryLimit)
 	case c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit(c.Sockets.MaxEntries):

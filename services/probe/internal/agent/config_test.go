@@ -27,6 +27,7 @@ func TestValidateNamesTheKey(t *testing.T) {
 		{"snapshot interval", func(c *Config) { c.Snapshot.Interval = time.Millisecond }, "snapshot.interval"},
 		{"snapshot groups", func(c *Config) { c.Snapshot.MaxGroups = 0 }, "snapshot.max_groups"},
 		{"snapshot close_wait", func(c *Config) { c.Snapshot.MaxCloseWait = -1 }, "snapshot.max_close_wait"},
+		{"snapshot endpoints", func(c *Config) { c.Snapshot.MaxEndpoints = 100001 }, "snapshot.max_endpoints"},
 		{"batch too big for NATS", func(c *Config) { c.Batch.MaxBytes = 2 << 20 }, "batch.max_bytes"},
 		{"flush interval", func(c *Config) { c.Batch.FlushInterval = 0 }, "batch.flush_interval"},
 		{"in flight", func(c *Config) { c.Publish.MaxInFlight = 0 }, "publish.max_in_flight"},

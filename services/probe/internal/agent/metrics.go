@@ -65,6 +65,7 @@ func probeDescs() map[string]series {
 			"conns":       desc("connections_total", "Finished-connection records read.", c),
 			"unknown":     desc("owner_unknown_total", "Events of a socket whose owning process nobody knew.", c),
 			"snapshots":   desc("snapshots_total", "Socket-table snapshots published.", c),
+			"snapErrors":  desc("snapshot_errors_total", "Parts of a snapshot that could not be read (TCP counters, port settings, TIME_WAIT/FIN_WAIT2 dump).", c),
 			"inFlight":    desc("batches_in_flight", "Batches published and not yet acknowledged.", g),
 			"mapLive":     desc("map_entries", "Entries of a kernel LRU map now.", g, "map"),
 			"mapCap":      desc("map_capacity", "Capacity of a kernel LRU map.", g, "map"),
@@ -117,6 +118,7 @@ func (pc *probeCollector) Collect(ch chan<- prometheus.Metric) {
 	emit("conns", float64(s.Connections))
 	emit("unknown", float64(s.OwnerUnknown))
 	emit("snapshots", float64(s.Snapshots))
+	emit("snapErrors", float64(s.SnapshotErrors))
 	emit("inFlight", float64(s.InFlight))
 	for _, m := range s.Maps {
 		emit("mapLive", float64(m.Live), m.Name)

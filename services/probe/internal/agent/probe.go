@@ -21,6 +21,7 @@ import (
 	"github.com/netpulse/netpulse/lib/obs"
 	"github.com/netpulse/netpulse/lib/wire"
 	"github.com/netpulse/netpulse/services/probe/internal/caps"
+	"github.com/netpulse/netpulse/services/probe/internal/endpoints"
 	"github.com/netpulse/netpulse/services/probe/internal/publish"
 	"github.com/netpulse/netpulse/services/probe/internal/socktable"
 	"github.com/netpulse/netpulse/services/probe/internal/tracer"
@@ -42,10 +43,13 @@ type Probe struct {
 	// snapshot tickers and the seeding goroutine all use them.
 	mu    sync.Mutex
 	table *socktable.Table
-	out   *outputs
-	seq   uint64 // last Event/Connection seq
-	snap  eventpb.Snapshot
-	c     counters
+	// endpoints groups TIME_WAIT and FIN_WAIT2 sockets by remote endpoint
+	// for the snapshots.
+	endpoints *endpoints.Tracker
+	out       *outputs
+	seq       uint64 // last Event/Connection seq
+	snap      eventpb.Snapshot
+	c         counters
 	// resyncReady: the start-up seed is over (or off), resyncs may run.
 	resyncReady bool
 	// kernelSubmitted reads how many records the kernel has written to
@@ -135,6 +139,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	go pub.Run(pubStop)
 
 	p.table = socktable.New(p.cfg.Sockets.MaxEntries)
+	p.endpoints = endpoints.New(maxClosers)
 	p.kernelSubmitted = func() (uint64, bool) {
 		c, err := tr.Counters()
 		return c.Submitted, err == nil
@@ -292,19 +297,35 @@ func (p *Probe) record(dec tracer.Decoder, raw []byte, ev *eventpb.Event, conn *
 			}
 		}
 	}
+	if ev.Type == eventpb.EventType_EVENT_TYPE_STATE_CHANGE {
+		p.endpoints.Observe(ev)
+	}
 	p.out.event(ev, now)
 }
 
 // snapshot publishes the socket table's snapshot.
 func (p *Probe) snapshot(now time.Time) {
 	tcp, err := readTCPCounters("/proc/net/snmp")
+	settings, serr := readPortSettings()
+	p.mu.Lock()
+	p.endpoints.Listening(p.table)
+	p.mu.Unlock()
+	eerr := p.readEndpoints(settings.finTimeout)
+
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err != nil {
-		p.c.snapErrs++
-		p.log.Warn("reading /proc/net/snmp for the snapshot", "err", err)
+	for _, e := range [...]struct {
+		what string
+		err  error
+	}{{"reading /proc/net/snmp", err}, {"reading /proc/sys/net/ipv4", serr}, {"dumping TIME_WAIT and FIN_WAIT2 sockets (sock_diag)", eerr}} {
+		if e.err != nil {
+			p.c.snapErrs++
+			p.log.Warn(e.what+" for the snapshot (counted in snapshot_errors)", "err", e.err)
+		}
 	}
 	s := p.table.Snapshot(&p.snap, now, p.cfg.Snapshot.MaxGroups, p.cfg.Snapshot.MaxCloseWait)
+	p.endpoints.Fill(s, p.table, p.cfg.Snapshot.MaxEndpoints)
+	settings.fill(s)
 	p.c.snapshots++
 	s.TimeUnixNano = uint64(now.UnixNano())
 	s.Seq = p.c.snapshots

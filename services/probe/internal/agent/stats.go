@@ -50,7 +50,13 @@ type Stats struct {
 	Table       socktable.Stats `json:"socket_table"`
 	TableErrors uint64          `json:"socket_table_errors"`
 	Snapshots   uint64          `json:"snapshots"`
-	Seed        SeedStats       `json:"seed"`
+	// SnapshotErrors: parts of a snapshot that could not be read (the TCP
+	// counters, the port settings, the TIME_WAIT/FIN_WAIT2 dump); the
+	// snapshot went out without them. EndpointsForgotten: closes towards
+	// remote endpoints beyond the ones the probe remembers (65536).
+	SnapshotErrors     uint64    `json:"snapshot_errors"`
+	EndpointsForgotten uint64    `json:"endpoints_forgotten"`
+	Seed               SeedStats `json:"seed"`
 	// Reconciliations of the table with the kernel (sockets.resync_interval,
 	// and CLOSE_WAIT before each snapshot): entries removed because the
 	// kernel no longer had them, sockets added that events missed, states
@@ -127,6 +133,10 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 		s.Table = p.table.Stats()
 	}
 	s.TableErrors, s.Snapshots, s.Seed, s.SkippedTracepoints = c.tableErrs, c.snapshots, c.seed, c.skippedTracepoints
+	s.SnapshotErrors = c.snapErrs
+	if p.endpoints != nil {
+		s.EndpointsForgotten = p.endpoints.Forgotten
+	}
 	s.ResyncRuns, s.ResyncFullRuns, s.ResyncErrors, s.ResyncLagging = c.resync.runs, c.resync.fullRuns, c.resync.errs, c.resync.lagging
 	s.ResyncRemoved, s.ResyncAdded, s.ResyncFixed = s.Table.ResyncRemoved, s.Table.ResyncAdded, s.Table.ResyncFixed
 	s.ResyncLastSeconds, s.ResyncLastFullSeconds = c.resync.lastSeconds, c.resync.lastFullSeconds

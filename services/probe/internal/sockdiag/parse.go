@@ -36,6 +36,7 @@ const (
 	offSrc    = 8
 	offDst    = 24
 	offCookie = 44
+	offExpire = 52
 	offRQueue = 56
 	offWQueue = 60
 	offUID    = 64
@@ -162,6 +163,7 @@ func parseDiagMsg(b []byte, s *Socket) (ok bool, err error) {
 	// idiag_cookie[0] holds the low 32 bits, [1] the high (sock_diag_save_cookie).
 	s.Cookie = uint64(binary.NativeEndian.Uint32(b[offCookie:])) |
 		uint64(binary.NativeEndian.Uint32(b[offCookie+4:]))<<32
+	s.ExpiresMs = binary.NativeEndian.Uint32(b[offExpire:])
 	s.RQueue = binary.NativeEndian.Uint32(b[offRQueue:])
 	s.WQueue = binary.NativeEndian.Uint32(b[offWQueue:])
 	s.UID = binary.NativeEndian.Uint32(b[offUID:])

@@ -28,6 +28,10 @@ type Socket struct {
 	// (TIME_WAIT, request sockets, orphans after close()).
 	Inode uint64
 	UID   uint32
+	// ExpiresMs is what is left of the socket's pending timer (idiag_expires):
+	// for a TIME_WAIT socket, and an orphaned FIN_WAIT2 one the kernel keeps
+	// as a timewait socket, the time until the kernel reaps it.
+	ExpiresMs uint32
 	// RQueue and WQueue: unread and unsent bytes; for a LISTEN socket the
 	// accept queue length and its limit.
 	RQueue uint32

@@ -173,3 +173,29 @@ func reuse[T any](s []*T, n int) []*T {
 	}
 	return s
 }
+
+// View is one socket of the table as Each hands it out: only valid
+// during the call.
+type View struct {
+	Family       uint8 // eventpb.Family value (4 or 6)
+	State        uint8 // eventpb.TcpState
+	Side         uint8 // eventpb.Side
+	Saddr, Daddr *[16]byte
+	Sport, Dport uint16
+	Pid          uint32
+	Comm         string
+	CgroupID     uint64
+}
+
+// Each calls fn for every socket of the table.
+func (t *Table) Each(fn func(v *View)) {
+	var v View
+	for idx := t.head; idx != nilIdx; idx = t.at(idx).next {
+		e := t.at(idx)
+		v = View{
+			Family: e.family, State: e.state, Side: e.side, Saddr: &e.saddr, Daddr: &e.daddr,
+			Sport: e.sport, Dport: e.dport, Pid: e.pid, Comm: t.comms.str(e.comm), CgroupID: e.cgroupID,
+		}
+		fn(&v)
+	}
+}

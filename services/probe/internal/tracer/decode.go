@@ -93,6 +93,9 @@ func (d Decoder) DecodeRecord(raw []byte, ev *eventpb.Event, conn *eventpb.Conne
 	}
 }
 
+// errAddrNotAvail is Linux's EADDRNOTAVAIL.
+const errAddrNotAvail = 99
+
 func (d Decoder) decodeEvent(raw []byte, typ RecordType, out *eventpb.Event) error {
 	if len(raw) != eventSize {
 		return fmt.Errorf("decode: %s record is %d bytes, want %d", typ, len(raw), eventSize)
@@ -140,6 +143,13 @@ func (d Decoder) decodeEvent(raw []byte, typ RecordType, out *eventpb.Event) err
 	out.OwnerSource = source
 	out.CgroupId = ev.CgroupId
 	out.Error = ev.Error
+	if typ == RecordConnectFailed && ev.Error == 0 && ev.Sport == 0 {
+		// connect() sets SYN_SENT just before it picks the local port; a
+		// socket that closes with none was refused one: the kernel found no
+		// free port towards that remote (connect returns EADDRNOTAVAIL, and
+		// never sets sk_err for it).
+		out.Error = errAddrNotAvail
+	}
 	out.HandshakeUs = ev.HandshakeUs
 	out.HandshakeRetransmits = ev.HandshakeRetrans
 	out.Side = side
