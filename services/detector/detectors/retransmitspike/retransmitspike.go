@@ -101,6 +101,50 @@ type keyState struct {
 	// the ratio over its own; ratioBound is the ratio limit crossed.
 	byRate, byRatio bool
 	ratioBound      float64
+	// epochs count retransmitted segments per window-long epoch of event
+	// time: a cheap upper bound on the window's, so that an evaluation
+	// passes over a key that cannot be hot (most remotes, most of the
+	// time: those of finished connections that retransmit little).
+	epochs [3]epoch
+}
+
+type epoch struct {
+	n    int64 // event time / window
+	segs uint64
+}
+
+// count adds segs retransmitted at event time t to its epoch.
+func (st *keyState) count(t, window int64, segs uint32) {
+	n := t / window
+	old := 0
+	for i := range st.epochs {
+		if st.epochs[i].n == n {
+			st.epochs[i].segs += uint64(segs)
+			return
+		}
+		if st.epochs[i].n < st.epochs[old].n {
+			old = i
+		}
+	}
+	if n > st.epochs[old].n {
+		st.epochs[old] = epoch{n: n, segs: uint64(segs)}
+		return
+	}
+	// Older than every epoch kept: counted in the oldest, still an upper
+	// bound of every window that holds it.
+	st.epochs[old].segs += uint64(segs)
+}
+
+// segsSince is an upper bound of the segments retransmitted from event
+// time t on.
+func (st *keyState) segsSince(t, window int64) uint64 {
+	var segs uint64
+	for _, e := range st.epochs {
+		if e.n >= t/window {
+			segs += e.segs
+		}
+	}
+	return segs
 }
 
 // hostCounters is the latest delta of the host's segment counters.
@@ -216,7 +260,9 @@ func (d *Instance) Observe(in detect.Input) {
 	if d.cfg.PerRemote {
 		for _, c := range in.Batch.Connections {
 			d.stats.Connections++
-			d.segsOut.Delete(c.SockId)
+			if c.Retransmits > 0 { // else it never had a retransmit remembered
+				d.segsOut.Delete(c.SockId)
+			}
 			a, ok := endpoint.Addr(c.Daddr)
 			if !ok {
 				d.stats.BadEvents++
@@ -271,6 +317,7 @@ func (d *Instance) retransmit(ev *eventpb.Event) {
 		return
 	}
 	st := d.remote(pa, t)
+	st.count(t, int64(d.cfg.Window), segs)
 	if rs := st.ring.Slot(t); rs != nil {
 		rs.segs += segs
 		rs.events++
@@ -483,6 +530,12 @@ func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 		}
 		if learn {
 			st.owners.Decay()
+		} else if !st.firing && st.hotSince == 0 &&
+			float64(st.segsSince(n-int64(d.cfg.Window)-int64(time.Second), int64(d.cfg.Window))) < d.cfg.MinRate*d.cfg.Window.Seconds() {
+			// Its window (the whole seconds before now) cannot reach
+			// min_rate: not hot, and nothing to learn between windows.
+			// Judging it would change nothing.
+			return true
 		}
 		v := d.window(st, n, false)
 		if d.judge(st, v, n, learn) {

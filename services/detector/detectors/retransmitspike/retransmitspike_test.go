@@ -2,6 +2,7 @@ package retransmitspike
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -486,5 +487,46 @@ func TestRatioBlipsBelowMinVolume(t *testing.T) {
 				t.Errorf("fired %v (%v), want %v", fired, got, c.fire)
 			}
 		})
+	}
+}
+
+// An evaluation passes over a remote whose epoch counts say its window
+// cannot reach min_rate: those counts must bound the window's segments
+// from above, whatever order the events come in (late ones, ones a little
+// ahead of the clock). Checked against the window itself at every step.
+func TestEpochsBoundTheWindow(t *testing.T) {
+	d := newInstance(t, nil)
+	rng := rand.New(rand.NewPCG(7, 7))
+	sk := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
+	w := int64(d.cfg.Window)
+	var checked int
+	for step := range 3000 {
+		now := dtest.At(time.Duration(step) * 100 * time.Millisecond)
+		b := &eventpb.Batch{}
+		for range rng.IntN(4) {
+			// Mostly recent, some late (up to 30 s), some 1.5 s ahead.
+			off := time.Duration(rng.Int64N(int64(2*time.Second))) - 500*time.Millisecond
+			if rng.IntN(10) == 0 {
+				off = -time.Duration(rng.Int64N(int64(30 * time.Second)))
+			}
+			e := sk.Event(now.Add(off), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
+			e.Segments = uint32(1 + rng.IntN(20))
+			b.Events = append(b.Events, e)
+		}
+		d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindRetransmit, Batch: b})
+		st := d.remotes.Peek(netip.MustParseAddr("10.1.0.9"))
+		if st == nil {
+			continue
+		}
+		n := now.UnixNano()
+		var segs uint64
+		st.ring.Each(st.ring.Abs(n)-1, func(_ int64, s *slot) { segs += uint64(s.segs) })
+		if bound := st.segsSince(n-w-int64(time.Second), w); bound < segs {
+			t.Fatalf("step %d: epochs bound %d below the window's %d segments", step, bound, segs)
+		}
+		checked++
+	}
+	if checked < 2900 {
+		t.Fatalf("checked %d steps", checked)
 	}
 }
