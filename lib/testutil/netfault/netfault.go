@@ -63,14 +63,21 @@ func (l *Link) Command(name string, args ...string) *exec.Cmd {
 // transmit, and retransmits it without counting a loss.)
 func DropShare(t testing.TB, ns string, port, percent int) {
 	t.Helper()
+	DropPerMille(t, ns, port, percent*10)
+}
+
+// DropPerMille is DropShare in thousandths (1..999): a small steady loss,
+// such as 2 (0.2%). Rules added for the same port add up.
+func DropPerMille(t testing.TB, ns string, port, perMille int) {
+	t.Helper()
 	table := "netfault" + randomHex(3)
 	nft(t, ns, table, fmt.Sprintf(`table inet %[1]s {
 	chain in {
 		type filter hook input priority 0; policy accept;
-		tcp dport %[2]d numgen random mod 100 < %[3]d drop
-		tcp sport %[2]d numgen random mod 100 < %[3]d drop
+		tcp dport %[2]d numgen random mod 1000 < %[3]d drop
+		tcp sport %[2]d numgen random mod 1000 < %[3]d drop
 	}
-}`, table, port, percent))
+}`, table, port, perMille))
 }
 
 // DropFirstSYN drops the first SYN of every connection to port, so each

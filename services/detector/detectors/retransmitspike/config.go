@@ -24,10 +24,18 @@ type Config struct {
 	BaselineFactor  float64 `koanf:"baseline_factor"`
 	BaselineAlpha   float64 `koanf:"baseline_alpha"`
 	BaselineWindows int     `koanf:"baseline_windows"`
-	// Hysteresis: once firing, the alert ends only when the rate, the ratio
-	// or the rate over the baseline drops below ResolveFraction of its
-	// limit; entering and ending both need MinDuration without
-	// interruption. Defaults 0.5 and 10s.
+	// RatioFactor: where the ratio is known, it is also unusual when it
+	// reaches RatioFactor × its own learned baseline (learned like the
+	// rate's, from the healthy windows whose ratio was known), whatever the
+	// rate: loss on a familiar path lowers its throughput, so the rate may
+	// stay flat while the ratio grows. The volume limits (min_rate,
+	// min_ratio) still apply. 0: the ratio is not judged against a
+	// baseline. Default 3.
+	RatioFactor float64 `koanf:"ratio_factor"`
+	// Hysteresis: once firing, the alert ends only when the rate or the
+	// ratio drops below ResolveFraction of its limit, or both the rate and
+	// the ratio over their baselines do; entering and ending both need
+	// MinDuration without interruption. Defaults 0.5 and 10s.
 	ResolveFraction float64       `koanf:"resolve_fraction"`
 	MinDuration     time.Duration `koanf:"min_duration"`
 	// CriticalRatio: from this known ratio on the alert is critical, else
@@ -52,7 +60,7 @@ type Config struct {
 func DefaultConfig() *Config {
 	return &Config{
 		Window: 10 * time.Second, MinRate: 50, MinRatio: 0.01,
-		BaselineFactor: 3, BaselineAlpha: 0.1, BaselineWindows: 6,
+		BaselineFactor: 3, BaselineAlpha: 0.1, BaselineWindows: 6, RatioFactor: 3,
 		ResolveFraction: 0.5, MinDuration: 10 * time.Second, CriticalRatio: 0.1,
 		PerRemote: true, MaxRemotes: 4096, ForgetAfter: time.Hour, MaxSockets: 16384,
 	}
@@ -69,6 +77,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("min_ratio: must be in [0, 1), got %g", c.MinRatio)
 	case !(c.BaselineFactor >= 1):
 		return fmt.Errorf("baseline_factor: must be ≥ 1, got %g", c.BaselineFactor)
+	case !(c.RatioFactor == 0 || c.RatioFactor >= 1):
+		return fmt.Errorf("ratio_factor: must be ≥ 1, or 0 (off), got %g", c.RatioFactor)
 	case !(c.BaselineAlpha > 0 && c.BaselineAlpha <= 1):
 		return fmt.Errorf("baseline_alpha: must be in (0, 1], got %g", c.BaselineAlpha)
 	case c.BaselineWindows < 1:

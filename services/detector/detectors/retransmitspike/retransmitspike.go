@@ -5,8 +5,12 @@
 //
 // The rate counts the segments of RETRANSMIT events. The ratio
 // (retransmitted / sent segments) comes from the probe's host counters in
-// snapshots (host) and from finished connections (per remote: their
-// lifetime totals, counted when they close).
+// snapshots (host) and, per remote, from open connections (segs_out
+// between two retransmits) or finished connections (their lifetime totals,
+// counted when they close). Each key learns the baseline of its rate and of
+// its ratio: either one far above its own makes a spike unusual, so loss on
+// a familiar path, whose throughput falls as its ratio grows, fires even
+// when the rate stays flat.
 package retransmitspike
 
 import (
@@ -81,15 +85,66 @@ type Sample struct {
 
 // keyState is the host's or one remote's.
 type keyState struct {
-	ring     window.Ring[slot]
-	base     baseline.EWMA
-	owners   top.Owners
-	recent   []sample
-	next     int
-	firing   bool
-	hotSince int64 // 0: not hot at the last evaluation
-	coolFrom int64 // 0: not cool at the last evaluation (while firing)
-	bound    float64
+	ring window.Ring[slot]
+	base baseline.EWMA
+	// ratioBase is the learned retransmit ratio, from the healthy windows
+	// whose ratio was known.
+	ratioBase baseline.EWMA
+	owners    top.Owners
+	recent    []sample
+	next      int
+	firing    bool
+	hotSince  int64 // 0: not hot at the last evaluation
+	coolFrom  int64 // 0: not cool at the last evaluation (while firing)
+	bound     float64
+	// Why it fired: the rate over its baseline (or before it was learned),
+	// the ratio over its own; ratioBound is the ratio limit crossed.
+	byRate, byRatio bool
+	ratioBound      float64
+	// epochs count retransmitted segments per window-long epoch of event
+	// time: a cheap upper bound on the window's, so that an evaluation
+	// passes over a key that cannot be hot (most remotes, most of the
+	// time: those of finished connections that retransmit little).
+	epochs [3]epoch
+}
+
+type epoch struct {
+	n    int64 // event time / window
+	segs uint64
+}
+
+// count adds segs retransmitted at event time t to its epoch.
+func (st *keyState) count(t, window int64, segs uint32) {
+	n := t / window
+	old := 0
+	for i := range st.epochs {
+		if st.epochs[i].n == n {
+			st.epochs[i].segs += uint64(segs)
+			return
+		}
+		if st.epochs[i].n < st.epochs[old].n {
+			old = i
+		}
+	}
+	if n > st.epochs[old].n {
+		st.epochs[old] = epoch{n: n, segs: uint64(segs)}
+		return
+	}
+	// Older than every epoch kept: counted in the oldest, still an upper
+	// bound of every window that holds it.
+	st.epochs[old].segs += uint64(segs)
+}
+
+// segsSince is an upper bound of the segments retransmitted from event
+// time t on.
+func (st *keyState) segsSince(t, window int64) uint64 {
+	var segs uint64
+	for _, e := range st.epochs {
+		if e.n >= t/window {
+			segs += e.segs
+		}
+	}
+	return segs
 }
 
 // hostCounters is the latest delta of the host's segment counters.
@@ -205,7 +260,9 @@ func (d *Instance) Observe(in detect.Input) {
 	if d.cfg.PerRemote {
 		for _, c := range in.Batch.Connections {
 			d.stats.Connections++
-			d.segsOut.Delete(c.SockId)
+			if c.Retransmits > 0 { // else it never had a retransmit remembered
+				d.segsOut.Delete(c.SockId)
+			}
 			a, ok := endpoint.Addr(c.Daddr)
 			if !ok {
 				d.stats.BadEvents++
@@ -260,6 +317,7 @@ func (d *Instance) retransmit(ev *eventpb.Event) {
 		return
 	}
 	st := d.remote(pa, t)
+	st.count(t, int64(d.cfg.Window), segs)
 	if rs := st.ring.Slot(t); rs != nil {
 		rs.segs += segs
 		rs.events++
@@ -369,19 +427,30 @@ func (d *Instance) window(st *keyState, now int64, host bool) view {
 func (d *Instance) judge(st *keyState, v view, now int64, learn bool) bool {
 	c := d.cfg
 	ready := st.base.Ready(c.BaselineWindows)
+	// The ratio's own baseline, learned from the windows whose ratio was
+	// known: judged only where the ratio is known now.
+	ratioReady := c.RatioFactor > 0 && v.known && st.ratioBase.Ready(c.BaselineWindows)
 	bound := c.MinRate
 	if ready {
 		bound = max(bound, st.base.Value*c.BaselineFactor)
 	}
+	ratioBound := c.MinRatio
+	if ratioReady {
+		ratioBound = max(ratioBound, st.ratioBase.Value*c.RatioFactor)
+	}
 	volume := v.rate >= c.MinRate && (!v.known || v.ratio >= c.MinRatio)
-	unusual := v.known // before the baseline is learned only a known ratio judges
+	// Unusual: the rate over its baseline, or a known ratio over its own.
+	// Before the rate's baseline is learned only a known ratio judges.
+	rateUnusual := func(f float64) bool { return ready && v.rate >= st.base.Value*c.BaselineFactor*f }
+	ratioUnusual := func(f float64) bool { return ratioReady && v.ratio >= st.ratioBase.Value*c.RatioFactor*f }
+	unusual := v.known
 	if ready {
-		unusual = v.rate >= st.base.Value*c.BaselineFactor
+		unusual = rateUnusual(1) || ratioUnusual(1)
 	}
 	hot := volume && unusual
 	cool := v.rate < c.MinRate*c.ResolveFraction ||
 		v.known && v.ratio < c.MinRatio*c.ResolveFraction ||
-		ready && v.rate < st.base.Value*c.BaselineFactor*c.ResolveFraction
+		ready && !rateUnusual(c.ResolveFraction) && !ratioUnusual(c.ResolveFraction)
 	if learn && !hot && !st.firing && st.hotSince == 0 {
 		// Clamped to the limit: the ratio lags (counters come every
 		// snapshot interval), so the first window of a spike may look
@@ -392,6 +461,13 @@ func (d *Instance) judge(st *keyState, v view, now int64, learn bool) bool {
 			x = min(x, st.base.Value*c.BaselineFactor)
 		}
 		st.base.Add(x, c.BaselineAlpha, c.BaselineWindows)
+		if v.known {
+			r := v.ratio
+			if st.ratioBase.Ready(c.BaselineWindows) && c.RatioFactor > 0 {
+				r = min(r, st.ratioBase.Value*c.RatioFactor)
+			}
+			st.ratioBase.Add(r, c.BaselineAlpha, c.BaselineWindows)
+		}
 	}
 	if !st.firing {
 		switch {
@@ -401,7 +477,16 @@ func (d *Instance) judge(st *keyState, v view, now int64, learn bool) bool {
 			st.hotSince = now
 		}
 		if st.hotSince != 0 && now-st.hotSince >= int64(c.MinDuration) {
-			st.firing, st.coolFrom, st.bound = true, 0, bound
+			st.firing, st.coolFrom, st.bound, st.ratioBound = true, 0, bound, 0
+			st.byRate, st.byRatio = !ready || rateUnusual(1), ratioUnusual(1)
+			if st.byRatio {
+				st.ratioBound = ratioBound
+			}
+			if !st.byRate {
+				// Fired on the ratio alone: the rate limit it crossed is
+				// the minimum volume.
+				st.bound = c.MinRate
+			}
 		}
 	} else {
 		switch {
@@ -445,6 +530,12 @@ func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 		}
 		if learn {
 			st.owners.Decay()
+		} else if !st.firing && st.hotSince == 0 &&
+			float64(st.segsSince(n-int64(d.cfg.Window)-int64(time.Second), int64(d.cfg.Window))) < d.cfg.MinRate*d.cfg.Window.Seconds() {
+			// Its window (the whole seconds before now) cannot reach
+			// min_rate: not hot, and nothing to learn between windows.
+			// Judging it would change nothing.
+			return true
 		}
 		v := d.window(st, n, false)
 		if d.judge(st, v, n, learn) {
@@ -490,6 +581,10 @@ func (d *Instance) condition(remote string, st *keyState, v view, now time.Time)
 	if st.base.N > 0 {
 		details["baseline_per_s"] = strconv.FormatFloat(round(st.base.Value, 1), 'f', -1, 64)
 	}
+	if st.ratioBase.N > 0 {
+		details["ratio_baseline"] = strconv.FormatFloat(round(st.ratioBase.Value, 5), 'f', -1, 64)
+	}
+	details["unusual"] = st.why()
 	if m, ok := st.owners.Main(); ok {
 		details["pid"], details["comm"] = strconv.FormatUint(uint64(m.Pid), 10), m.Comm
 	}
@@ -502,18 +597,22 @@ func (d *Instance) condition(remote string, st *keyState, v view, now time.Time)
 	}
 	sort.Slice(recent, func(i, j int) bool { return recent[i].Time.Before(recent[j].Time) })
 	ev := map[string]any{
-		"segments_per_s":   round(v.rate, 1),
-		"retransmits":      v.events,
-		"ratio":            round(v.ratio, 4),
-		"ratio_known":      v.known,
-		"ratio_source":     v.source,
-		"baseline_per_s":   round(st.base.Value, 1),
-		"baseline_windows": st.base.N,
-		"threshold_per_s":  round(st.bound, 1),
-		"window_seconds":   d.cfg.Window.Seconds(),
-		"processes":        st.owners.List(),
-		"samples":          recent,
-		"remotes_evicted":  d.remotes.Evicted,
+		"segments_per_s":         round(v.rate, 1),
+		"retransmits":            v.events,
+		"ratio":                  round(v.ratio, 4),
+		"ratio_known":            v.known,
+		"ratio_source":           v.source,
+		"baseline_per_s":         round(st.base.Value, 1),
+		"baseline_windows":       st.base.N,
+		"threshold_per_s":        round(st.bound, 1),
+		"ratio_baseline":         round(st.ratioBase.Value, 5),
+		"ratio_baseline_windows": st.ratioBase.N,
+		"ratio_threshold":        round(st.ratioBound, 5),
+		"unusual":                st.why(),
+		"window_seconds":         d.cfg.Window.Seconds(),
+		"processes":              st.owners.List(),
+		"samples":                recent,
+		"remotes_evicted":        d.remotes.Evicted,
 	}
 	what := "this host"
 	if remote == "" {
@@ -531,6 +630,9 @@ func (d *Instance) condition(remote string, st *keyState, v view, now time.Time)
 	ratioText := "ratio unknown"
 	if v.known {
 		ratioText = fmt.Sprintf("%.2f%% of sent segments", v.ratio*100)
+		if st.ratioBase.N > 0 {
+			ratioText += fmt.Sprintf(", usual %.2f%%", st.ratioBase.Value*100)
+		}
 	}
 	return detect.Condition{
 		Labels:    map[string]string{"remote": label},
@@ -546,6 +648,19 @@ func (d *Instance) condition(remote string, st *keyState, v view, now time.Time)
 		Evidence: ev,
 		SQL:      d.sql(remote, now),
 	}
+}
+
+// why says what made the key unusual when it fired: "rate" (over its
+// baseline, or a known ratio before the baseline was learned), "ratio"
+// (over its own baseline), or "rate,ratio".
+func (st *keyState) why() string {
+	switch {
+	case st.byRate && st.byRatio:
+		return "rate,ratio"
+	case st.byRatio:
+		return "ratio"
+	}
+	return "rate"
 }
 
 // topRemotes are the remotes retransmitting most in the window.

@@ -2,6 +2,9 @@ package retransmitspike
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -219,6 +222,7 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.BaselineFactor = 0 }, "baseline_factor:"},
 		{func(c *Config) { c.BaselineAlpha = 2 }, "baseline_alpha:"},
 		{func(c *Config) { c.BaselineWindows = 0 }, "baseline_windows:"},
+		{func(c *Config) { c.RatioFactor = 0.5 }, "ratio_factor:"},
 		{func(c *Config) { c.ResolveFraction = 0 }, "resolve_fraction:"},
 		{func(c *Config) { c.MinDuration = -1 }, "min_duration:"},
 		{func(c *Config) { c.CriticalRatio = 2 }, "critical_ratio:"},
@@ -341,5 +345,188 @@ func TestOpenConnectionRatio(t *testing.T) {
 		if ev["ratio_source"] != "open connections" || ev["ratio"].(float64) < 0.035 || ev["ratio"].(float64) > 0.045 {
 			t.Errorf("ratio %v from %v, want about 0.04 from open connections", ev["ratio"], ev["ratio_source"])
 		}
+	}
+}
+
+// familiarPath is the measured case of issue 12: bulk transfers to remote 3
+// that normally retransmit 0.17–0.22% of their segments (softnet backlog
+// drops on a veth) at 2.7–4.7k retransmitted segments/s, for four minutes;
+// then, with lossy set, 5% path loss for 30 s: throughput falls 35× (from
+// about 2M to 80k segments/s) and the ratio rises to about 5% while the
+// rate stays at 4.2k/s, inside the rate's usual range; then healthy again.
+func familiarPath(lossy bool) dtest.Traffic {
+	tr := dtest.Healthy(24, 6*time.Minute)
+	at := dtest.At
+	healthy := []struct{ retrans, ratio float64 }{
+		{2700, 0.0017}, {4700, 0.0022}, {3500, 0.0020}, {4200, 0.0019}, {3000, 0.0018}, {4500, 0.0021},
+		{3800, 0.0020}, {2900, 0.0017}, {4600, 0.0022}, {3300, 0.0019}, {4000, 0.0020}, {3600, 0.0018},
+	}
+	var t time.Duration
+	add := func(d time.Duration, retrans, ratio float64) {
+		// Sent: segments sent for the first time; segs_out (what the ratio
+		// is of) counts the retransmits too.
+		tr.Loss = append(tr.Loss, dtest.Loss{Remote: 3, From: at(t), To: at(t + d),
+			Sent: retrans/ratio - retrans, Retrans: retrans})
+		t += d
+	}
+	for _, h := range healthy[:8] { // 4 minutes, 30 s each
+		add(30*time.Second, h.retrans, h.ratio)
+	}
+	if lossy {
+		add(30*time.Second, 4200, 0.05)
+	} else {
+		add(30*time.Second, 4200, 0.0020)
+	}
+	for _, h := range healthy[8:] { // 90 s more
+		add(30*time.Second, h.retrans, h.ratio)
+	}
+	return tr
+}
+
+// The measured case: the ratio fires for the remote (and the host, whose
+// counters see the same jump) though the rate did not rise, with the ratio
+// and its baseline in the annotations; it resolves after the loss. Without
+// judging the ratio against its baseline (ratio_factor 0) it stays silent,
+// as before: the test can fail.
+func TestRatioSpikeOnFamiliarPath(t *testing.T) {
+	tr := familiarPath(true)
+	lossFrom, lossTo := dtest.At(4*time.Minute), dtest.At(4*time.Minute+30*time.Second)
+	res := run(t, tr, nil, 10*time.Second)
+	dtest.Golden(t, "ratio_spike", res)
+
+	got := periods(res, dtest.At(6*time.Minute))
+	for _, id := range []string{"remote=*,", "remote=10.1.0.4,"} {
+		p := got[id]
+		if len(p) != 1 {
+			t.Fatalf("%s: %d firing periods, want exactly 1: %v", id, len(p), got)
+		}
+		if p[0][0].Before(lossFrom) || p[0][0].After(lossTo) {
+			t.Errorf("%s fired at %s, want during the loss (4m–4m30s)", id, minutes(p[0][0]))
+		}
+		if p[0][1].Before(lossTo) || p[0][1].After(lossTo.Add(40*time.Second)) {
+			t.Errorf("%s resolved at %s, want within 40 s after the loss", id, minutes(p[0][1]))
+		}
+	}
+	var remote *detect.Condition
+	for _, r := range res {
+		for i, c := range r.Conditions {
+			if c.Labels["remote"] == "10.1.0.4" && remote == nil {
+				remote = &r.Conditions[i]
+			}
+		}
+	}
+	ratio, _ := strconv.ParseFloat(remote.Details["ratio"], 64)
+	base, _ := strconv.ParseFloat(remote.Details["ratio_baseline"], 64)
+	if ratio < 0.04 || ratio > 0.06 || base < 0.0017 || base > 0.0022 || remote.Details["unusual"] != "ratio" {
+		t.Errorf("annotations %v: want ratio ~0.05 over a baseline of 0.17–0.22%%, unusual by ratio", remote.Details)
+	}
+	// The rate stayed in its usual range: the rate alone did not judge.
+	if perS, _ := strconv.ParseFloat(remote.Details["baseline_per_s"], 64); remote.Value > 3*perS {
+		t.Errorf("rate %g over 3 × its baseline %g: not the case this test is about", remote.Value, perS)
+	}
+	if len(remote.Labels) != 1 {
+		t.Errorf("labels %v: only the identity (remote)", remote.Labels)
+	}
+	// Evaluated as often as in production (500 ms), it fires too.
+	steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), 500*time.Millisecond, 100*time.Millisecond, kinds)
+	fine := periods(dtest.Run(newInstance(t, nil), steps, true), dtest.At(6*time.Minute))
+	if p := fine["remote=10.1.0.4,"]; len(p) != 1 || p[0][0].After(lossTo) {
+		t.Errorf("every 500 ms: firing periods %v, want one starting during the loss", p)
+	}
+	if off := periods(dtest.Run(newInstance(t, func(c *Config) { c.RatioFactor = 0 }), steps, true), dtest.At(6*time.Minute)); len(off) != 0 {
+		t.Errorf("ratio_factor 0 fired: %v", off)
+	}
+}
+
+// The same familiar path without the loss: a steady 0.17–0.22% at 2.7–4.7k
+// segments/s, and the ratio's baseline learned. Nothing fires.
+func TestSteadySmallRatioStaysQuiet(t *testing.T) {
+	tr := familiarPath(false)
+	d := newInstance(t, nil)
+	steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), 500*time.Millisecond, 100*time.Millisecond, kinds)
+	for _, r := range dtest.Run(d, steps, false) {
+		if len(r.Conditions) > 0 {
+			t.Fatalf("steady small ratio raised at %s: %s", minutes(r.Now), r.Conditions[0].Summary)
+		}
+	}
+	st := d.remotes.Peek(netip.MustParseAddr("10.1.0.4"))
+	if st == nil || !st.ratioBase.Ready(d.cfg.BaselineWindows) || st.ratioBase.Value < 0.0015 || st.ratioBase.Value > 0.0025 {
+		t.Fatalf("ratio baseline not learned as 0.17–0.22%%: %+v", st)
+	}
+}
+
+// Short blips: ratio spikes that stay under the minimum volume fire
+// nothing: 30 s of 8% at 30 segments/s (under min_rate) on a path that
+// retransmits 20 of 10k segments/s (0.2%), and 3 s of 5% loss on a path at
+// 0.2% of 2M segments/s, which its 10 s window dilutes under min_ratio. The
+// same 5% loss held for 30 s fires: the test can fail.
+func TestRatioBlipsBelowMinVolume(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		sent, retrans float64 // the path's usual
+		blip          time.Duration
+		rate, ratio   float64
+		fire          bool
+	}{
+		{"rate under min_rate", 10000, 20, 30 * time.Second, 30, 0.08, false},
+		{"3 s of 5%", 2e6, 4000, 3 * time.Second, 4200, 0.05, false},
+		{"30 s of 5%", 2e6, 4000, 30 * time.Second, 4200, 0.05, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tr := dtest.Healthy(25, 4*time.Minute)
+			at := dtest.At
+			from, to := at(2*time.Minute), at(2*time.Minute+c.blip)
+			tr.Loss = []dtest.Loss{
+				{Remote: 3, From: at(0), To: from, Sent: c.sent, Retrans: c.retrans},
+				{Remote: 3, From: from, To: to, Sent: c.rate/c.ratio - c.rate, Retrans: c.rate},
+				{Remote: 3, From: to, To: at(4 * time.Minute), Sent: c.sent, Retrans: c.retrans},
+			}
+			steps := tr.Stream().Steps(tr.Start, tr.Start.Add(tr.Duration), 500*time.Millisecond, 100*time.Millisecond, kinds)
+			got := periods(dtest.Run(newInstance(t, nil), steps, true), at(4*time.Minute))
+			if fired := len(got["remote=10.1.0.4,"]) > 0; fired != c.fire {
+				t.Errorf("fired %v (%v), want %v", fired, got, c.fire)
+			}
+		})
+	}
+}
+
+// An evaluation passes over a remote whose epoch counts say its window
+// cannot reach min_rate: those counts must bound the window's segments
+// from above, whatever order the events come in (late ones, ones a little
+// ahead of the clock). Checked against the window itself at every step.
+func TestEpochsBoundTheWindow(t *testing.T) {
+	d := newInstance(t, nil)
+	rng := rand.New(rand.NewPCG(7, 7))
+	sk := dtest.Sock{ID: 1, Pid: 200, Comm: "worker", Local: "10.0.0.10:40000", Peer: "10.1.0.9:5432", Side: eventpb.Side_SIDE_CLIENT}
+	w := int64(d.cfg.Window)
+	var checked int
+	for step := range 3000 {
+		now := dtest.At(time.Duration(step) * 100 * time.Millisecond)
+		b := &eventpb.Batch{}
+		for range rng.IntN(4) {
+			// Mostly recent, some late (up to 30 s), some 1.5 s ahead.
+			off := time.Duration(rng.Int64N(int64(2*time.Second))) - 500*time.Millisecond
+			if rng.IntN(10) == 0 {
+				off = -time.Duration(rng.Int64N(int64(30 * time.Second)))
+			}
+			e := sk.Event(now.Add(off), eventpb.EventType_EVENT_TYPE_RETRANSMIT)
+			e.Segments = uint32(1 + rng.IntN(20))
+			b.Events = append(b.Events, e)
+		}
+		d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindRetransmit, Batch: b})
+		st := d.remotes.Peek(netip.MustParseAddr("10.1.0.9"))
+		if st == nil {
+			continue
+		}
+		n := now.UnixNano()
+		var segs uint64
+		st.ring.Each(st.ring.Abs(n)-1, func(_ int64, s *slot) { segs += uint64(s.segs) })
+		if bound := st.segsSince(n-w-int64(time.Second), w); bound < segs {
+			t.Fatalf("step %d: epochs bound %d below the window's %d segments", step, bound, segs)
+		}
+		checked++
+	}
+	if checked < 2900 {
+		t.Fatalf("checked %d steps", checked)
 	}
 }
