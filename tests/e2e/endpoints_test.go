@@ -109,9 +109,12 @@ func TestTimeWaitPerEndpoint(t *testing.T) {
 	}
 	local := netip.MustParseAddr("127.0.0.1")
 	// Until ss shows them all; then one snapshot more, which follows every
-	// close by a second.
+	// close by a second. Not always all n: with tcp_tw_reuse (2, loopback
+	// only, by default) a connect may take the port of a TIME_WAIT socket
+	// older than a second towards the same remote, which ends it; so "all"
+	// is ss's count standing still at 98% or more.
 	var entered uint32
-	last := false
+	last, prev := false, -1
 	for {
 		var s *eventpb.Snapshot
 		select {
@@ -129,7 +132,8 @@ func TestTimeWaitPerEndpoint(t *testing.T) {
 			t.Logf("snapshot %d: no group (%d groups, %d cut); ss %d", s.Seq, len(s.Endpoints), s.EndpointsCut, before)
 		}
 		if !last || g == nil {
-			last = before >= n
+			last = float64(before) >= 0.98*n && before == prev
+			prev = before
 			continue
 		}
 		t.Logf("snapshot: time_wait %d, live %d, entered %d in all; ss %d..%d; host total %d, range %d-%d, fin_timeout %ds",

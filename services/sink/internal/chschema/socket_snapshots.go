@@ -1,7 +1,7 @@
 package chschema
 
 // Row kinds of socket_snapshots.
-const rowKindEnum = "Enum8('summary' = 0, 'group' = 1, 'close_wait' = 2)"
+const rowKindEnum = "Enum8('summary' = 0, 'group' = 1, 'close_wait' = 2, 'endpoint' = 3)"
 
 // SocketSnapshots holds the probe's periodic socket-table snapshots (see Doc).
 var SocketSnapshots = Table{
@@ -15,7 +15,12 @@ else it holds:
   'summary'    one per snapshot, the whole table: sockets_total,
                groups_cut, close_wait_total, close_wait_cut, seeded, the
                host's tcp_out_segs and tcp_retrans_segs counters (since
-               boot), interval_ms.
+               boot), interval_ms; time_wait, fin_wait2 (sockets in
+               those states, the probe's network namespace),
+               time_wait_entered (since the previous snapshot, every
+               namespace), endpoints_cut, endpoints_read, and the
+               settings: port_range_low, port_range_high (the ephemeral
+               ports), fin_timeout_s, max_tw_buckets, tw_reuse.
   'group'      one per SocketGroup (sockets per state, process and local
                port): state, pid, comm, cgroup_id, local_port (0 for
                client sockets), side, count.
@@ -23,6 +28,15 @@ else it holds:
                CLOSE_WAIT, pid, comm, cgroup_id, owner_source, side,
                family, saddr, local_port, daddr, dport, sock_id, cookie,
                age_us, age_estimated, recv_queue, count 1.
+  'endpoint'   one per EndpointGroup, the largest first: sockets of one
+               local address (saddr) towards one remote endpoint (daddr,
+               dport), or for connections this host accepted towards its
+               listener local_port from daddr (dport 0): time_wait,
+               fin_wait2, live (the table's other sockets there),
+               count (their sum: the 4-tuples, i.e. local ports, in use),
+               time_wait_entered since the previous snapshot, age_us
+               (the oldest FIN_WAIT2's wait), and pid, comm, cgroup_id of
+               the process that closes towards it.
 Columns a row kind does not use hold their defaults (0, empty, UNKNOWN).
 Partitions are UTC days. ORDER BY (host, row_kind, state, time): every
 query names a row kind, group queries a state, then a time range. The
@@ -61,6 +75,17 @@ rows.`,
 		{Name: "tcp_out_segs", Modern: "UInt64", Codec: codecSeq},
 		{Name: "tcp_retrans_segs", Modern: "UInt64", Codec: codecSeq},
 		{Name: "interval_ms", Modern: "UInt32", Codec: codecSmall},
+		{Name: "time_wait", Modern: "UInt32", Codec: codecSmall},
+		{Name: "fin_wait2", Modern: "UInt32", Codec: codecSmall},
+		{Name: "live", Modern: "UInt32", Codec: codecSmall},
+		{Name: "time_wait_entered", Modern: "UInt64", Codec: codecSmall},
+		{Name: "endpoints_cut", Modern: "UInt32", Codec: codecSmall},
+		{Name: "endpoints_read", Modern: "UInt8"},
+		{Name: "port_range_low", Modern: "UInt16", Codec: codecSmall},
+		{Name: "port_range_high", Modern: "UInt16", Codec: codecSmall},
+		{Name: "fin_timeout_s", Modern: "UInt32", Codec: codecSmall},
+		{Name: "max_tw_buckets", Modern: "UInt32", Codec: codecSmall},
+		{Name: "tw_reuse", Modern: "UInt8"},
 		{Name: "probe_id", Modern: lcString, Legacy: "String", Codec: codecZSTD},
 		// The snapshot's seq (per probe run).
 		{Name: "seq", Modern: "UInt64", Codec: codecSeq},

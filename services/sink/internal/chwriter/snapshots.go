@@ -12,6 +12,7 @@ const (
 	rowSummary   int8 = 0
 	rowGroup     int8 = 1
 	rowCloseWait int8 = 2
+	rowEndpoint  int8 = 3
 )
 
 // snapRows are socket_snapshots rows. Every snapshot makes one summary
@@ -29,6 +30,11 @@ type snapRows struct {
 	ageEstimated, seeded                             []uint8
 	cgroup, sockID, cookie, ageUs, outSegs, retrSegs []uint64
 	seq, sSeq                                        []uint64
+	timeWait, finWait2, live, endpointsCut           []uint32
+	finTimeout, maxTwBuckets                         []uint32
+	twEntered                                        []uint64
+	portLow, portHigh                                []uint16
+	endpointsRead, twReuse                           []uint8
 }
 
 // row appends one row of kind with every column at its zero value but the
@@ -63,6 +69,17 @@ func (r *snapRows) row(kind int8, host, probeID string, streamSeq uint64, s *eve
 	r.outSegs = append(r.outSegs, 0)
 	r.retrSegs = append(r.retrSegs, 0)
 	r.intervalMs = append(r.intervalMs, 0)
+	r.timeWait = append(r.timeWait, 0)
+	r.finWait2 = append(r.finWait2, 0)
+	r.live = append(r.live, 0)
+	r.twEntered = append(r.twEntered, 0)
+	r.endpointsCut = append(r.endpointsCut, 0)
+	r.endpointsRead = append(r.endpointsRead, 0)
+	r.portLow = append(r.portLow, 0)
+	r.portHigh = append(r.portHigh, 0)
+	r.finTimeout = append(r.finTimeout, 0)
+	r.maxTwBuckets = append(r.maxTwBuckets, 0)
+	r.twReuse = append(r.twReuse, 0)
 	r.probeID = append(r.probeID, probeID)
 	r.seq = append(r.seq, s.Seq)
 	r.sSeq = append(r.sSeq, streamSeq)
@@ -76,6 +93,10 @@ func (r *snapRows) add(host, probeID string, streamSeq uint64, s *eventpb.Snapsh
 	r.groupsCut[i], r.cwTotal[i], r.cwCut[i] = s.GroupsCut, s.CloseWaitTotal, s.CloseWaitCut
 	r.socketsTotal[i], r.seeded[i] = s.SocketsTotal, b2u(s.Seeded)
 	r.outSegs[i], r.retrSegs[i], r.intervalMs[i] = s.TcpOutSegs, s.TcpRetransSegs, s.IntervalMs
+	r.timeWait[i], r.finWait2[i], r.twEntered[i] = s.TimeWaitTotal, s.FinWait2Total, s.TimeWaitEntered
+	r.endpointsCut[i], r.endpointsRead[i] = s.EndpointsCut, b2u(s.EndpointsRead)
+	r.portLow[i], r.portHigh[i] = uint16(s.PortRangeLow), uint16(s.PortRangeHigh)
+	r.finTimeout[i], r.maxTwBuckets[i], r.twReuse[i] = s.FinTimeoutS, s.MaxTwBuckets, uint8(min(s.TwReuse, 255))
 
 	for _, g := range s.Groups {
 		r.row(rowGroup, host, probeID, streamSeq, s)
@@ -93,6 +114,15 @@ func (r *snapRows) add(host, probeID string, streamSeq uint64, s *eventpb.Snapsh
 		r.sockID[i], r.cookie[i], r.ageUs[i] = c.SockId, c.Cookie, c.AgeUs
 		r.ageEstimated[i], r.recvQueue[i] = b2u(c.AgeEstimated), c.RecvQueue
 	}
+	for _, e := range s.Endpoints {
+		r.row(rowEndpoint, host, probeID, streamSeq, s)
+		i := r.rows - 1
+		r.pid[i], r.comm[i], r.cgroup[i] = e.Pid, e.Comm, e.CgroupId
+		r.family[i], r.saddr[i], r.daddr[i] = wire.Families.Code(e.Family), addrs.string(e.Saddr), addrs.string(e.Daddr)
+		r.dport[i], r.localPort[i] = uint16(e.Dport), uint16(e.LocalPort)
+		r.timeWait[i], r.finWait2[i], r.live[i], r.twEntered[i] = e.TimeWait, e.FinWait2, e.Live, uint64(e.TimeWaitEntered)
+		r.count[i], r.ageUs[i] = e.TimeWait+e.FinWait2+e.Live, e.FinWait2OldestUs
+	}
 }
 
 func (r *snapRows) values() []any {
@@ -100,7 +130,10 @@ func (r *snapRows) values() []any {
 		r.time, r.timeNs, r.host, r.kind, r.tcpState, r.pid, r.comm, r.cgroup, r.owner, r.side,
 		r.localPort, r.count, r.family, r.saddr, r.daddr, r.dport, r.sockID, r.cookie,
 		r.ageUs, r.ageEstimated, r.recvQueue, r.groupsCut, r.cwTotal, r.cwCut, r.socketsTotal,
-		r.seeded, r.outSegs, r.retrSegs, r.intervalMs, r.probeID, r.seq, r.sSeq,
+		r.seeded, r.outSegs, r.retrSegs, r.intervalMs,
+		r.timeWait, r.finWait2, r.live, r.twEntered, r.endpointsCut, r.endpointsRead,
+		r.portLow, r.portHigh, r.finTimeout, r.maxTwBuckets, r.twReuse,
+		r.probeID, r.seq, r.sSeq,
 	}
 }
 
@@ -115,4 +148,7 @@ func (r *snapRows) reset() {
 	r.ageEstimated, r.seeded = r.ageEstimated[:0], r.seeded[:0]
 	r.cgroup, r.sockID, r.cookie, r.ageUs, r.outSegs, r.retrSegs = r.cgroup[:0], r.sockID[:0], r.cookie[:0], r.ageUs[:0], r.outSegs[:0], r.retrSegs[:0]
 	r.seq, r.sSeq = r.seq[:0], r.sSeq[:0]
+	r.timeWait, r.finWait2, r.live, r.endpointsCut = r.timeWait[:0], r.finWait2[:0], r.live[:0], r.endpointsCut[:0]
+	r.finTimeout, r.maxTwBuckets, r.twEntered = r.finTimeout[:0], r.maxTwBuckets[:0], r.twEntered[:0]
+	r.portLow, r.portHigh, r.endpointsRead, r.twReuse = r.portLow[:0], r.portHigh[:0], r.endpointsRead[:0], r.twReuse[:0]
 }

@@ -333,12 +333,20 @@ func TestSinkStoresSnapshots(t *testing.T) {
 		},
 		CloseWaitTotal: 40, CloseWaitCut: 38, SocketsTotal: 1234, Seeded: true,
 		TcpOutSegs: 1_000_000, TcpRetransSegs: 2_500, IntervalMs: 10_000,
+		Endpoints: []*eventpb.EndpointGroup{
+			{Family: eventpb.Family_FAMILY_IPV4, Saddr: []byte{10, 0, 0, 5}, Daddr: []byte{10, 0, 0, 7}, Dport: 5432,
+				Pid: 52, Comm: "worker", CgroupId: 602, TimeWait: 27000, Live: 12, TimeWaitEntered: 450},
+			{Family: eventpb.Family_FAMILY_IPV4, Saddr: []byte{10, 0, 0, 5}, Daddr: []byte{10, 0, 0, 8}, Dport: 80,
+				Pid: 53, Comm: "nginx", FinWait2: 30, FinWait2OldestUs: 42_000_000},
+		},
+		EndpointsCut: 4, EndpointsRead: true, TimeWaitTotal: 27100, FinWait2Total: 31, TimeWaitEntered: 460,
+		PortRangeLow: 32768, PortRangeHigh: 60999, FinTimeoutS: 60, MaxTwBuckets: 262144, TwReuse: 2,
 	}
 	e.publishBatch(t, wire.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: snap})
 	stop := e.run(t)
 	e.waitAcked(t)
-	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 5 {
-		t.Errorf("counters %+v, want 5 rows and no bad messages", c)
+	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 7 {
+		t.Errorf("counters %+v, want 7 rows and no bad messages", c)
 	}
 	seq := e.streamSeqs(t, wire.EventsStream, wire.EventSubject(e.host, wire.KindSnapshot))[0]
 	row := func(kind string, set map[string]string) map[string]string {
@@ -348,7 +356,9 @@ func TestSinkStoresSnapshots(t *testing.T) {
 			"count": "0", "family": "unknown", "saddr": "", "daddr": "", "dport": "0", "sock_id": "0", "cookie": "0",
 			"age_us": "0", "age_estimated": "0", "recv_queue": "0", "groups_cut": "0", "close_wait_total": "0",
 			"close_wait_cut": "0", "sockets_total": "0", "seeded": "0", "tcp_out_segs": "0", "tcp_retrans_segs": "0",
-			"interval_ms": "0", "probe_id": "p-snapshot", "seq": "12", "stream_seq": seq,
+			"interval_ms": "0", "time_wait": "0", "fin_wait2": "0", "live": "0", "time_wait_entered": "0",
+			"endpoints_cut": "0", "endpoints_read": "0", "port_range_low": "0", "port_range_high": "0", "fin_timeout_s": "0",
+			"max_tw_buckets": "0", "tw_reuse": "0", "probe_id": "p-snapshot", "seq": "12", "stream_seq": seq,
 		}
 		for k, v := range set {
 			r[k] = v
@@ -357,7 +367,9 @@ func TestSinkStoresSnapshots(t *testing.T) {
 	}
 	want := []map[string]string{
 		row("summary", map[string]string{"groups_cut": "2", "close_wait_total": "40", "close_wait_cut": "38", "sockets_total": "1234",
-			"seeded": "1", "tcp_out_segs": "1000000", "tcp_retrans_segs": "2500", "interval_ms": "10000"}),
+			"seeded": "1", "tcp_out_segs": "1000000", "tcp_retrans_segs": "2500", "interval_ms": "10000",
+			"time_wait": "27100", "fin_wait2": "31", "time_wait_entered": "460", "endpoints_cut": "4", "endpoints_read": "1",
+			"port_range_low": "32768", "port_range_high": "60999", "fin_timeout_s": "60", "max_tw_buckets": "262144", "tw_reuse": "2"}),
 		row("group", map[string]string{"state": "CLOSE_WAIT", "pid": "50", "comm": "java", "cgroup_id": "600", "local_port": "8080",
 			"count": "40", "side": "server"}),
 		row("group", map[string]string{"state": "ESTABLISHED", "pid": "51", "comm": "curl", "cgroup_id": "601", "count": "3", "side": "client"}),
@@ -368,6 +380,10 @@ func TestSinkStoresSnapshots(t *testing.T) {
 		row("close_wait", map[string]string{"state": "CLOSE_WAIT", "pid": "50", "comm": "java", "cgroup_id": "600",
 			"owner_source": "task", "side": "server", "local_port": "8080", "count": "1", "family": "ipv6", "saddr": "2001:db8::5",
 			"daddr": "2001:db8::6", "dport": "39001", "sock_id": fmt.Sprint(0x78), "age_us": "5000000"}),
+		row("endpoint", map[string]string{"pid": "53", "comm": "nginx", "family": "ipv4", "saddr": "10.0.0.5", "daddr": "10.0.0.8",
+			"dport": "80", "fin_wait2": "30", "count": "30", "age_us": "42000000"}),
+		row("endpoint", map[string]string{"pid": "52", "comm": "worker", "cgroup_id": "602", "family": "ipv4", "saddr": "10.0.0.5",
+			"daddr": "10.0.0.7", "dport": "5432", "time_wait": "27000", "live": "12", "count": "27012", "time_wait_entered": "450"}),
 	}
 	checkRows(t, &chschema.SocketSnapshots, e.query(t, "SELECT * FROM socket_snapshots ORDER BY row_kind, state DESC, dport"), want)
 
@@ -382,6 +398,15 @@ func TestSinkStoresSnapshots(t *testing.T) {
 		AND (host, time_ns) IN (SELECT host, max(time_ns) FROM socket_snapshots WHERE row_kind = 'summary' GROUP BY host)`)
 	if len(old) != 1 || old[0]["dport"] != "39000" {
 		t.Errorf("CLOSE_WAIT sockets older than 10 minutes in the latest snapshot: %v, want the one to port 39000", old)
+	}
+	ports := e.query(t, `SELECT e.daddr AS daddr, e.count AS ports,
+		round(100 * e.count / (s.port_range_high - s.port_range_low + 1), 1) AS pct
+		FROM socket_snapshots AS e
+		INNER JOIN (SELECT host, time_ns, port_range_low, port_range_high FROM socket_snapshots WHERE row_kind = 'summary') AS s
+		ON e.host = s.host AND e.time_ns = s.time_ns
+		WHERE e.row_kind = 'endpoint' ORDER BY ports DESC LIMIT 1`)
+	if len(ports) != 1 || ports[0]["daddr"] != "10.0.0.7" || ports[0]["pct"] != "95.7" {
+		t.Errorf("local ports in use towards a remote as a share of the range: %v, want 10.0.0.7 at 95.7%%", ports)
 	}
 }
 
