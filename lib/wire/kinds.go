@@ -10,12 +10,13 @@ const (
 	KindError      = "error"      // SOCKET_ERROR and CONNECT_FAILED events
 	KindConn       = "conn"       // finished connections (Batch.connections)
 	KindSnapshot   = "snapshot"   // socket-table snapshots (Batch.snapshot)
+	KindDrop       = "drop"       // packet-drop counts per interval (Batch.drops)
 	KindStats      = "stats"      // probe counters, JSON
 )
 
 // DataKinds are the kinds whose messages are protobuf Batches: every kind
 // but stats.
-var DataKinds = []string{KindState, KindRetransmit, KindReset, KindError, KindConn, KindSnapshot}
+var DataKinds = []string{KindState, KindRetransmit, KindReset, KindError, KindConn, KindSnapshot, KindDrop}
 
 // KindOf is the kind an event of type t is published under; "" for types
 // this code does not know.
