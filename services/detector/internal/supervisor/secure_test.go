@@ -92,8 +92,8 @@ func TestDetectorWithShippedAccounts(t *testing.T) {
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		if len(cfg.Selected()) != 4 {
-			t.Fatalf("runs %d detectors, want the 4 built-in ones", len(cfg.Selected()))
+		if n := len(detect.Default.Names()); len(cfg.Selected()) != n {
+			t.Fatalf("runs %d detectors, want the %d built-in ones", len(cfg.Selected()), n)
 		}
 		d, err := New(cfg, detect.Default, log.With("replica", name))
 		if err != nil {
@@ -131,7 +131,7 @@ func TestDetectorWithShippedAccounts(t *testing.T) {
 				return false
 			}
 		}
-		return len(o) == 4
+		return len(o) == len(detect.Default.Names())
 	}
 
 	r1, stop1, wait1 := replica("r1")

@@ -429,7 +429,37 @@ func (tr Traffic) snapshots(s *Stream, conns, stuck, held []*conn, start, end in
 				retrans += uint64(l.Retrans * float64(to-from) / 1e9)
 			}
 		}
+		// The worker closes first: its connections leave TIME_WAIT sockets
+		// towards their remote for a minute.
+		type remote struct {
+			addr [4]byte
+			port uint32
+		}
+		ends := map[remote]*eventpb.EndpointGroup{}
+		endpointOf := func(c *conn) *eventpb.EndpointGroup {
+			k := remote{[4]byte(c.peer), c.dport}
+			g := ends[k]
+			if g == nil {
+				g = &eventpb.EndpointGroup{Family: eventpb.Family_FAMILY_IPV4, Saddr: LocalIP, Daddr: c.peer, Dport: c.dport,
+					Pid: c.pid, Comm: c.comm}
+				ends[k] = g
+			}
+			return g
+		}
+		prev := t - int64(tr.SnapshotEvery)
 		for _, c := range conns {
+			if !c.server && c.cwFrom == 0 {
+				switch {
+				case c.est <= t && t < c.end:
+					endpointOf(c).Live++
+				case c.end <= t && t-c.end < int64(time.Minute):
+					g := endpointOf(c)
+					g.TimeWait++
+					if c.end > prev {
+						g.TimeWaitEntered++
+					}
+				}
+			}
 			switch {
 			case c.cwFrom != 0 && c.cwFrom <= t && t < c.cwTo:
 				closeWait(c)
@@ -454,8 +484,21 @@ func (tr Traffic) snapshots(s *Stream, conns, stuck, held []*conn, start, end in
 		sn := &eventpb.Snapshot{
 			TimeUnixNano: uint64(t), Seq: seq, CloseWait: cw, CloseWaitTotal: uint32(len(cw)),
 			Seeded: true, TcpOutSegs: outSegs, TcpRetransSegs: retrans,
-			IntervalMs: uint32(tr.SnapshotEvery / time.Millisecond),
+			IntervalMs:    uint32(tr.SnapshotEvery / time.Millisecond),
+			EndpointsRead: true, PortRangeLow: 32768, PortRangeHigh: 60999, FinTimeoutS: 60, MaxTwBuckets: 262144, TwReuse: 2,
 		}
+		for _, g := range ends {
+			sn.Endpoints = append(sn.Endpoints, g)
+			sn.TimeWaitTotal += g.TimeWait
+			sn.TimeWaitEntered += uint64(g.TimeWaitEntered)
+		}
+		sort.Slice(sn.Endpoints, func(i, j int) bool {
+			a, b := sn.Endpoints[i], sn.Endpoints[j]
+			if x, y := a.TimeWait+a.Live, b.TimeWait+b.Live; x != y {
+				return x > y
+			}
+			return string(a.Daddr) < string(b.Daddr)
+		})
 		for _, g := range groups {
 			sn.Groups = append(sn.Groups, g)
 			sn.SocketsTotal += g.Count
