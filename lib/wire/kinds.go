@@ -33,3 +33,15 @@ func KindOf(t eventpb.EventType) string {
 	}
 	return ""
 }
+
+// Records is how many records batch b carries: its events, connections and
+// drop counts, and for a snapshot one summary plus its groups, CLOSE_WAIT
+// sockets and endpoint groups — the rows the sink makes of it. Consumers
+// count their work in these.
+func Records(b *eventpb.Batch) int {
+	n := len(b.Events) + len(b.Connections) + len(b.Drops)
+	if s := b.Snapshot; s != nil {
+		n += 1 + len(s.Groups) + len(s.CloseWait) + len(s.Endpoints)
+	}
+	return n
+}

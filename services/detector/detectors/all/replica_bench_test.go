@@ -109,14 +109,11 @@ func benchReplica(b *testing.B, name string) {
 	events := 0
 	for k, st := range steps {
 		for _, in := range st.Inputs {
-			body, err := (&eventpb.Batch{Events: in.Batch.Events, Connections: in.Batch.Connections, Snapshot: in.Batch.Snapshot}).MarshalVT()
+			body, err := (&eventpb.Batch{Events: in.Batch.Events, Connections: in.Batch.Connections, Snapshot: in.Batch.Snapshot, Drops: in.Batch.Drops}).MarshalVT()
 			if err != nil {
 				b.Fatal(err)
 			}
-			n := len(in.Batch.Events) + len(in.Batch.Connections)
-			if in.Batch.Snapshot != nil {
-				n++
-			}
+			n := wire.Records(in.Batch)
 			perStep[k] = append(perStep[k], fleetMsg{kind: slices.Index(p.Kinds, in.Kind), body: body})
 			events += n * hosts
 		}

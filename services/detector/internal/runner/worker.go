@@ -164,7 +164,7 @@ func (w *worker) handle(d delivery) {
 		return
 	}
 	w.c.Messages.Add(1)
-	w.c.Events.Add(uint64(batchSize(b)))
+	w.c.Events.Add(uint64(wire.Records(b)))
 	if w.c.ObserveLag != nil {
 		if ns := newestNs(b); ns > 0 {
 			w.c.ObserveLag(time.Since(time.Unix(0, int64(ns))).Seconds())
@@ -183,14 +183,6 @@ func (w *worker) handle(d delivery) {
 	}
 	h.lastEvent = w.clock.Now()
 	_ = d.msg.Ack()
-}
-
-func batchSize(b *eventpb.Batch) int {
-	n := len(b.Events) + len(b.Connections)
-	if b.Snapshot != nil {
-		n++
-	}
-	return n
 }
 
 // newestNs is the kernel time of b's newest record (0: none).

@@ -185,10 +185,7 @@ func Count(steps []Step) int {
 	n := 0
 	for _, st := range steps {
 		for _, in := range st.Inputs {
-			n += len(in.Batch.Events) + len(in.Batch.Connections)
-			if in.Batch.Snapshot != nil {
-				n++
-			}
+			n += wire.Records(in.Batch)
 		}
 	}
 	return n
