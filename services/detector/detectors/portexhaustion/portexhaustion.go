@@ -429,8 +429,12 @@ func (d *Instance) judge(k key, n int64, now time.Time) (detect.Condition, bool)
 	var summary string
 	switch rule {
 	case "failures":
-		summary = fmt.Sprintf("%d connects from %s to %s failed with EADDRNOTAVAIL in the last %s: no local port left",
-			failed, who, k, d.cfg.Window)
+		connects := "connects"
+		if failed == 1 {
+			connects = "connect"
+		}
+		summary = fmt.Sprintf("%d %s from %s to %s failed with EADDRNOTAVAIL in the last %s: no local port left",
+			failed, connects, who, k, d.cfg.Window)
 	case "trend":
 		summary = fmt.Sprintf("%s opens %s connections/s to %s: at this rate TIME_WAIT holds %.0f local ports, %s%% of the ephemeral range %d-%d, within %s (%s%% now)",
 			who, details["new_conns_per_second"], k, u.projected, pct(projShare), d.snap.low, d.snap.high, timeWaitLen, pct(nowShare))
