@@ -182,13 +182,14 @@ function micro(    i) {
 
 # detectors: the replicas name the detectors (a new one shows up by itself);
 # its package is the name without underscores (conn_leak -> connleak).
-function detectors(    i, r, d, p, core, all) {
+function detectors(    i, r, d, p, core, all, hc) {
 	printf "\nDetectors: one replica per detector (framework + consumer group on JetStream + the detector, default\n"
 	printf "  config), %s healthy hosts x %s conn/s, %s s of their traffic; events/s: first publish -> last batch\n", rhosts, rconns, rseconds
 	printf "  handled; per core-second: events / CPU s of the replica process (its publisher included: conservative);\n"
 	printf "  the nats-server process apart (its cores in the last column). Observe, HotPath: the detector alone on one\n"
-	printf "  core (a busy healthy host; its worst case).\n"
-	printf "  %-17s %11s %13s %14s %8s %9s %11s %11s %12s\n", "detector", "events/s", "events/core-s", "target/core", "ev/batch", "realtime", "Observe/s", "HotPath/s", "server cores"
+	printf "  core (a busy healthy host; its worst case). hosts/core: hosts x realtime / cores of the replica, the fleet\n"
+	printf "  one core keeps up with (what counts for detectors whose input is a snapshot per host now and then).\n"
+	printf "  %-17s %11s %13s %14s %8s %9s %10s %11s %11s %12s\n", "detector", "events/s", "events/core-s", "target/core", "ev/batch", "realtime", "hosts/core", "Observe/s", "HotPath/s", "server cores"
 	all = 1
 	for (i = 1; i <= n; i++) {
 		if (names[i] !~ /^BenchmarkReplica\//) continue
@@ -196,8 +197,9 @@ function detectors(    i, r, d, p, core, all) {
 		p = d; gsub(/_/, "", p)
 		core = v(r, "events/cpu_s")
 		if (core == "?" || core < dtarget) all = 0
-		printf "  %-17s %11s %13s %14s %8s %9s %11s %11s %12s\n", d, f("%.0f", v(r, "events/s")), f("%.0f", core),
-			(core == "?" ? "?" : core >= dtarget ? "met" : "NOT MET"), f("%.0f", v(r, "events/batch")), f("%.1fx", v(r, "x_realtime")),
+		hc = (v(r, "cpus") == "?" || v(r, "cpus") == 0 || v(r, "x_realtime") == "?") ? "?" : v(r, "hosts") * v(r, "x_realtime") / v(r, "cpus")
+		printf "  %-17s %11s %13s %14s %8s %9s %10s %11s %11s %12s\n", d, f("%.0f", v(r, "events/s")), f("%.0f", core),
+			(core == "?" ? "?" : core >= dtarget ? "met" : "NOT MET"), f("%.0f", v(r, "events/batch")), f("%.1fx", v(r, "x_realtime")), f("%.0f", hc),
 			f("%.0f", v(p "/BenchmarkObserve", "events/s")), f("%.0f", v(p "/BenchmarkHotPath", "events/s")), f("%.2f", v(r, "server_cpus"))
 	}
 	printf "  target >= %d events/s per core, each detector: %s\n", dtarget, (all ? "met" : "NOT MET")
