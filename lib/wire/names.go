@@ -108,4 +108,9 @@ var (
 		eventpb.Family_FAMILY_IPV4:        "ipv4",
 		eventpb.Family_FAMILY_IPV6:        "ipv6",
 	})
+	DropSources = enum(map[eventpb.DropSource]string{
+		eventpb.DropSource_DROP_SOURCE_UNSPECIFIED: "unspecified",
+		eventpb.DropSource_DROP_SOURCE_KFREE_SKB:   "kfree_skb",
+		eventpb.DropSource_DROP_SOURCE_LISTENER:    "listener",
+	})
 )

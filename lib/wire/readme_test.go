@@ -57,6 +57,7 @@ func TestReadmeEnumNames(t *testing.T) {
 	// The name of 0 is stored and documented for these two ...
 	check("owner source", OwnerSources.names)
 	check("side", Sides.names)
+	check("drop source", DropSources.names[1:])
 	// ... and only a fallback for these.
 	check("event type", EventTypes.names[1:])
 	check("family", Families.names[1:])

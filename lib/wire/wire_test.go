@@ -93,6 +93,7 @@ func TestEnumsCoverTheProto(t *testing.T) {
 	check("side", eventpb.Side_name, "SIDE_", func(n int32) string { return Sides.Name(eventpb.Side(n)) }, true)
 	check("owner source", eventpb.OwnerSource_name, "OWNER_SOURCE_", func(n int32) string { return OwnerSources.Name(eventpb.OwnerSource(n)) }, true)
 	check("family", eventpb.Family_name, "FAMILY_", func(n int32) string { return Families.Name(eventpb.Family(n)) }, true)
+	check("drop source", eventpb.DropSource_name, "DROP_SOURCE_", func(n int32) string { return DropSources.Name(eventpb.DropSource(n)) }, true)
 }
 
 func TestEnumUnknownValues(t *testing.T) {

@@ -97,7 +97,7 @@ type Table struct {
 }
 
 // Tables are the tables Migrate manages, in creation order.
-var Tables = []*Table{&TCPEvents, &TCPConnections, &SocketSnapshots, &Alerts}
+var Tables = []*Table{&TCPEvents, &TCPConnections, &SocketSnapshots, &TCPDrops, &Alerts}
 
 // PartitionBy is the table's partition key expression.
 func (t *Table) PartitionBy() string {

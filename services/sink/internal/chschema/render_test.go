@@ -253,6 +253,32 @@ var specSocketSnapshots = tableSpec{"socket_snapshots", "toYYYYMMDD", "time",
 		{"stream_seq", "UInt64", "UInt64", seqCodec},
 	}}
 
+var specTCPDrops = tableSpec{"tcp_drops", "toYYYYMMDD", "time",
+	[]string{"host", "expr:toStartOfHour(time)", "reason", "sport", "time"}, []colSpec{
+		{"time", "DateTime64(9,'UTC')", "DateTime('UTC')", seqCodec},
+		{"time_ns", "UInt64", "UInt64", seqCodec},
+		{"start_time", "DateTime64(9,'UTC')", "DateTime('UTC')", seqCodec},
+		{"start_ns", "UInt64", "UInt64", seqCodec},
+		{"host", "LowCardinality(String)", "String", zstd},
+		{"source", "Enum8", "Enum8", nil},
+		{"reason", "LowCardinality(String)", "String", zstd},
+		{"family", "Enum8", "Enum8", nil},
+		{"saddr", "String", "String", zstd},
+		{"sport", "UInt16", "UInt16", smallCodec},
+		{"daddr", "String", "String", zstd},
+		{"dport", "UInt16", "UInt16", smallCodec},
+		{"ingress", "UInt8", "UInt8", smallCodec},
+		{"pid", "UInt32", "UInt32", smallCodec},
+		{"comm", "LowCardinality(String)", "String", zstd},
+		{"cgroup_id", "UInt64", "UInt64", smallCodec},
+		{"count", "UInt64", "UInt64", smallCodec},
+		{"accept_queue", "UInt32", "UInt32", smallCodec},
+		{"backlog", "UInt32", "UInt32", smallCodec},
+		{"probe_id", "LowCardinality(String)", "String", zstd},
+		{"seq", "UInt64", "UInt64", seqCodec},
+		{"stream_seq", "UInt64", "UInt64", seqCodec},
+	}}
+
 var specAlerts = tableSpec{"alerts", "toYYYYMM", "sent_at",
 	[]string{"detector", "host", "fingerprint", "sent_at"}, []colSpec{
 		{"sent_at", "DateTime64(3,'UTC')", "DateTime('UTC')", seqCodec},
@@ -277,7 +303,7 @@ var specAlerts = tableSpec{"alerts", "toYYYYMM", "sent_at",
 		{"generator_url", "String", "String", zstd},
 	}}
 
-var specTables = []tableSpec{specTCPEvents, specTCPConnections, specSocketSnapshots, specAlerts}
+var specTables = []tableSpec{specTCPEvents, specTCPConnections, specSocketSnapshots, specTCPDrops, specAlerts}
 
 // Enum values as the kernel and the proto number them (include/net/tcp_states.h,
 // AF_INET/AF_INET6 as 4/6, OwnerSource, Side), per Enum8 column name.
@@ -293,6 +319,7 @@ var (
 		"owner_source": {"unknown": 0, "task": 1, "socket": 2, "listener": 3, "scan": 4},
 		"side":         {"unspecified": 0, "client": 1, "server": 2},
 		"row_kind":     {"summary": 0, "group": 1, "close_wait": 2, "endpoint": 3},
+		"source":       {"unspecified": 0, "kfree_skb": 1, "listener": 2},
 	}
 )
 

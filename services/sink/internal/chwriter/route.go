@@ -19,6 +19,8 @@ func TableOf(kind string) string {
 		return chschema.TCPConnections.Name
 	case wire.KindSnapshot:
 		return chschema.SocketSnapshots.Name
+	case wire.KindDrop:
+		return chschema.TCPDrops.Name
 	}
 	return ""
 }
@@ -40,7 +42,8 @@ func badTime(t time.Time) bool { return t.Before(minTime) || !t.Before(maxTime) 
 // reason when it is, else a short fixed reason (for counting and logging
 // once) and the details. A batch of an event kind holds only events, each
 // of a type published under that kind; conn holds only connections;
-// snapshot holds only a snapshot. Every row time must fit the tables.
+// snapshot holds only a snapshot; drop holds only drop counts. Every row
+// time must fit the tables.
 func Check(kind string, b *eventpb.Batch) (reason string, err error) {
 	table := TableOf(kind)
 	if table == "" {
@@ -48,10 +51,14 @@ func Check(kind string, b *eventpb.Batch) (reason string, err error) {
 	}
 	mismatch := kind + ": payload does not match its kind"
 	hasSnap := b.Snapshot != nil
+	got := func(want string) error {
+		return fmt.Errorf("want %s only, got %d events, %d connections, snapshot %v, %d drop counts",
+			want, len(b.Events), len(b.Connections), hasSnap, len(b.Drops))
+	}
 	switch table {
 	case chschema.TCPEvents.Name:
-		if len(b.Events) == 0 || len(b.Connections) > 0 || hasSnap {
-			return mismatch, fmt.Errorf("want events only, got %d events, %d connections, snapshot %v", len(b.Events), len(b.Connections), hasSnap)
+		if len(b.Events) == 0 || len(b.Connections) > 0 || hasSnap || len(b.Drops) > 0 {
+			return mismatch, got("events")
 		}
 		for i, ev := range b.Events {
 			if k := wire.KindOf(ev.Type); k != kind {
@@ -65,8 +72,8 @@ func Check(kind string, b *eventpb.Batch) (reason string, err error) {
 			}
 		}
 	case chschema.TCPConnections.Name:
-		if len(b.Connections) == 0 || len(b.Events) > 0 || hasSnap {
-			return mismatch, fmt.Errorf("want connections only, got %d events, %d connections, snapshot %v", len(b.Events), len(b.Connections), hasSnap)
+		if len(b.Connections) == 0 || len(b.Events) > 0 || hasSnap || len(b.Drops) > 0 {
+			return mismatch, got("connections")
 		}
 		for i, c := range b.Connections {
 			if badNs(c.TimeUnixNano) || (c.StartUnixNano != 0 && badNs(c.StartUnixNano)) {
@@ -74,11 +81,22 @@ func Check(kind string, b *eventpb.Batch) (reason string, err error) {
 			}
 		}
 	case chschema.SocketSnapshots.Name:
-		if !hasSnap || len(b.Events) > 0 || len(b.Connections) > 0 {
-			return mismatch, fmt.Errorf("want a snapshot only, got %d events, %d connections, snapshot %v", len(b.Events), len(b.Connections), hasSnap)
+		if !hasSnap || len(b.Events) > 0 || len(b.Connections) > 0 || len(b.Drops) > 0 {
+			return mismatch, got("a snapshot")
 		}
 		if badNs(b.Snapshot.TimeUnixNano) {
 			return kind + ": time out of range", fmt.Errorf("snapshot has time_unix_nano %d", b.Snapshot.TimeUnixNano)
+		}
+	case chschema.TCPDrops.Name:
+		if len(b.Drops) == 0 || len(b.Events) > 0 || len(b.Connections) > 0 || hasSnap {
+			return mismatch, got("drop counts")
+		}
+		for i, d := range b.Drops {
+			// An interval ends after it starts; a start of 0 is the
+			// epoch, which the tables cannot hold either.
+			if badNs(d.EndUnixNano) || badNs(d.StartUnixNano) || d.StartUnixNano > d.EndUnixNano {
+				return kind + ": time out of range", fmt.Errorf("drop count %d has start_unix_nano %d, end_unix_nano %d", i, d.StartUnixNano, d.EndUnixNano)
+			}
 		}
 	}
 	return "", nil

@@ -13,7 +13,7 @@ import (
 func TestTableOfEveryDataKind(t *testing.T) {
 	want := map[string]string{
 		"state": "tcp_events", "retransmit": "tcp_events", "reset": "tcp_events", "error": "tcp_events",
-		"conn": "tcp_connections", "snapshot": "socket_snapshots",
+		"conn": "tcp_connections", "snapshot": "socket_snapshots", "drop": "tcp_drops",
 	}
 	for _, k := range wire.DataKinds {
 		if got := TableOf(k); got != want[k] {
@@ -32,6 +32,8 @@ func TestCheck(t *testing.T) {
 	ev := func(typ eventpb.EventType) *eventpb.Event { return &eventpb.Event{Type: typ, TimeUnixNano: now} }
 	conn := &eventpb.Connection{TimeUnixNano: now}
 	snap := &eventpb.Snapshot{TimeUnixNano: now}
+	drop := &eventpb.DropCount{Count: 3, StartUnixNano: now - 10e9, EndUnixNano: now}
+	drops := func(d ...*eventpb.DropCount) []*eventpb.DropCount { return d }
 	for _, tt := range []struct {
 		name, kind string
 		b          *eventpb.Batch
@@ -43,6 +45,7 @@ func TestCheck(t *testing.T) {
 		{"errors", "error", &eventpb.Batch{Events: []*eventpb.Event{ev(eventpb.EventType_EVENT_TYPE_SOCKET_ERROR), ev(eventpb.EventType_EVENT_TYPE_CONNECT_FAILED)}}, ""},
 		{"conn", "conn", &eventpb.Batch{Connections: []*eventpb.Connection{conn}}, ""},
 		{"snapshot", "snapshot", &eventpb.Batch{Snapshot: snap}, ""},
+		{"drops", "drop", &eventpb.Batch{Drops: drops(drop, drop)}, ""},
 
 		{"stats kind", "stats", &eventpb.Batch{Events: []*eventpb.Event{ev(1)}}, "unknown kind"},
 		{"unknown kind", "bogus", &eventpb.Batch{}, "unknown kind"},
@@ -58,6 +61,12 @@ func TestCheck(t *testing.T) {
 		{"connection after 2106", "conn", &eventpb.Batch{Connections: []*eventpb.Connection{{TimeUnixNano: 1<<63 + 5}}}, "conn: time out of range"},
 		{"connection started at 5", "conn", &eventpb.Batch{Connections: []*eventpb.Connection{{TimeUnixNano: now, StartUnixNano: 5}}}, "conn: time out of range"},
 		{"snapshot at 0", "snapshot", &eventpb.Batch{Snapshot: &eventpb.Snapshot{}}, "snapshot: time out of range"},
+		{"empty drop", "drop", &eventpb.Batch{}, "drop: payload does not match its kind"},
+		{"drop with a snapshot", "drop", &eventpb.Batch{Drops: drops(drop), Snapshot: snap}, "drop: payload does not match its kind"},
+		{"drops under conn", "conn", &eventpb.Batch{Connections: []*eventpb.Connection{conn}, Drops: drops(drop)}, "conn: payload does not match its kind"},
+		{"drops under state", "state", &eventpb.Batch{Events: []*eventpb.Event{ev(1)}, Drops: drops(drop)}, "state: payload does not match its kind"},
+		{"drop interval from 0", "drop", &eventpb.Batch{Drops: drops(&eventpb.DropCount{EndUnixNano: now})}, "drop: time out of range"},
+		{"drop interval ending first", "drop", &eventpb.Batch{Drops: drops(&eventpb.DropCount{StartUnixNano: now, EndUnixNano: now - 1})}, "drop: time out of range"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			reason, err := Check(tt.kind, tt.b)

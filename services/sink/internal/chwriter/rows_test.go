@@ -74,7 +74,9 @@ func TestRowBuffersFillEveryColumn(t *testing.T) {
 		TimeUnixNano: 1e18,
 		Groups:       []*eventpb.SocketGroup{{Count: 3}, {Count: 4}},
 		CloseWait:    []*eventpb.SnapshotSocket{{AgeUs: 5}},
+		Endpoints:    []*eventpb.EndpointGroup{{TimeWait: 6}},
 	}
+	drop := &eventpb.DropCount{Count: 2, StartUnixNano: 1e18 - 1e10, EndUnixNano: 1e18}
 	al := &AlertMessage{Alert: alert.Alert{SentAt: time.Unix(1e9, 0), Labels: map[string]string{"b": "2", "a": "1"}}}
 	for _, tt := range []struct {
 		spec *chschema.Table
@@ -83,7 +85,8 @@ func TestRowBuffersFillEveryColumn(t *testing.T) {
 	}{
 		{&chschema.TCPEvents, &eventRows{}, 2},
 		{&chschema.TCPConnections, &connRows{}, 2},
-		{&chschema.SocketSnapshots, &snapRows{}, 8},
+		{&chschema.SocketSnapshots, &snapRows{}, 10},
+		{&chschema.TCPDrops, &dropRows{}, 2},
 		{&chschema.Alerts, &alertRows{}, 2},
 	} {
 		t.Run(tt.spec.Name, func(t *testing.T) {
@@ -95,6 +98,8 @@ func TestRowBuffersFillEveryColumn(t *testing.T) {
 					r.add("h", "p", 7, conn, &addrs)
 				case *snapRows:
 					r.add("h", "p", 7, snap, &addrs)
+				case *dropRows:
+					r.add("h", "p", 7, 3, drop, &addrs)
 				case *alertRows:
 					r.add(7, al)
 				}

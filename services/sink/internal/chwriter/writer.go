@@ -91,11 +91,12 @@ type tables struct {
 	events table[*eventRows]
 	conns  table[*connRows]
 	snaps  table[*snapRows]
+	drops  table[*dropRows]
 	alerts table[*alertRows]
 }
 
 func (ts *tables) buffered() int {
-	return ts.events.buffered + ts.conns.buffered + ts.snaps.buffered + ts.alerts.buffered
+	return ts.events.buffered + ts.conns.buffered + ts.snaps.buffered + ts.drops.buffered + ts.alerts.buffered
 }
 
 // flush inserts every buffered partition of every table; see Writer.Flush.
@@ -107,6 +108,9 @@ func (ts *tables) flush(ctx context.Context, in inserter, c *Counters) error {
 		return err
 	}
 	if err := flush(ctx, in, c, &ts.snaps); err != nil {
+		return err
+	}
+	if err := flush(ctx, in, c, &ts.drops); err != nil {
 		return err
 	}
 	return flush(ctx, in, c, &ts.alerts)
@@ -193,6 +197,7 @@ func newShard(conn driver.Conn, database string, local bool, log *slog.Logger) s
 			events: newTable(&chschema.TCPEvents, database, local, func() *eventRows { return &eventRows{} }),
 			conns:  newTable(&chschema.TCPConnections, database, local, func() *connRows { return &connRows{} }),
 			snaps:  newTable(&chschema.SocketSnapshots, database, local, func() *snapRows { return &snapRows{} }),
+			drops:  newTable(&chschema.TCPDrops, database, local, func() *dropRows { return &dropRows{} }),
 			alerts: newTable(&chschema.Alerts, database, local, func() *alertRows { return &alertRows{} }),
 		},
 	}
@@ -245,6 +250,7 @@ func (w *Writer) Detach() *Detached {
 			events: sh.events.detach(),
 			conns:  sh.conns.detach(),
 			snaps:  sh.snaps.detach(),
+			drops:  sh.drops.detach(),
 			alerts: sh.alerts.detach(),
 		}}
 	}
@@ -262,6 +268,7 @@ func (w *Writer) Reclaim(d *Detached) {
 		reclaim(&sh.events, &dsh.events)
 		reclaim(&sh.conns, &dsh.conns)
 		reclaim(&sh.snaps, &dsh.snaps)
+		reclaim(&sh.drops, &dsh.drops)
 		reclaim(&sh.alerts, &dsh.alerts)
 	}
 }
@@ -313,10 +320,11 @@ func reclaim[B rowBuffer](t, d *table[B]) {
 
 // Add buffers the rows of one message of kind (its subject's last token),
 // which Check has accepted: events into tcp_events, connections into
-// tcp_connections, a snapshot into socket_snapshots. redelivered says
-// whether the server delivered the message before; then rows already stored
-// are skipped (counted in RowsDuplicate). An error (the look-up failed)
-// leaves nothing of the message buffered: call Add again.
+// tcp_connections, a snapshot into socket_snapshots, drop counts into
+// tcp_drops. redelivered says whether the server delivered the message
+// before; then rows already stored are skipped (counted in RowsDuplicate).
+// An error (the look-up failed) leaves nothing of the message buffered:
+// call Add again.
 func (w *Writer) Add(ctx context.Context, kind string, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
 	sh := w.shard(b.Host)
 	switch TableOf(kind) {
@@ -326,6 +334,8 @@ func (w *Writer) Add(ctx context.Context, kind string, streamSeq uint64, redeliv
 		return w.addConnections(ctx, sh, streamSeq, redelivered, b)
 	case chschema.SocketSnapshots.Name:
 		return w.addSnapshot(ctx, sh, streamSeq, redelivered, b)
+	case chschema.TCPDrops.Name:
+		return w.addDrops(ctx, sh, streamSeq, redelivered, b)
 	}
 	return fmt.Errorf("no table for kind %q", kind)
 }
@@ -398,7 +408,7 @@ func (w *Writer) addSnapshot(ctx context.Context, sh *shard, streamSeq uint64, r
 	if s == nil {
 		return nil
 	}
-	n := 1 + len(s.Groups) + len(s.CloseWait)
+	n := 1 + len(s.Groups) + len(s.CloseWait) + len(s.Endpoints)
 	p := t.spec.PartitionOf(int64(s.TimeUnixNano))
 	if redelivered {
 		stored, err := sh.storedPartitions(ctx, &w.Counters, t.spec, t.name, streamSeq, s.TimeUnixNano, s.TimeUnixNano)
@@ -412,6 +422,33 @@ func (w *Writer) addSnapshot(ctx context.Context, sh *shard, streamSeq uint64, r
 	}
 	t.rows(p).add(b.Host, b.ProbeId, streamSeq, s, &w.addrs)
 	t.buffered += n
+	return nil
+}
+
+// addDrops: a drop message is one interval, so its rows share a time and
+// a partition but at a day's end.
+func (w *Writer) addDrops(ctx context.Context, sh *shard, streamSeq uint64, redelivered bool, b *eventpb.Batch) error {
+	t := &sh.drops
+	var stored map[uint32]bool
+	if redelivered && len(b.Drops) > 0 {
+		lo, hi := b.Drops[0].EndUnixNano, b.Drops[0].EndUnixNano
+		for _, d := range b.Drops {
+			lo, hi = min(lo, d.EndUnixNano), max(hi, d.EndUnixNano)
+		}
+		var err error
+		if stored, err = sh.storedPartitions(ctx, &w.Counters, t.spec, t.name, streamSeq, lo, hi); err != nil {
+			return err
+		}
+	}
+	for _, d := range b.Drops {
+		p := t.spec.PartitionOf(int64(d.EndUnixNano))
+		if stored[p] {
+			w.Counters.RowsDuplicate++
+			continue
+		}
+		t.rows(p).add(b.Host, b.ProbeId, streamSeq, b.BatchSeq, d, &w.addrs)
+		t.buffered++
+	}
 	return nil
 }
 

@@ -411,7 +411,9 @@ func rowsOf(kind string, b *eventpb.Batch) (string, uint64) {
 	case wire.KindConn:
 		return "tcp_connections", uint64(len(b.Connections))
 	case wire.KindSnapshot:
-		return "socket_snapshots", uint64(1 + len(b.Snapshot.Groups) + len(b.Snapshot.CloseWait))
+		return "socket_snapshots", uint64(1 + len(b.Snapshot.Groups) + len(b.Snapshot.CloseWait) + len(b.Snapshot.Endpoints))
+	case wire.KindDrop:
+		return "tcp_drops", uint64(len(b.Drops))
 	}
 	return "tcp_events", uint64(len(b.Events))
 }

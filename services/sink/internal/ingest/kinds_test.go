@@ -410,6 +410,71 @@ func TestSinkStoresSnapshots(t *testing.T) {
 	}
 }
 
+// Drop counts land in tcp_drops with every column right; the README's two
+// questions (drops per reason, overflowing listeners) are one query each.
+func TestSinkStoresDrops(t *testing.T) {
+	e := newEnv(t)
+	start, end := at, at.Add(10*time.Second)
+	span := func(d *eventpb.DropCount) *eventpb.DropCount {
+		d.StartUnixNano, d.EndUnixNano = uint64(start.UnixNano()), uint64(end.UnixNano())
+		return d
+	}
+	drops := []*eventpb.DropCount{
+		span(&eventpb.DropCount{Source: eventpb.DropSource_DROP_SOURCE_KFREE_SKB, Reason: "NETFILTER_DROP",
+			Family: eventpb.Family_FAMILY_IPV4, Saddr: []byte{10, 0, 0, 5}, Sport: 8080, Daddr: []byte{10, 0, 0, 9}, Dport: 40000,
+			Ingress: true, Count: 900}),
+		span(&eventpb.DropCount{Source: eventpb.DropSource_DROP_SOURCE_KFREE_SKB, Reason: "NETFILTER_DROP",
+			Family: eventpb.Family_FAMILY_IPV4, Saddr: []byte{10, 0, 0, 5}, Sport: 9090, Daddr: []byte{10, 0, 0, 9}, Dport: 40001,
+			Ingress: true, Count: 100}),
+		span(&eventpb.DropCount{Source: eventpb.DropSource_DROP_SOURCE_KFREE_SKB, Reason: "NO_SOCKET",
+			Family: eventpb.Family_FAMILY_IPV6, Saddr: net6(5), Sport: 443, Daddr: net6(6), Dport: 50000,
+			Pid: 41, Comm: "curl", CgroupId: 700, Count: 3}),
+		span(&eventpb.DropCount{Source: eventpb.DropSource_DROP_SOURCE_LISTENER, Reason: "LISTEN_OVERFLOW",
+			Family: eventpb.Family_FAMILY_IPV4, Saddr: []byte{0, 0, 0, 0}, Sport: 8080, Ingress: true,
+			Pid: 42, Comm: "java", CgroupId: 701, Count: 57, AcceptQueue: 129, Backlog: 128}),
+	}
+	e.publishBatch(t, wire.KindDrop, &eventpb.Batch{BatchSeq: 5, Drops: drops})
+	stop := e.run(t)
+	e.waitAcked(t)
+	if c := stop(); c.BadMessages != 0 || c.RowsInserted != 4 {
+		t.Errorf("counters %+v, want 4 rows and no bad messages", c)
+	}
+	seq := e.streamSeqs(t, wire.EventsStream, wire.EventSubject(e.host, wire.KindDrop))[0]
+	row := func(set map[string]string) map[string]string {
+		r := map[string]string{
+			"time": e.ts(end, 9), "time_ns": fmt.Sprint(end.UnixNano()), "start_time": e.ts(start, 9),
+			"start_ns": fmt.Sprint(start.UnixNano()), "host": e.host, "source": "kfree_skb", "family": "ipv4",
+			"daddr": "10.0.0.9", "ingress": "1", "pid": "0", "comm": "", "cgroup_id": "0", "accept_queue": "0", "backlog": "0",
+			"probe_id": "p-drop", "seq": "5", "stream_seq": seq,
+		}
+		for k, v := range set {
+			r[k] = v
+		}
+		return r
+	}
+	want := []map[string]string{
+		row(map[string]string{"source": "listener", "reason": "LISTEN_OVERFLOW", "saddr": "0.0.0.0", "sport": "8080", "daddr": "",
+			"dport": "0", "pid": "42", "comm": "java", "cgroup_id": "701", "count": "57", "accept_queue": "129", "backlog": "128"}),
+		row(map[string]string{"reason": "NETFILTER_DROP", "saddr": "10.0.0.5", "sport": "8080", "dport": "40000", "count": "900"}),
+		row(map[string]string{"reason": "NETFILTER_DROP", "saddr": "10.0.0.5", "sport": "9090", "dport": "40001", "count": "100"}),
+		row(map[string]string{"reason": "NO_SOCKET", "family": "ipv6", "saddr": "2001:db8::5", "sport": "443", "daddr": "2001:db8::6",
+			"dport": "50000", "ingress": "0", "pid": "41", "comm": "curl", "cgroup_id": "700", "count": "3"}),
+	}
+	checkRows(t, &chschema.TCPDrops, e.query(t, "SELECT * FROM tcp_drops ORDER BY source DESC, reason, sport"), want)
+
+	perReason := e.query(t, `SELECT reason, ingress, sum(count) AS packets, argMax(sport, count) AS top_local_port
+		FROM tcp_drops WHERE source = 'kfree_skb' GROUP BY reason, ingress ORDER BY packets DESC`)
+	if len(perReason) != 2 || perReason[0]["reason"] != "NETFILTER_DROP" || perReason[0]["packets"] != "1000" ||
+		perReason[0]["top_local_port"] != "8080" || perReason[1]["packets"] != "3" {
+		t.Errorf("drops per reason: %v, want NETFILTER_DROP 1000 (most on 8080), then NO_SOCKET 3", perReason)
+	}
+	listeners := e.query(t, `SELECT sport AS port, pid, comm, sum(count) AS drops, max(accept_queue) AS queue, max(backlog) AS backlog
+		FROM tcp_drops WHERE source = 'listener' GROUP BY port, pid, comm ORDER BY drops DESC`)
+	if len(listeners) != 1 || listeners[0]["port"] != "8080" || listeners[0]["comm"] != "java" || listeners[0]["drops"] != "57" {
+		t.Errorf("overflowing listeners: %v, want java on 8080 with 57 drops", listeners)
+	}
+}
+
 // Alerts published as JSON land in alerts with every column right; the
 // evidence is kept as published.
 func TestSinkStoresAlerts(t *testing.T) {
@@ -483,6 +548,8 @@ func TestSinkTerminatesBadMessagesOfEveryKind(t *testing.T) {
 			b.Connections = []*eventpb.Connection{{TimeUnixNano: ns}}
 		case "snapshot":
 			b.Snapshot = &eventpb.Snapshot{TimeUnixNano: ns}
+		case "drop":
+			b.Drops = []*eventpb.DropCount{{Count: 1, StartUnixNano: ns - 1e9, EndUnixNano: ns}}
 		default:
 			typ := map[string]eventpb.EventType{"state": 1, "retransmit": 2, "reset": 4, "error": 7}[kind]
 			b.Events = []*eventpb.Event{{Type: typ, TimeUnixNano: ns}}
@@ -490,7 +557,7 @@ func TestSinkTerminatesBadMessagesOfEveryKind(t *testing.T) {
 		return b
 	}
 	// A valid payload of another kind under each kind.
-	wrong := map[string]string{"state": "conn", "retransmit": "state", "reset": "snapshot", "error": "retransmit", "conn": "state", "snapshot": "conn"}
+	wrong := map[string]string{"state": "conn", "retransmit": "state", "reset": "snapshot", "error": "retransmit", "conn": "drop", "snapshot": "conn", "drop": "snapshot"}
 	bad := 0
 	for _, kind := range wire.DataKinds {
 		e.publishBatch(t, kind, good(kind, 1))
@@ -514,7 +581,7 @@ func TestSinkTerminatesBadMessagesOfEveryKind(t *testing.T) {
 	if c.BadMessages != uint64(bad) {
 		t.Errorf("bad_messages = %d, want %d", c.BadMessages, bad)
 	}
-	for table, want := range map[string]uint64{"tcp_events": 8, "tcp_connections": 2, "socket_snapshots": 2, "alerts": 1} {
+	for table, want := range map[string]uint64{"tcp_events": 8, "tcp_connections": 2, "socket_snapshots": 2, "tcp_drops": 2, "alerts": 1} {
 		if got := e.countOf(t, table); got != want {
 			t.Errorf("%s holds %d rows, want %d (the good messages)", table, got, want)
 		}
@@ -579,7 +646,7 @@ func TestSinkWidensTheOldConsumer(t *testing.T) {
 	}
 }
 
-// A sink that crashed after storing connections, snapshots and alerts and
+// A sink that crashed after storing connections, snapshots, drop counts and alerts and
 // before acking them gets the same messages again: nothing is stored
 // twice, nothing is missing, in any table.
 func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
@@ -598,6 +665,14 @@ func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
 			TimeUnixNano: uint64(day.UnixNano()), Seq: uint64(b + 1),
 			Groups:    []*eventpb.SocketGroup{{Count: 1}, {Count: 2}, {Count: 3}},
 			CloseWait: []*eventpb.SnapshotSocket{{SockId: 1}, {SockId: 2}},
+		}})
+		// One interval's counts, ending on either side of midnight: two
+		// partitions.
+		e.publishBatch(t, wire.KindDrop, &eventpb.Batch{BatchSeq: uint64(b + 1), Drops: []*eventpb.DropCount{
+			{Source: eventpb.DropSource_DROP_SOURCE_KFREE_SKB, Reason: "NETFILTER_DROP", Count: 5,
+				StartUnixNano: uint64(day.UnixNano()), EndUnixNano: uint64(day.Add(59 * time.Second).UnixNano())},
+			{Source: eventpb.DropSource_DROP_SOURCE_LISTENER, Reason: "LISTEN_OVERFLOW", Count: 7,
+				StartUnixNano: uint64(day.UnixNano()), EndUnixNano: uint64(day.Add(61 * time.Second).UnixNano())},
 		}})
 		e.publishAlert(t, alert.Alert{Fingerprint: fmt.Sprint(b), Detector: "conn_leak", Status: alert.Firing, Severity: "warning",
 			Host: e.host, StartsAt: day, SentAt: day.AddDate(0, b%2, 0)}) // two partitions (months)
@@ -659,9 +734,9 @@ func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// Messages alternate conn, snapshot (the alerts are in their own
-	// stream): 6 of each, 5 alerts.
-	crashed := map[string]uint64{"tcp_connections": 6 * 20, "socket_snapshots": 6 * 6, "alerts": 5}
+	// Messages take turns: conn, snapshot, drop (the alerts are in their
+	// own stream): 4 of each, 5 alerts.
+	crashed := map[string]uint64{"tcp_connections": 4 * 20, "socket_snapshots": 4 * 6, "tcp_drops": 4 * 2, "alerts": 5}
 	for table, want := range crashed {
 		if got := e.countOf(t, table); got != want {
 			t.Fatalf("crashed sink stored %d rows in %s, want %d", got, table, want)
@@ -671,17 +746,17 @@ func TestSinkRedeliveryAfterCrashIsSkippedInEveryTable(t *testing.T) {
 	stop := e.run(t)
 	e.waitAcked(t)
 	c := stop()
-	want := map[string]uint64{"tcp_connections": msgs * 20, "socket_snapshots": msgs * 6, "alerts": msgs}
+	want := map[string]uint64{"tcp_connections": msgs * 20, "socket_snapshots": msgs * 6, "tcp_drops": msgs * 2, "alerts": msgs}
 	for table, n := range want {
 		if got := e.countOf(t, table); got != n {
 			t.Errorf("%s holds %d rows after the restart, want %d (no duplicates, none missing)", table, got, n)
 		}
 	}
-	dupRows := crashed["tcp_connections"] + crashed["socket_snapshots"] + crashed["alerts"]
-	if c.RowsDuplicate != dupRows || c.RowsInserted != msgs*27-dupRows {
-		t.Errorf("counters %+v, want %d duplicate rows skipped and %d inserted", c, dupRows, msgs*27-dupRows)
+	dupRows := crashed["tcp_connections"] + crashed["socket_snapshots"] + crashed["tcp_drops"] + crashed["alerts"]
+	if c.RowsDuplicate != dupRows || c.RowsInserted != msgs*29-dupRows {
+		t.Errorf("counters %+v, want %d duplicate rows skipped and %d inserted", c, dupRows, msgs*29-dupRows)
 	}
-	for table, perMsg := range map[string]uint64{"tcp_connections": 20, "socket_snapshots": 6, "alerts": 1} {
+	for table, perMsg := range map[string]uint64{"tcp_connections": 20, "socket_snapshots": 6, "tcp_drops": 2, "alerts": 1} {
 		rows := e.query(t, fmt.Sprintf("SELECT stream_seq, count() AS n FROM %s GROUP BY stream_seq HAVING n != %d", table, perMsg))
 		if len(rows) != 0 {
 			t.Errorf("%s: messages stored other than once: %v", table, rows)
