@@ -1049,6 +1049,13 @@ type Snapshot struct {
 	// False when sock_diag could not be read: the counts above are then
 	// those of the state tracepoint only (time_wait_entered, live).
 	EndpointsRead bool `protobuf:"varint,23,opt,name=endpoints_read,json=endpointsRead,proto3" json:"endpoints_read,omitempty"`
+	// The seq of the last event or connection of this probe run (the same
+	// probe_id) the socket table had applied when the snapshot was taken:
+	// an event with a higher seq happened after it, one with a lower or
+	// equal seq is in it — whatever their times and the order they arrive
+	// in. The probe reads events some time after the kernel stamped them, so
+	// time_unix_nano alone cannot tell. 0 from probes before this field.
+	EventsSeq     uint64 `protobuf:"varint,24,opt,name=events_seq,json=eventsSeq,proto3" json:"events_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1242,6 +1249,13 @@ func (x *Snapshot) GetEndpointsRead() bool {
 		return x.EndpointsRead
 	}
 	return false
+}
+
+func (x *Snapshot) GetEventsSeq() uint64 {
+	if x != nil {
+		return x.EventsSeq
+	}
+	return 0
 }
 
 // EndpointGroup is the sockets of one local address towards one remote
@@ -1901,7 +1915,7 @@ const file_event_proto_rawDesc = "" +
 	"\n" +
 	"last_state\x18\x18 \x01(\x0e2\x1b.netpulse.event.v1.TcpStateR\tlastState\x12\x14\n" +
 	"\x05error\x18\x19 \x01(\x05R\x05error\x12\x16\n" +
-	"\x06cookie\x18\x1a \x01(\x04R\x06cookie\"\x90\a\n" +
+	"\x06cookie\x18\x1a \x01(\x04R\x06cookie\"\xaf\a\n" +
 	"\bSnapshot\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x06R\ftimeUnixNano\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x126\n" +
@@ -1930,7 +1944,9 @@ const file_event_proto_rawDesc = "" +
 	"\rfin_timeout_s\x18\x14 \x01(\rR\vfinTimeoutS\x12$\n" +
 	"\x0emax_tw_buckets\x18\x15 \x01(\rR\fmaxTwBuckets\x12\x19\n" +
 	"\btw_reuse\x18\x16 \x01(\rR\atwReuse\x12%\n" +
-	"\x0eendpoints_read\x18\x17 \x01(\bR\rendpointsRead\"\x8f\x03\n" +
+	"\x0eendpoints_read\x18\x17 \x01(\bR\rendpointsRead\x12\x1d\n" +
+	"\n" +
+	"events_seq\x18\x18 \x01(\x04R\teventsSeq\"\x8f\x03\n" +
 	"\rEndpointGroup\x121\n" +
 	"\x06family\x18\x01 \x01(\x0e2\x19.netpulse.event.v1.FamilyR\x06family\x12\x14\n" +
 	"\x05saddr\x18\x02 \x01(\fR\x05saddr\x12\x14\n" +

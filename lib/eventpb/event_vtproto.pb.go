@@ -525,6 +525,13 @@ func (m *Snapshot) MarshalToSizedBufferVT(dAtA []byte) (int, error) {
 		i -= len(m.unknownFields)
 		copy(dAtA[i:], m.unknownFields)
 	}
+	if m.EventsSeq != 0 {
+		i = protohelpers.EncodeVarint(dAtA, i, uint64(m.EventsSeq))
+		i--
+		dAtA[i] = 0x1
+		i--
+		dAtA[i] = 0xc0
+	}
 	if m.EndpointsRead {
 		i--
 		if m.EndpointsRead {
@@ -1504,6 +1511,9 @@ func (m *Snapshot) SizeVT() (n int) {
 	}
 	if m.EndpointsRead {
 		n += 3
+	}
+	if m.EventsSeq != 0 {
+		n += 2 + protohelpers.SizeOfVarint(uint64(m.EventsSeq))
 	}
 	n += len(m.unknownFields)
 	return n
@@ -3640,6 +3650,25 @@ func (m *Snapshot) UnmarshalVT(dAtA []byte) error {
 				}
 			}
 			m.EndpointsRead = bool(v != 0)
+		case 24:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field EventsSeq", wireType)
+			}
+			m.EventsSeq = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.EventsSeq |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])
@@ -6905,6 +6934,25 @@ func (m *Snapshot) UnmarshalVTUnsafe(dAtA []byte) error {
 				}
 			}
 			m.EndpointsRead = bool(v != 0)
+		case 24:
+			if wireType != 0 {
+				return fmt.Errorf("proto: wrong wireType = %d for field EventsSeq", wireType)
+			}
+			m.EventsSeq = 0
+			for shift := uint(0); ; shift += 7 {
+				if shift >= 64 {
+					return protohelpers.ErrIntOverflow
+				}
+				if iNdEx >= l {
+					return io.ErrUnexpectedEOF
+				}
+				b := dAtA[iNdEx]
+				iNdEx++
+				m.EventsSeq |= uint64(b&0x7F) << shift
+				if b < 0x80 {
+					break
+				}
+			}
 		default:
 			iNdEx = preIndex
 			skippy, err := protohelpers.Skip(dAtA[iNdEx:])

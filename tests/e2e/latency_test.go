@@ -644,7 +644,7 @@ type churn struct {
 // fresh namespace (netfault's, with its loopback up). Each moves its OS
 // thread into the namespace and never gives it back (the thread exits with
 // the goroutine), so the sockets it makes live there.
-func startChurn(b *testing.B, workers int) *churn {
+func startChurn(b testing.TB, workers int) *churn {
 	link := netfault.NewLink(b)
 	nsFile, err := os.Open(filepath.Join("/var/run/netns", link.NS))
 	if err != nil {

@@ -61,11 +61,43 @@ func (k key) less(o key) bool {
 	return k.port < o.port
 }
 
+// mark is where an event sits in its probe run: the run (an interned
+// probe_id), the event's seq and its time.
+type mark struct {
+	run uint32
+	seq uint64
+	t   int64
+}
+
+// snapMark is where a snapshot sits: its time and the seq of the last
+// event its table had applied (Snapshot.events_seq).
+type snapMark struct {
+	run uint32
+	seq uint64 // 0: a probe that does not say; then times decide
+	t   int64
+}
+
+// after says whether event m happened after snapshot sn, i.e. the
+// snapshot does not reflect it. Within one probe run the seqs say so
+// exactly; times only approximately, as the probe applies an event some
+// time after the kernel stamped it: an event stamped before the snapshot
+// but read after it is in neither the snapshot nor, by time, after it.
+func (m mark) after(sn snapMark) bool {
+	if sn.seq != 0 && m.seq != 0 && m.run == sn.run {
+		return m.seq > sn.seq
+	}
+	return m.t >= sn.t
+}
+
+// tuple is a socket's local and remote end.
+type tuple struct{ local, peer netip.AddrPort }
+
 // sock is one tracked CLOSE_WAIT socket.
 type sock struct {
 	id        uint64
 	key       key
 	st        *keyState // its key's state: no map lookup per socket in Evaluate
+	entered   mark      // of the event that put it there; seq 0 from a snapshot
 	since     int64     // entered CLOSE_WAIT, ns
 	seen      int64     // event or snapshot time that last set it
 	estimated bool      // predates the probe: since is a lower bound of the age
@@ -93,11 +125,44 @@ type Instance struct {
 	host   string
 	socks  map[uint64]sock
 	keys   map[key]*keyState
-	closed map[uint64]int64 // recently left CLOSE_WAIT: sock id -> time
-	listen map[uint32]bool  // ports with a LISTEN socket, from the latest snapshot
-	snapAt int64            // time of the latest snapshot applied, 0 none
-	growth baseline.Cadence
-	stats  Stats
+	closed map[uint64]mark // recently left CLOSE_WAIT: sock id -> the event
+	listen map[uint32]bool // ports with a LISTEN socket, from the latest snapshot
+	snap   snapMark        // the latest snapshot applied; t 0: none
+	// unbound are the latest snapshot's sockets listed without a sock_id
+	// (known to the probe from sock_diag only), by their 4-tuple: an event
+	// for one of them names it by sock_id, and must not count it twice.
+	unbound map[tuple]uint64
+	runs    probeRuns
+	growth  baseline.Cadence
+	stats   Stats
+}
+
+// probeRuns numbers probe runs (probe_ids) in the order they appear. A
+// number is never given twice, so a forgotten run's marks compare as
+// another run's: by time.
+type probeRuns struct {
+	ids       map[string]uint32
+	last      string
+	lastRun   uint32
+	next      uint32
+	remembers int
+}
+
+func (r *probeRuns) of(id string) uint32 {
+	if id == r.last && r.lastRun != 0 {
+		return r.lastRun
+	}
+	n, ok := r.ids[id]
+	if !ok {
+		if len(r.ids) >= r.remembers {
+			clear(r.ids)
+		}
+		r.next++
+		n = r.next
+		r.ids[id] = n
+	}
+	r.last, r.lastRun = id, n
+	return n
 }
 
 // Stats are the detector's counters.
@@ -118,11 +183,13 @@ type Stats struct {
 func New(cfg Config, host string) *Instance {
 	return &Instance{
 		cfg: cfg, host: host,
-		socks:  map[uint64]sock{},
-		keys:   map[key]*keyState{},
-		closed: map[uint64]int64{},
-		listen: map[uint32]bool{},
-		growth: baseline.NewCadence(int64(cfg.GrowthInterval)),
+		socks:   map[uint64]sock{},
+		keys:    map[key]*keyState{},
+		closed:  map[uint64]mark{},
+		unbound: map[tuple]uint64{},
+		listen:  map[uint32]bool{},
+		runs:    probeRuns{ids: map[string]uint32{}, remembers: 16},
+		growth:  baseline.NewCadence(int64(cfg.GrowthInterval)),
 	}
 }
 
@@ -140,6 +207,7 @@ func (d *Instance) Observe(in detect.Input) {
 	if in.Batch == nil {
 		return
 	}
+	run := d.runs.of(in.Batch.ProbeId)
 	for _, ev := range in.Batch.Events {
 		if ev.Type != eventpb.EventType_EVENT_TYPE_STATE_CHANGE {
 			continue
@@ -151,9 +219,9 @@ func (d *Instance) Observe(in detect.Input) {
 		}
 		switch {
 		case ev.NewState == eventpb.TcpState_TCP_STATE_CLOSE_WAIT:
-			d.enter(ev)
+			d.enter(ev, run)
 		case ev.OldState == eventpb.TcpState_TCP_STATE_CLOSE_WAIT:
-			d.leave(ev)
+			d.leave(ev, run)
 		default:
 			// A tracked socket changing state missed its way out of
 			// CLOSE_WAIT (a lost event): it is not there any more.
@@ -163,7 +231,7 @@ func (d *Instance) Observe(in detect.Input) {
 		}
 	}
 	if in.Batch.Snapshot != nil {
-		d.apply(in.Batch.Snapshot)
+		d.apply(in.Batch.Snapshot, run)
 	}
 }
 
@@ -193,17 +261,20 @@ func addrPort(b []byte, port uint32) netip.AddrPort {
 	return netip.AddrPortFrom(a, uint16(port))
 }
 
-func (d *Instance) enter(ev *eventpb.Event) {
+func (d *Instance) enter(ev *eventpb.Event, run uint32) {
 	t := int64(ev.TimeUnixNano)
 	id := ev.SockId
-	if d.snapAt != 0 && t < d.snapAt {
+	m := mark{run: run, seq: ev.Seq, t: t}
+	if d.snap.t != 0 && !m.after(d.snap) {
 		// The snapshot taken after this event lists the socket if it is
 		// still in CLOSE_WAIT: it knows better.
 		return
 	}
-	if at, ok := d.closed[id]; ok && at >= t {
+	if at, ok := d.closed[id]; ok && at.t >= t {
 		return // its way out arrived first
 	}
+	local, peer := addrPort(ev.Saddr, ev.Sport), addrPort(ev.Daddr, ev.Dport)
+	d.bind(tuple{local, peer})
 	k, server := d.keyOf(ev.Pid, ev.Comm, ev.OwnerSource, ev.Side, ev.Sport, ev.Dport)
 	st := d.state(k, server)
 	if _, ok := d.socks[id]; !ok && len(d.socks) >= d.cfg.MaxSockets {
@@ -212,17 +283,34 @@ func (d *Instance) enter(ev *eventpb.Event) {
 		return
 	}
 	d.socks[id] = sock{
-		id: id, key: k, st: st, since: t, seen: t, server: server,
-		local: addrPort(ev.Saddr, ev.Sport), peer: addrPort(ev.Daddr, ev.Dport),
+		id: id, key: k, st: st, entered: m, since: t, seen: t, server: server,
+		local: local, peer: peer,
 	}
 }
 
-func (d *Instance) leave(ev *eventpb.Event) {
+// bind forgets the snapshot's sock_id-less listing of the socket at tp,
+// which an event now names by its sock_id. The probe lists a socket
+// without one when its resync read it from sock_diag before the probe had
+// read its event from the ring buffer.
+func (d *Instance) bind(tp tuple) {
+	if len(d.unbound) == 0 {
+		return
+	}
+	if id, ok := d.unbound[tp]; ok {
+		delete(d.socks, id)
+		delete(d.unbound, tp)
+	}
+}
+
+func (d *Instance) leave(ev *eventpb.Event, run uint32) {
 	t := int64(ev.TimeUnixNano)
 	id := ev.SockId
+	m := mark{run: run, seq: ev.Seq, t: t}
 	if _, ok := d.socks[id]; ok {
 		delete(d.socks, id)
-	} else if d.snapAt != 0 && t >= d.snapAt {
+	} else if tp := (tuple{addrPort(ev.Saddr, ev.Sport), addrPort(ev.Daddr, ev.Dport)}); d.unbound[tp] != 0 {
+		d.bind(tp) // listed without its sock_id
+	} else if d.snap.t != 0 && m.after(d.snap) {
 		// A socket the latest snapshot counted without listing it.
 		k, _ := d.keyOf(ev.Pid, ev.Comm, ev.OwnerSource, ev.Side, ev.Sport, ev.Dport)
 		if st := d.keys[k]; st != nil && st.unlisted > 0 {
@@ -235,7 +323,7 @@ func (d *Instance) leave(ev *eventpb.Event) {
 		// socket back until the next one.
 		clear(d.closed)
 	}
-	d.closed[id] = t
+	d.closed[id] = m
 }
 
 func (d *Instance) state(k key, server bool) *keyState {
@@ -259,13 +347,14 @@ func snapshotSockID(ss *eventpb.SnapshotSocket) uint64 {
 
 // apply makes snapshot sn the view of the host, keeping what events said
 // after it was taken.
-func (d *Instance) apply(sn *eventpb.Snapshot) {
+func (d *Instance) apply(sn *eventpb.Snapshot, run uint32) {
 	d.stats.Snapshots++
 	T := int64(sn.TimeUnixNano)
-	if T <= d.snapAt {
+	if T <= d.snap.t {
 		d.stats.StaleSnapshots++
 		return
 	}
+	at := snapMark{run: run, seq: sn.EventsSeq, t: T}
 	clear(d.listen)
 	for _, g := range sn.Groups {
 		if g.State == eventpb.TcpState_TCP_STATE_LISTEN {
@@ -274,19 +363,20 @@ func (d *Instance) apply(sn *eventpb.Snapshot) {
 	}
 	socks := make(map[uint64]sock, len(sn.CloseWait)+8)
 	for id, s := range d.socks {
-		if s.since > T { // entered after the snapshot was taken
+		if s.entered.after(at) { // entered after the snapshot was taken (never: a listed one)
 			socks[id] = s
 		}
 	}
 	for _, st := range d.keys {
 		st.unlisted = 0
 	}
+	clear(d.unbound)
 	listed := map[key]int{}
 	for _, ss := range sn.CloseWait {
 		k, server := d.keyOf(ss.Pid, ss.Comm, ss.OwnerSource, ss.Side, ss.Sport, ss.Dport)
 		listed[k]++ // the groups count it either way
 		id := snapshotSockID(ss)
-		if at, ok := d.closed[id]; ok && at >= T {
+		if out, ok := d.closed[id]; ok && out.after(at) {
 			continue // left CLOSE_WAIT after the snapshot; its event came first
 		}
 		st := d.state(k, server)
@@ -295,9 +385,13 @@ func (d *Instance) apply(sn *eventpb.Snapshot) {
 			st.unlisted++
 			continue
 		}
-		socks[id] = sock{
+		s := sock{
 			id: id, key: k, st: st, since: T - int64(ss.AgeUs)*1e3, seen: T, estimated: ss.AgeEstimated, server: server,
 			local: addrPort(ss.Saddr, ss.Sport), peer: addrPort(ss.Daddr, ss.Dport), recvQ: ss.RecvQueue,
+		}
+		socks[id] = s
+		if ss.SockId == 0 {
+			d.unbound[tuple{s.local, s.peer}] = id
 		}
 	}
 	if sn.CloseWaitCut > 0 {
@@ -319,12 +413,12 @@ func (d *Instance) apply(sn *eventpb.Snapshot) {
 		d.stats.Unattributed += uint64(budget)
 	}
 	d.socks = socks
-	for id, at := range d.closed {
-		if at < T {
+	for id, out := range d.closed {
+		if !out.after(at) {
 			delete(d.closed, id)
 		}
 	}
-	d.snapAt = T
+	d.snap = at
 }
 
 // agg is one key's view at an evaluation.
@@ -512,8 +606,8 @@ func (d *Instance) condition(k key, st *keyState, a *agg, now time.Time) detect.
 		},
 		SQL: d.snapshotSQL(k, now, oldestAge),
 	}
-	if d.snapAt != 0 {
-		c.Evidence["snapshot_time"] = time.Unix(0, d.snapAt).UTC().Format(time.RFC3339)
+	if d.snap.t != 0 {
+		c.Evidence["snapshot_time"] = time.Unix(0, d.snap.t).UTC().Format(time.RFC3339)
 	}
 	return c
 }

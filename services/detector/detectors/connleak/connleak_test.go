@@ -221,6 +221,79 @@ func TestSnapshotReconciliation(t *testing.T) {
 	}
 }
 
+// The probe applies an event to its socket table some time after the
+// kernel stamped it: an event stamped before a snapshot may be missing
+// from it. The snapshot's events_seq says which events it holds, so such
+// an event counts whether it arrives before or after the snapshot; by
+// time alone it was lost until the next snapshot (the 13 s conn_leak
+// outlier under load of 2026-12-03).
+func TestSnapshotOrdersEventsBySeq(t *testing.T) {
+	d := newInstance(t, func(c *Config) { c.MinSockets, c.MinAge = 1, 0 })
+	in := func(probe string, b *eventpb.Batch) {
+		b.ProbeId = probe
+		d.Observe(detect.Input{Host: dtest.Host, Kind: wire.KindState, Batch: b})
+	}
+	ev := func(probe string, seq uint64, e *eventpb.Event) {
+		e.Seq = seq
+		in(probe, &eventpb.Batch{Events: []*eventpb.Event{e}})
+	}
+	snap := func(probe string, at time.Duration, eventsSeq uint64, socks ...*eventpb.SnapshotSocket) {
+		in(probe, &eventpb.Batch{Snapshot: &eventpb.Snapshot{TimeUnixNano: dtest.Ns(dtest.At(at)), EventsSeq: eventsSeq, CloseWait: socks}})
+	}
+	count := func(now time.Duration) string {
+		var parts []string
+		for _, c := range d.Evaluate(dtest.At(now)) {
+			parts = append(parts, c.Labels["comm"]+"="+c.Details["count"])
+		}
+		return strings.Join(parts, ",")
+	}
+	// Stamped at 9 s, read by the probe after its 10 s snapshot (seq 7 >
+	// events_seq 5): delivered before the snapshot, it stays.
+	ev("p1", 7, api(1).State(dtest.At(9*time.Second), dtest.Established, dtest.CloseWait))
+	// Stamped and applied before the snapshot, which lists it: once.
+	ev("p1", 4, api(2).State(dtest.At(8*time.Second), dtest.Established, dtest.CloseWait))
+	snap("p1", 10*time.Second, 5, api(2).SnapshotSocket(2*time.Second, false))
+	// Stamped at 9.5 s, read after the snapshot, delivered after it.
+	ev("p1", 8, api(3).State(dtest.At(9500*time.Millisecond), dtest.Established, dtest.CloseWait))
+	// Applied before the snapshot (seq 5), which does not list it (its way
+	// out came before the snapshot too): it does not come back.
+	ev("p1", 5, api(4).State(dtest.At(9*time.Second), dtest.Established, dtest.CloseWait))
+	if got := count(11 * time.Second); got != "api=3" { // api(1), api(2), api(3)
+		t.Fatalf("after the snapshot: %s, want api=3", got)
+	}
+	// The next snapshot (events_seq 8) lists all three: still three.
+	snap("p1", 20*time.Second, 8, api(1).SnapshotSocket(11*time.Second, false),
+		api(2).SnapshotSocket(12*time.Second, false), api(3).SnapshotSocket(10500*time.Millisecond, false))
+	if got := count(21 * time.Second); got != "api=3" {
+		t.Fatalf("after the second snapshot: %s, want api=3", got)
+	}
+	// A restarted probe (another probe_id, seqs from 1 again): its events
+	// are ordered by time against the old run's snapshot.
+	ev("p2", 1, api(5).State(dtest.At(22*time.Second), dtest.Established, dtest.CloseWait))
+	ev("p2", 2, api(6).State(dtest.At(19*time.Second), dtest.Established, dtest.CloseWait))
+	if got := count(23 * time.Second); got != "api=4" { // api(1..3), api(5)
+		t.Fatalf("after a probe restart: %s, want api=4", got)
+	}
+
+	// The probe's resync read a socket from sock_diag before the probe
+	// read its event: the snapshot lists it without a sock_id, and the
+	// event after names it. Counted once, and gone when it leaves.
+	unbound := api(9).SnapshotSocket(time.Second, false)
+	unbound.SockId, unbound.Cookie = 0, 99
+	snap("p2", 30*time.Second, 10, unbound)
+	ev("p2", 11, api(9).State(dtest.At(29*time.Second), dtest.Established, dtest.CloseWait))
+	if got := count(31 * time.Second); got != "api=1" {
+		t.Fatalf("a socket listed without its sock_id, then its event: %s, want api=1", got)
+	}
+	unbound2 := api(10).SnapshotSocket(time.Second, false)
+	unbound2.SockId, unbound2.Cookie = 0, 100
+	snap("p2", 40*time.Second, 20, unbound2)
+	ev("p2", 21, api(10).State(dtest.At(41*time.Second), dtest.CloseWait, dtest.LastAck))
+	if got := count(42 * time.Second); got != "" {
+		t.Fatalf("a socket listed without its sock_id left CLOSE_WAIT: %s, want none", got)
+	}
+}
+
 // Unknown owners are never blamed on the interrupted task; client sockets
 // group under local port 0.
 func TestOwnerAndSide(t *testing.T) {

@@ -329,6 +329,10 @@ func (p *Probe) snapshot(now time.Time) {
 	p.c.snapshots++
 	s.TimeUnixNano = uint64(now.UnixNano())
 	s.Seq = p.c.snapshots
+	// The table holds every record up to p.seq, and none after: a
+	// consumer orders events against the snapshot by seq, as the times
+	// of events still in the ring buffer are older than now.
+	s.EventsSeq = p.seq
 	s.TcpOutSegs, s.TcpRetransSegs = tcp.OutSegs, tcp.RetransSegs
 	s.IntervalMs = uint32(p.cfg.Snapshot.Interval.Milliseconds())
 	p.out.snapshot(s, now)

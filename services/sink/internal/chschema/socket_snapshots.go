@@ -20,7 +20,9 @@ else it holds:
                time_wait_entered (since the previous snapshot, every
                namespace), endpoints_cut, endpoints_read, and the
                settings: port_range_low, port_range_high (the ephemeral
-               ports), fin_timeout_s, max_tw_buckets, tw_reuse.
+               ports), fin_timeout_s, max_tw_buckets, tw_reuse;
+               events_seq (the seq of the last event the probe's table
+               held: later events have a higher seq).
   'group'      one per SocketGroup (sockets per state, process and local
                port): state, pid, comm, cgroup_id, local_port (0 for
                client sockets), side, count.
@@ -86,6 +88,7 @@ rows.`,
 		{Name: "fin_timeout_s", Modern: "UInt32", Codec: codecSmall},
 		{Name: "max_tw_buckets", Modern: "UInt32", Codec: codecSmall},
 		{Name: "tw_reuse", Modern: "UInt8"},
+		{Name: "events_seq", Modern: "UInt64", Codec: codecSeq},
 		{Name: "probe_id", Modern: lcString, Legacy: "String", Codec: codecZSTD},
 		// The snapshot's seq (per probe run).
 		{Name: "seq", Modern: "UInt64", Codec: codecSeq},

@@ -35,6 +35,7 @@ type snapRows struct {
 	twEntered                                        []uint64
 	portLow, portHigh                                []uint16
 	endpointsRead, twReuse                           []uint8
+	eventsSeq                                        []uint64
 }
 
 // row appends one row of kind with every column at its zero value but the
@@ -80,6 +81,7 @@ func (r *snapRows) row(kind int8, host, probeID string, streamSeq uint64, s *eve
 	r.finTimeout = append(r.finTimeout, 0)
 	r.maxTwBuckets = append(r.maxTwBuckets, 0)
 	r.twReuse = append(r.twReuse, 0)
+	r.eventsSeq = append(r.eventsSeq, 0)
 	r.probeID = append(r.probeID, probeID)
 	r.seq = append(r.seq, s.Seq)
 	r.sSeq = append(r.sSeq, streamSeq)
@@ -97,6 +99,7 @@ func (r *snapRows) add(host, probeID string, streamSeq uint64, s *eventpb.Snapsh
 	r.endpointsCut[i], r.endpointsRead[i] = s.EndpointsCut, b2u(s.EndpointsRead)
 	r.portLow[i], r.portHigh[i] = uint16(s.PortRangeLow), uint16(s.PortRangeHigh)
 	r.finTimeout[i], r.maxTwBuckets[i], r.twReuse[i] = s.FinTimeoutS, s.MaxTwBuckets, uint8(min(s.TwReuse, 255))
+	r.eventsSeq[i] = s.EventsSeq
 
 	for _, g := range s.Groups {
 		r.row(rowGroup, host, probeID, streamSeq, s)
@@ -132,7 +135,7 @@ func (r *snapRows) values() []any {
 		r.ageUs, r.ageEstimated, r.recvQueue, r.groupsCut, r.cwTotal, r.cwCut, r.socketsTotal,
 		r.seeded, r.outSegs, r.retrSegs, r.intervalMs,
 		r.timeWait, r.finWait2, r.live, r.twEntered, r.endpointsCut, r.endpointsRead,
-		r.portLow, r.portHigh, r.finTimeout, r.maxTwBuckets, r.twReuse,
+		r.portLow, r.portHigh, r.finTimeout, r.maxTwBuckets, r.twReuse, r.eventsSeq,
 		r.probeID, r.seq, r.sSeq,
 	}
 }
@@ -151,4 +154,5 @@ func (r *snapRows) reset() {
 	r.timeWait, r.finWait2, r.live, r.endpointsCut = r.timeWait[:0], r.finWait2[:0], r.live[:0], r.endpointsCut[:0]
 	r.finTimeout, r.maxTwBuckets, r.twEntered = r.finTimeout[:0], r.maxTwBuckets[:0], r.twEntered[:0]
 	r.portLow, r.portHigh, r.endpointsRead, r.twReuse = r.portLow[:0], r.portHigh[:0], r.endpointsRead[:0], r.twReuse[:0]
+	r.eventsSeq = r.eventsSeq[:0]
 }

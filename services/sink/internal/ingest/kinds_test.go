@@ -340,7 +340,7 @@ func TestSinkStoresSnapshots(t *testing.T) {
 				Pid: 53, Comm: "nginx", FinWait2: 30, FinWait2OldestUs: 42_000_000},
 		},
 		EndpointsCut: 4, EndpointsRead: true, TimeWaitTotal: 27100, FinWait2Total: 31, TimeWaitEntered: 460,
-		PortRangeLow: 32768, PortRangeHigh: 60999, FinTimeoutS: 60, MaxTwBuckets: 262144, TwReuse: 2,
+		PortRangeLow: 32768, PortRangeHigh: 60999, FinTimeoutS: 60, MaxTwBuckets: 262144, TwReuse: 2, EventsSeq: 98765,
 	}
 	e.publishBatch(t, wire.KindSnapshot, &eventpb.Batch{BatchSeq: 1, Snapshot: snap})
 	stop := e.run(t)
@@ -358,7 +358,7 @@ func TestSinkStoresSnapshots(t *testing.T) {
 			"close_wait_cut": "0", "sockets_total": "0", "seeded": "0", "tcp_out_segs": "0", "tcp_retrans_segs": "0",
 			"interval_ms": "0", "time_wait": "0", "fin_wait2": "0", "live": "0", "time_wait_entered": "0",
 			"endpoints_cut": "0", "endpoints_read": "0", "port_range_low": "0", "port_range_high": "0", "fin_timeout_s": "0",
-			"max_tw_buckets": "0", "tw_reuse": "0", "probe_id": "p-snapshot", "seq": "12", "stream_seq": seq,
+			"max_tw_buckets": "0", "tw_reuse": "0", "events_seq": "0", "probe_id": "p-snapshot", "seq": "12", "stream_seq": seq,
 		}
 		for k, v := range set {
 			r[k] = v
@@ -369,7 +369,8 @@ func TestSinkStoresSnapshots(t *testing.T) {
 		row("summary", map[string]string{"groups_cut": "2", "close_wait_total": "40", "close_wait_cut": "38", "sockets_total": "1234",
 			"seeded": "1", "tcp_out_segs": "1000000", "tcp_retrans_segs": "2500", "interval_ms": "10000",
 			"time_wait": "27100", "fin_wait2": "31", "time_wait_entered": "460", "endpoints_cut": "4", "endpoints_read": "1",
-			"port_range_low": "32768", "port_range_high": "60999", "fin_timeout_s": "60", "max_tw_buckets": "262144", "tw_reuse": "2"}),
+			"port_range_low": "32768", "port_range_high": "60999", "fin_timeout_s": "60", "max_tw_buckets": "262144", "tw_reuse": "2",
+			"events_seq": "98765"}),
 		row("group", map[string]string{"state": "CLOSE_WAIT", "pid": "50", "comm": "java", "cgroup_id": "600", "local_port": "8080",
 			"count": "40", "side": "server"}),
 		row("group", map[string]string{"state": "ESTABLISHED", "pid": "51", "comm": "curl", "cgroup_id": "601", "count": "3", "side": "client"}),

@@ -12,7 +12,9 @@
 --                time_wait_entered (since the previous snapshot, every
 --                namespace), endpoints_cut, endpoints_read, and the
 --                settings: port_range_low, port_range_high (the ephemeral
---                ports), fin_timeout_s, max_tw_buckets, tw_reuse.
+--                ports), fin_timeout_s, max_tw_buckets, tw_reuse;
+--                events_seq (the seq of the last event the probe's table
+--                held: later events have a higher seq).
 --   'group'      one per SocketGroup (sockets per state, process and local
 --                port): state, pid, comm, cgroup_id, local_port (0 for
 --                client sockets), side, count.
@@ -76,6 +78,7 @@ CREATE TABLE IF NOT EXISTS netpulse.socket_snapshots
     fin_timeout_s     UInt32,
     max_tw_buckets    UInt32,
     tw_reuse          UInt8,
+    events_seq        UInt64,
     probe_id          String,
     seq               UInt64,
     stream_seq        UInt64
