@@ -24,6 +24,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define ENOMEM 12
 #define EAGAIN 11
 #define EHOSTUNREACH 113
+#define EEXIST 17
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
 
 // TCP states (include/net/tcp_states.h).
 enum {
@@ -73,6 +76,8 @@ enum counter_index {
 	COUNTER_SYNACK_DELETE,
 	COUNTER_RETRANSMIT_FAILED, // attempts the kernel did not count
 	COUNTER_ACCEPT_UNRESOLVED, // accepted fd whose socket could not be read
+	COUNTER_DROP_PACKETS,      // TCP packets the kernel dropped (kfree_skb)
+	COUNTER_DROP_KEYLESS,      // of those, counted without their key: map full
 	COUNTER_MAX,
 };
 
@@ -235,12 +240,65 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+// Dropped TCP packets (skb:kfree_skb), counted in the kernel per key so
+// that a storm costs a map update per packet, not a ring-buffer record.
+// 48 bytes, no implicit padding.
+struct drop_key {
+	__u32 reason; // enum skb_drop_reason as this kernel numbers it; 0: none
+	__u16 family;
+	__u16 lport;  // this host's end, host order
+	__u16 rport;  // the remote end
+	__u8 ingress; // 1: on its way in
+	__u8 pad[5];
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+struct drop_value {
+	__u64 count;
+	struct owner owner; // tgid 0: unknown
+};
+
+// Two maps, swapped by user space at every interval through drop_slot: a
+// map-in-map update waits for running programs (synchronize_rcu), so the
+// map swapped out is quiet when user space reads and empties it.
+struct drop_map {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct drop_key);
+	__type(value, struct drop_value);
+};
+
+struct drop_map drops_a SEC(".maps");
+struct drop_map drops_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct drop_map);
+} drop_slot SEC(".maps") = {
+	.values = {[0] = &drops_a},
+};
+
+// Drops whose key found no room (the active map full), per reason (255:
+// 255 and above): totals since load, never reset.
+#define DROP_KEYLESS_REASONS 256
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, DROP_KEYLESS_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drops_keyless SEC(".maps");
+
 // Put the record and key types into BTF for bpf2go -type; in .rodata, so
 // they cost no extra map.
 const struct event *const unused_event = 0;
 const struct conn *const unused_conn = 0;
 const struct listen_key *const unused_listen_key = 0;
 const struct listen_owner *const unused_listener = 0;
+const struct drop_key *const unused_drop_key = 0;
+const struct drop_value *const unused_drop_value = 0;
 
 static __always_inline void count(__u32 idx)
 {
@@ -1037,4 +1095,158 @@ SEC("tracepoint/syscalls/sys_exit_accept")
 int handle_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_accept(ctx->ret);
+}
+
+// Reads the dropped packet's addresses and ports into k, this host's end
+// first once the direction is known (swap). False for anything but a TCP
+// segment with its IP header in place (a packet dropped before the IP
+// layer parsed it, a later fragment).
+static __always_inline bool read_tcp_packet(struct sk_buff *skb, __u16 proto, struct drop_key *k,
+					    __u16 *sport, __u16 *dport, __u8 saddr[16], __u8 daddr[16])
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u32 thoff;
+	__be16 ports[2];
+
+	if (nh == (__u16)~0U)
+		return false;
+	if (proto == ETH_P_IP) {
+		struct iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return false;
+		if (ip.version != 4 || ip.protocol != IPPROTO_TCP || (bpf_ntohs(ip.frag_off) & 0x1fff))
+			return false;
+		k->family = AF_INET;
+		__builtin_memcpy(saddr, &ip.saddr, 4);
+		__builtin_memcpy(daddr, &ip.daddr, 4);
+		thoff = nh + ip.ihl * 4;
+	} else {
+		struct ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return false;
+		// Extension headers are not followed: TCP right after the header.
+		if (ip6.version != 6 || ip6.nexthdr != IPPROTO_TCP)
+			return false;
+		k->family = AF_INET6;
+		__builtin_memcpy(saddr, &ip6.saddr, 16);
+		__builtin_memcpy(daddr, &ip6.daddr, 16);
+		thoff = nh + sizeof(ip6);
+	}
+	if (bpf_probe_read_kernel(ports, sizeof(ports), head + thoff))
+		return false;
+	*sport = bpf_ntohs(ports[0]);
+	*dport = bpf_ntohs(ports[1]);
+	return true;
+}
+
+static __always_inline void count_keyless(__u32 reason)
+{
+	__u32 idx = reason < DROP_KEYLESS_REASONS ? reason : DROP_KEYLESS_REASONS - 1;
+	__u64 *v = bpf_map_lookup_elem(&drops_keyless, &idx);
+
+	if (v)
+		*v += 1;
+	count(COUNTER_DROP_KEYLESS);
+}
+
+// The owner of a dropped packet's socket: the one the probe remembers for
+// the socket, else, on the way in, the listener of its port. Never the
+// current task: drops happen in softirq, on behalf of whoever.
+static __always_inline void drop_owner(struct sock *sk, struct sk_buff *skb, struct drop_key *k,
+				       struct owner *o)
+{
+	__u32 netns;
+	__u8 state = 0;
+
+	if (sk) {
+		state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (state != S_TIME_WAIT && state != S_NEW_SYN_RECV) {
+			__u64 skaddr = (__u64)sk;
+			struct sock_info *info = bpf_map_lookup_elem(&socks, &skaddr);
+
+			if (info && info->owner_kind != OWNER_NONE) {
+				*o = info->owner;
+				return;
+			}
+		}
+		netns = sk_netns(sk);
+	} else {
+		netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	}
+	if (k->ingress) {
+		struct listen_owner *l = find_listener(netns, k->family, k->lport);
+
+		if (l)
+			*o = l->owner;
+	}
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
+{
+	struct sk_buff *skb = ctx->skbaddr;
+	__u16 proto = ctx->protocol;
+	struct drop_key k = {};
+	struct drop_value *v, fresh = {};
+	struct sock *sk = NULL;
+	__u8 saddr[16] = {}, daddr[16] = {};
+	__u16 sport, dport;
+	__u32 zero = 0;
+	void *m;
+	int err;
+
+	if (proto != ETH_P_IP && proto != ETH_P_IPV6)
+		return 0;
+	if (!read_tcp_packet(skb, proto, &k, &sport, &dport, saddr, daddr))
+		return 0;
+	if (bpf_core_field_exists(ctx->reason))
+		k.reason = ctx->reason;
+	// The receive path names its socket (rx_sk, 6.12+); elsewhere skb->sk
+	// is the sender's socket on the way out, and on the way in nothing or
+	// the receiver's (early demux), told apart by the local port.
+	if (bpf_core_field_exists(ctx->rx_sk))
+		sk = ctx->rx_sk;
+	if (sk) {
+		k.ingress = 1;
+	} else {
+		sk = BPF_CORE_READ(skb, sk);
+		k.ingress = !sk || BPF_CORE_READ(sk, __sk_common.skc_num) == dport;
+	}
+	if (k.ingress) {
+		k.lport = dport;
+		k.rport = sport;
+		__builtin_memcpy(k.laddr, daddr, 16);
+		__builtin_memcpy(k.raddr, saddr, 16);
+	} else {
+		k.lport = sport;
+		k.rport = dport;
+		__builtin_memcpy(k.laddr, saddr, 16);
+		__builtin_memcpy(k.raddr, daddr, 16);
+	}
+	count(COUNTER_DROP_PACKETS);
+
+	m = bpf_map_lookup_elem(&drop_slot, &zero);
+	if (!m) {
+		count_keyless(k.reason);
+		return 0;
+	}
+	v = bpf_map_lookup_elem(m, &k);
+	if (!v) {
+		drop_owner(sk, skb, &k, &fresh.owner);
+		err = bpf_map_update_elem(m, &k, &fresh, BPF_NOEXIST);
+		if (err && err != -EEXIST) {
+			count_keyless(k.reason);
+			return 0;
+		}
+		v = bpf_map_lookup_elem(m, &k);
+		if (!v) {
+			count_keyless(k.reason);
+			return 0;
+		}
+	}
+	__sync_fetch_and_add(&v->count, 1);
+	return 0;
 }

@@ -12,6 +12,7 @@ const (
 	DefaultSocketMapEntries   = 65536
 	DefaultListenerMapEntries = 4096
 	DefaultSynackMapEntries   = 4096
+	DefaultDropMapEntries     = 8192
 )
 
 // Config sizes the kernel-side maps. The zero value means the defaults.
@@ -33,6 +34,11 @@ type Config struct {
 	// SynackMapEntries bounds the connection requests whose SYN-ACK was
 	// retransmitted and that are not yet established (server handshake time).
 	SynackMapEntries int
+	// DropMapEntries bounds the distinct (reason, direction, endpoints)
+	// keys of dropped TCP packets counted in one interval (two maps of
+	// this size, 88 bytes an entry); drops beyond it are still counted per
+	// reason, without their endpoints.
+	DropMapEntries int
 }
 
 func (c Config) withDefaults() Config {
@@ -47,6 +53,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.SynackMapEntries == 0 {
 		c.SynackMapEntries = DefaultSynackMapEntries
+	}
+	if c.DropMapEntries == 0 {
+		c.DropMapEntries = DefaultDropMapEntries
 	}
 	return c
 }
@@ -74,6 +83,7 @@ func (c Config) Validate() error {
 		{"socket_map_entries", c.SocketMapEntries},
 		{"listener_map_entries", c.ListenerMapEntries},
 		{"synack_map_entries", c.SynackMapEntries},
+		{"drop_map_entries", c.DropMapEntries},
 	} {
 		if m.n < 0 || m.n > math.MaxUint32 {
 			return fmt.Errorf("tracer.%s: %d is out of range 1..%d", m.key, m.n, uint32(math.MaxUint32))

@@ -53,7 +53,9 @@ const (
 	counterSynackDelete     = counterSockInsert + 5
 	counterRetransmitFailed = counterSockInsert + 6
 	counterAcceptUnresolved = counterSockInsert + 7
-	counterMax              = counterSockInsert + 8
+	counterDropPackets      = counterSockInsert + 8
+	counterDropKeyless      = counterSockInsert + 9
+	counterMax              = counterSockInsert + 10
 )
 
 // Counters are the programs' own totals since Open, summed over CPUs.
@@ -74,6 +76,10 @@ type Counters struct {
 	// AcceptsUnresolved counts accept() results whose socket could not be
 	// read from the file table (the owner then stays the listener's).
 	AcceptsUnresolved uint64
+	// DroppedPackets counts the TCP packets the kernel dropped
+	// (skb:kfree_skb); DropsKeyless those of them counted per reason only,
+	// without their endpoints, because the drop map was full.
+	DroppedPackets, DropsKeyless uint64
 }
 
 // MapCounters are the successful inserts and deletes of one map.
@@ -104,6 +110,8 @@ func (t *Tracer) Counters() (Counters, error) {
 	c.Synacks = MapCounters{all[counterSynackInsert], all[counterSynackDelete]}
 	c.RetransmitsFailed = all[counterRetransmitFailed]
 	c.AcceptsUnresolved = all[counterAcceptUnresolved]
+	c.DroppedPackets = all[counterDropPackets]
+	c.DropsKeyless = all[counterDropKeyless]
 	return c, nil
 }
 
@@ -134,7 +142,7 @@ func (t *Tracer) Misses() (map[string]uint64, error) {
 
 // MapUsage is the fill of one LRU map and what it lost.
 type MapUsage struct {
-	Name     string // config key stem: "socket", "listener", "synack"
+	Name     string // config key stem: "socket", "listener", "synack", "drop"
 	Capacity uint64 // max entries
 	Live     uint64 // entries now
 	Inserts  uint64 // since Open (kernel inserts, plus SeedListener's)
@@ -175,11 +183,19 @@ func (t *Tracer) MapUsage() ([]MapUsage, error) {
 	span := func(b, a MapCounters) MapCounters { return MapCounters{Inserts: b.Inserts, Deletes: a.Deletes} }
 	lc := span(before.Listeners, after.Listeners)
 	lc.Inserts += t.listenerSeeds.Load()
-	return []MapUsage{
+	all := []MapUsage{
 		usage("socket", t.maps.Maps[tcpstateMapSocks], span(before.Sockets, after.Sockets), socks),
 		usage("listener", t.maps.Maps[tcpstateMapListeners], lc, listeners),
 		usage("synack", t.maps.Maps[tcpstateMapSynacks], span(before.Synacks, after.Synacks), synacks),
-	}, nil
+	}
+	if t.drops.slot != nil {
+		u, err := t.dropMapUsage(after.DropsKeyless)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, u)
+	}
+	return all, nil
 }
 
 func usage(name string, m *ebpf.Map, c MapCounters, live uint64) MapUsage {

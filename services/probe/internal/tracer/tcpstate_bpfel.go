@@ -43,6 +43,30 @@ type tcpstateConn struct {
 	Comm             [16]int8
 }
 
+type tcpstateDropKey struct {
+	_       structs.HostLayout
+	Reason  uint32
+	Family  uint16
+	Lport   uint16
+	Rport   uint16
+	Ingress uint8
+	Pad     [5]uint8
+	Laddr   [16]uint8
+	Raddr   [16]uint8
+}
+
+type tcpstateDropValue struct {
+	_     structs.HostLayout
+	Count uint64
+	Owner struct {
+		_        structs.HostLayout
+		CgroupId uint64
+		Tgid     uint32
+		Pad      uint32
+		Comm     [16]int8
+	}
+}
+
 type tcpstateEvent struct {
 	_                structs.HostLayout
 	Type             uint32
@@ -128,6 +152,10 @@ type tcpstateSynackKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcpstateMapCounters                = "counters"
+	tcpstateMapDropSlot                = "drop_slot"
+	tcpstateMapDropsA                  = "drops_a"
+	tcpstateMapDropsB                  = "drops_b"
+	tcpstateMapDropsKeyless            = "drops_keyless"
 	tcpstateMapEvents                  = "events"
 	tcpstateMapListeners               = "listeners"
 	tcpstateMapSocks                   = "socks"
@@ -136,6 +164,7 @@ const (
 	tcpstateProgHandleAccept4          = "handle_accept4"
 	tcpstateProgHandleDestroy          = "handle_destroy"
 	tcpstateProgHandleErrorReport      = "handle_error_report"
+	tcpstateProgHandleKfreeSkb         = "handle_kfree_skb"
 	tcpstateProgHandleReceiveReset     = "handle_receive_reset"
 	tcpstateProgHandleRecv             = "handle_recv"
 	tcpstateProgHandleRetransmit       = "handle_retransmit"
@@ -145,6 +174,8 @@ const (
 	tcpstateProgHandleSynackRetransmit = "handle_synack_retransmit"
 	tcpstateVarForgetAtDestroy         = "forget_at_destroy"
 	tcpstateVarUnusedConn              = "unused_conn"
+	tcpstateVarUnusedDropKey           = "unused_drop_key"
+	tcpstateVarUnusedDropValue         = "unused_drop_value"
 	tcpstateVarUnusedEvent             = "unused_event"
 	tcpstateVarUnusedListenKey         = "unused_listen_key"
 	tcpstateVarUnusedListener          = "unused_listener"
@@ -197,6 +228,7 @@ type tcpstateProgramSpecs struct {
 	HandleAccept4          *ebpf.ProgramSpec `ebpf:"handle_accept4"`
 	HandleDestroy          *ebpf.ProgramSpec `ebpf:"handle_destroy"`
 	HandleErrorReport      *ebpf.ProgramSpec `ebpf:"handle_error_report"`
+	HandleKfreeSkb         *ebpf.ProgramSpec `ebpf:"handle_kfree_skb"`
 	HandleReceiveReset     *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
 	HandleRecv             *ebpf.ProgramSpec `ebpf:"handle_recv"`
 	HandleRetransmit       *ebpf.ProgramSpec `ebpf:"handle_retransmit"`
@@ -210,11 +242,15 @@ type tcpstateProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateMapSpecs struct {
-	Counters  *ebpf.MapSpec `ebpf:"counters"`
-	Events    *ebpf.MapSpec `ebpf:"events"`
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	Socks     *ebpf.MapSpec `ebpf:"socks"`
-	Synacks   *ebpf.MapSpec `ebpf:"synacks"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	DropSlot     *ebpf.MapSpec `ebpf:"drop_slot"`
+	DropsA       *ebpf.MapSpec `ebpf:"drops_a"`
+	DropsB       *ebpf.MapSpec `ebpf:"drops_b"`
+	DropsKeyless *ebpf.MapSpec `ebpf:"drops_keyless"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
+	Socks        *ebpf.MapSpec `ebpf:"socks"`
+	Synacks      *ebpf.MapSpec `ebpf:"synacks"`
 }
 
 // tcpstateVariableSpecs contains global variables before they are loaded into the kernel.
@@ -223,6 +259,8 @@ type tcpstateMapSpecs struct {
 type tcpstateVariableSpecs struct {
 	ForgetAtDestroy *ebpf.VariableSpec `ebpf:"forget_at_destroy"`
 	UnusedConn      *ebpf.VariableSpec `ebpf:"unused_conn"`
+	UnusedDropKey   *ebpf.VariableSpec `ebpf:"unused_drop_key"`
+	UnusedDropValue *ebpf.VariableSpec `ebpf:"unused_drop_value"`
 	UnusedEvent     *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedListenKey *ebpf.VariableSpec `ebpf:"unused_listen_key"`
 	UnusedListener  *ebpf.VariableSpec `ebpf:"unused_listener"`
@@ -249,16 +287,24 @@ func (o *tcpstateObjects) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateMaps struct {
-	Counters  *ebpf.Map `ebpf:"counters"`
-	Events    *ebpf.Map `ebpf:"events"`
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	Socks     *ebpf.Map `ebpf:"socks"`
-	Synacks   *ebpf.Map `ebpf:"synacks"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	DropSlot     *ebpf.Map `ebpf:"drop_slot"`
+	DropsA       *ebpf.Map `ebpf:"drops_a"`
+	DropsB       *ebpf.Map `ebpf:"drops_b"`
+	DropsKeyless *ebpf.Map `ebpf:"drops_keyless"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Listeners    *ebpf.Map `ebpf:"listeners"`
+	Socks        *ebpf.Map `ebpf:"socks"`
+	Synacks      *ebpf.Map `ebpf:"synacks"`
 }
 
 func (m *tcpstateMaps) Close() error {
 	return _TcpstateClose(
 		m.Counters,
+		m.DropSlot,
+		m.DropsA,
+		m.DropsB,
+		m.DropsKeyless,
 		m.Events,
 		m.Listeners,
 		m.Socks,
@@ -272,6 +318,8 @@ func (m *tcpstateMaps) Close() error {
 type tcpstateVariables struct {
 	ForgetAtDestroy *ebpf.Variable `ebpf:"forget_at_destroy"`
 	UnusedConn      *ebpf.Variable `ebpf:"unused_conn"`
+	UnusedDropKey   *ebpf.Variable `ebpf:"unused_drop_key"`
+	UnusedDropValue *ebpf.Variable `ebpf:"unused_drop_value"`
 	UnusedEvent     *ebpf.Variable `ebpf:"unused_event"`
 	UnusedListenKey *ebpf.Variable `ebpf:"unused_listen_key"`
 	UnusedListener  *ebpf.Variable `ebpf:"unused_listener"`
@@ -286,6 +334,7 @@ type tcpstatePrograms struct {
 	HandleAccept4          *ebpf.Program `ebpf:"handle_accept4"`
 	HandleDestroy          *ebpf.Program `ebpf:"handle_destroy"`
 	HandleErrorReport      *ebpf.Program `ebpf:"handle_error_report"`
+	HandleKfreeSkb         *ebpf.Program `ebpf:"handle_kfree_skb"`
 	HandleReceiveReset     *ebpf.Program `ebpf:"handle_receive_reset"`
 	HandleRecv             *ebpf.Program `ebpf:"handle_recv"`
 	HandleRetransmit       *ebpf.Program `ebpf:"handle_retransmit"`
@@ -301,6 +350,7 @@ func (p *tcpstatePrograms) Close() error {
 		p.HandleAccept4,
 		p.HandleDestroy,
 		p.HandleErrorReport,
+		p.HandleKfreeSkb,
 		p.HandleReceiveReset,
 		p.HandleRecv,
 		p.HandleRetransmit,

@@ -46,6 +46,8 @@ var hooks = []hook{
 	// Frees socket entries; without it they are freed at CLOSE, and
 	// SOCKET_ERROR events raised after CLOSE lose their socket's owner.
 	{group: "tcp", name: "tcp_destroy_sock", prog: tcpstateProgHandleDestroy},
+	// Dropped TCP packets, counted in maps (Drops), not in the ring.
+	{group: "skb", name: "kfree_skb", prog: tcpstateProgHandleKfreeSkb},
 }
 
 // Skipped is a tracepoint the tracer could not use on this kernel; the
@@ -69,6 +71,8 @@ type Tracer struct {
 	netns   uint32 // the probe's own network namespace (SeedListener)
 
 	listenerSeeds atomic.Uint64 // new listener entries from SeedListener
+	drops          drops
+	dropReasonsErr error
 
 	detachOnce sync.Once
 	detachErr  error
@@ -102,6 +106,10 @@ func open(cfg Config, wakeup uint64) (_ *Tracer, err error) {
 	spec.Maps[tcpstateMapSocks].MaxEntries = uint32(cfg.SocketMapEntries)
 	spec.Maps[tcpstateMapListeners].MaxEntries = uint32(cfg.ListenerMapEntries)
 	spec.Maps[tcpstateMapSynacks].MaxEntries = uint32(cfg.SynackMapEntries)
+	for _, m := range []string{tcpstateMapDropsA, tcpstateMapDropsB} {
+		spec.Maps[m].MaxEntries = uint32(cfg.DropMapEntries)
+	}
+	spec.Maps[tcpstateMapDropSlot].InnerMap.MaxEntries = uint32(cfg.DropMapEntries)
 	if err := spec.Variables[tcpstateVarWakeupBytes].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("tracer: set wakeup_bytes: %w", err)
 	}
@@ -142,6 +150,15 @@ func open(cfg Config, wakeup uint64) (_ *Tracer, err error) {
 			t.skipped = append(t.skipped, Skipped{Tracepoint: tp, Err: err})
 		}
 	}
+	if t.attached("skb:kfree_skb") {
+		d := &t.drops
+		d.maps = [2]*ebpf.Map{t.maps.Maps[tcpstateMapDropsA], t.maps.Maps[tcpstateMapDropsB]}
+		d.slot = t.maps.Maps[tcpstateMapDropSlot]
+		d.keyless = t.maps.Maps[tcpstateMapDropsKeyless]
+		d.keylessSeen = make([]uint64, d.keyless.MaxEntries())
+		// Without BTF names reasons are numbers (REASON_<n>): still counted.
+		t.drops.reasons, t.dropReasonsErr = KernelDropReasons()
+	}
 	t.reader, err = ringbuf.NewReader(t.maps.Maps[tcpstateMapEvents])
 	if err != nil {
 		return nil, fmt.Errorf("tracer: open ring buffer reader: %w", err)
@@ -180,6 +197,21 @@ func (t *Tracer) attach(spec *ebpf.CollectionSpec, tracefs string, h hook) error
 	t.links = append(t.links, l)
 	return nil
 }
+
+// attached reports whether the program of tracepoint tp ("group:name")
+// was linked.
+func (t *Tracer) attached(tp string) bool {
+	for _, s := range t.skipped {
+		if s.Tracepoint == tp {
+			return false
+		}
+	}
+	return true
+}
+
+// DropReasonsErr is why the drop reasons could not be named from the
+// kernel's BTF (they are then REASON_<n>); nil when they could.
+func (t *Tracer) DropReasonsErr() error { return t.dropReasonsErr }
 
 // Skipped lists the tracepoints Open could not use, for the caller to log
 // once; their signals are missing from the stream.
