@@ -70,7 +70,7 @@ type Tracer struct {
 	reader  *ringbuf.Reader
 	netns   uint32 // the probe's own network namespace (SeedListener)
 
-	listenerSeeds atomic.Uint64 // new listener entries from SeedListener
+	listenerSeeds  atomic.Uint64 // new listener entries from SeedListener
 	drops          drops
 	dropReasonsErr error
 
