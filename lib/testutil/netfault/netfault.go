@@ -8,6 +8,7 @@ package netfault
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os/exec"
@@ -97,6 +98,50 @@ func DropFirstSYN(t testing.TB, ns string, port int) {
 		tcp dport %[2]d tcp flags & (syn | ack) == syn meta nfproto ipv6 add @seen6 { ip6 saddr . tcp sport } drop
 	}
 }`, table, port))
+}
+
+// DropAll drops every TCP packet to port as it arrives in namespace ns
+// ("" for the host) and returns what reads nft's own count of them.
+func DropAll(t testing.TB, ns string, port int) (dropped func() uint64) {
+	t.Helper()
+	table := "netpulse_drop_" + randomHex(4)
+	nft(t, ns, table, fmt.Sprintf(`table inet %s {
+	chain in {
+		type filter hook input priority -10;
+		tcp dport %d counter drop
+	}
+}`, table, port))
+	return func() uint64 {
+		t.Helper()
+		args := []string{"nft", "-j", "list", "table", "inet", table}
+		if ns != "" {
+			args = append([]string{"ip", "netns", "exec", ns}, args...)
+		}
+		var out struct {
+			Nftables []struct {
+				Rule *struct {
+					Expr []struct {
+						Counter *struct{ Packets uint64 } `json:"counter"`
+					} `json:"expr"`
+				} `json:"rule"`
+			} `json:"nftables"`
+		}
+		if err := json.Unmarshal([]byte(Run(t, args...)), &out); err != nil {
+			t.Fatalf("nft -j: %v", err)
+		}
+		for _, e := range out.Nftables {
+			if e.Rule == nil {
+				continue
+			}
+			for _, x := range e.Rule.Expr {
+				if x.Counter != nil {
+					return x.Counter.Packets
+				}
+			}
+		}
+		t.Fatalf("nft table %s has no counter", table)
+		return 0
+	}
 }
 
 func nft(t testing.TB, ns, table, script string) {

@@ -31,6 +31,15 @@ type Config struct {
 	Stats    StatsConfig    `koanf:"stats"`
 	Sockets  SocketsConfig  `koanf:"sockets"`
 	Snapshot SnapshotConfig `koanf:"snapshot"`
+	Drops    DropsConfig    `koanf:"drops"`
+}
+
+// DropsConfig sets how often dropped packets are counted and published.
+type DropsConfig struct {
+	// Interval is the span one drop count covers: the kernel's counts
+	// per key and the listeners' drop counters are read and published
+	// this often.
+	Interval time.Duration `koanf:"interval"`
 }
 
 // TracerConfig sizes the kernel side.
@@ -39,12 +48,14 @@ type TracerConfig struct {
 	SocketMapEntries   int `koanf:"socket_map_entries"`
 	ListenerMapEntries int `koanf:"listener_map_entries"`
 	SynackMapEntries   int `koanf:"synack_map_entries"`
+	DropMapEntries     int `koanf:"drop_map_entries"`
 }
 
 func (c TracerConfig) tracer() tracer.Config {
 	return tracer.Config{
 		RingBufferBytes: c.RingBufferBytes, SocketMapEntries: c.SocketMapEntries,
 		ListenerMapEntries: c.ListenerMapEntries, SynackMapEntries: c.SynackMapEntries,
+		DropMapEntries: c.DropMapEntries,
 	}
 }
 
@@ -103,12 +114,13 @@ func DefaultConfig() Config {
 		Stream:          config.DefaultStream(),
 		Log:             config.DefaultLog(),
 		Metrics:         config.Metrics{Addr: "127.0.0.1:9431"},
-		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096},
+		Tracer:          TracerConfig{RingBufferBytes: 16 << 20, SocketMapEntries: 65536, ListenerMapEntries: 4096, SynackMapEntries: 4096, DropMapEntries: 8192},
 		Batch:           BatchConfig{MaxBytes: 256 << 10, MaxEvents: 8192, FlushInterval: 200 * time.Millisecond},
 		Publish:         publish.DefaultConfig(),
 		Stats:           StatsConfig{Interval: 10 * time.Second},
 		Sockets:         SocketsConfig{MaxEntries: 262144, Seed: true, ResyncInterval: time.Minute},
 		Snapshot:        SnapshotConfig{Interval: 15 * time.Second, MaxGroups: 1000, MaxCloseWait: 1000, MaxEndpoints: 1000},
+		Drops:           DropsConfig{Interval: 10 * time.Second},
 	}
 }
 
@@ -162,6 +174,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("snapshot.max_close_wait: must be 0..100000, got %d", c.Snapshot.MaxCloseWait)
 	case c.Snapshot.MaxEndpoints < 0 || c.Snapshot.MaxEndpoints > 100000:
 		return fmt.Errorf("snapshot.max_endpoints: must be 0..100000, got %d", c.Snapshot.MaxEndpoints)
+	case c.Drops.Interval < time.Second || c.Drops.Interval > time.Hour:
+		return fmt.Errorf("drops.interval: must be 1s..1h, got %s", c.Drops.Interval)
 	case c.MemoryLimit < 0:
 		return fmt.Errorf("memory_limit: must be 0 (none) or positive, got %d", c.MemoryLimit)
 	case c.MemoryLimit > 0 && c.MemoryLimit < minMemoryLimit(c.Sockets.MaxEntries):

@@ -66,6 +66,9 @@ func probeDescs() map[string]series {
 			"unknown":     desc("owner_unknown_total", "Events of a socket whose owning process nobody knew.", c),
 			"snapshots":   desc("snapshots_total", "Socket-table snapshots published.", c),
 			"snapErrors":  desc("snapshot_errors_total", "Parts of a snapshot that could not be read (TCP counters, port settings, TIME_WAIT/FIN_WAIT2 dump).", c),
+			"pktDrops":    desc("packet_drops_total", "TCP packets the kernel dropped (skb:kfree_skb), counted in the kernel.", c),
+			"pktKeyless":  desc("packet_drops_keyless_total", "Of those, the ones counted per reason only: the drop map was full.", c),
+			"dropErrors":  desc("drop_errors_total", "Drop-count reads that failed (kernel maps or listener counters).", c),
 			"inFlight":    desc("batches_in_flight", "Batches published and not yet acknowledged.", g),
 			"mapLive":     desc("map_entries", "Entries of a kernel LRU map now.", g, "map"),
 			"mapCap":      desc("map_capacity", "Capacity of a kernel LRU map.", g, "map"),
@@ -119,6 +122,9 @@ func (pc *probeCollector) Collect(ch chan<- prometheus.Metric) {
 	emit("unknown", float64(s.OwnerUnknown))
 	emit("snapshots", float64(s.Snapshots))
 	emit("snapErrors", float64(s.SnapshotErrors))
+	emit("pktDrops", float64(s.PacketDrops))
+	emit("pktKeyless", float64(s.PacketDropsKeyless))
+	emit("dropErrors", float64(s.DropErrors))
 	emit("inFlight", float64(s.InFlight))
 	for _, m := range s.Maps {
 		emit("mapLive", float64(m.Live), m.Name)

@@ -58,6 +58,20 @@ func (o *outputs) snapshot(s *eventpb.Snapshot, now time.Time) {
 	o.flush(enc)
 }
 
+// drop batches one drop count.
+func (o *outputs) drop(d *eventpb.DropCount, now time.Time) {
+	if enc := o.encs[wire.KindDrop]; enc.AddDrop(d, now) {
+		o.flush(enc)
+	}
+}
+
+// flushKind publishes kind's partial batch.
+func (o *outputs) flushKind(kind string) {
+	if enc := o.encs[kind]; enc.Len() > 0 {
+		o.flush(enc)
+	}
+}
+
 // flushOlder publishes every partial batch whose first record is at least
 // age old.
 func (o *outputs) flushOlder(now time.Time, age time.Duration) {

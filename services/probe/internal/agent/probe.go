@@ -68,17 +68,18 @@ type Probe struct {
 // counters are the probe's own totals (the kernel's are read from the
 // tracer, the publisher's from the publisher).
 type counters struct {
-	seen, decodeErrs    uint64
-	events, conns       uint64
-	ownerUnknown        uint64 // events with a socket whose owner nobody knew
-	ownerFilled         uint64 // owners the socket table supplied
-	snapshots, snapErrs uint64
-	tableErrs           uint64
-	seed                SeedStats
-	resync              resyncCounters
-	skippedTracepoints  []string
-	decodeErrLogged     bool
-	tableErrLogged      bool
+	seen, decodeErrs     uint64
+	events, conns        uint64
+	ownerUnknown         uint64 // events with a socket whose owner nobody knew
+	ownerFilled          uint64 // owners the socket table supplied
+	snapshots, snapErrs  uint64
+	dropCounts, dropErrs uint64
+	tableErrs            uint64
+	seed                 SeedStats
+	resync               resyncCounters
+	skippedTracepoints   []string
+	decodeErrLogged      bool
+	tableErrLogged       bool
 }
 
 // New checks cfg and resolves the host name; it starts nothing.
@@ -181,6 +182,12 @@ func (p *Probe) Run(ctx context.Context) error {
 		}
 		p.snapshot(now)
 	})
+	drops := newDropCollector(time.Now())
+	defer drops.close()
+	if err := drops.prime(); err != nil {
+		p.log.Warn("reading the listeners' drop counters at start; the first interval is the baseline", "err", err)
+	}
+	every(p.cfg.Drops.Interval, func(now time.Time) { p.publishDrops(drops, tr, now) })
 	if resync {
 		every(p.cfg.Sockets.ResyncInterval, func(time.Time) { p.resync(socktable.SeedStates, true) })
 	}
@@ -222,6 +229,7 @@ func (p *Probe) Run(ctx context.Context) error {
 	defer grace.Stop()
 	stopBg()
 	wg.Wait()
+	p.publishDrops(drops, tr, time.Now()) // the last, partial interval
 	p.mu.Lock()
 	p.out.flushAll()
 	p.mu.Unlock()
@@ -336,4 +344,27 @@ func (p *Probe) snapshot(now time.Time) {
 	s.TcpOutSegs, s.TcpRetransSegs = tcp.OutSegs, tcp.RetransSegs
 	s.IntervalMs = uint32(p.cfg.Snapshot.Interval.Milliseconds())
 	p.out.snapshot(s, now)
+}
+
+// publishDrops publishes the drop counts of the interval that ends now.
+// A source that could not be read is counted and logged; the other's
+// counts still go out.
+func (p *Probe) publishDrops(c *dropCollector, tr *tracer.Tracer, now time.Time) {
+	drops, kerr, lerr := c.collect(now, tr)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range [...]struct {
+		what string
+		err  error
+	}{{"reading the kernel's drop counts", kerr}, {"reading the listeners' drop counters (sock_diag)", lerr}} {
+		if e.err != nil {
+			p.c.dropErrs++
+			p.log.Warn(e.what+" (counted in drop_errors)", "err", e.err)
+		}
+	}
+	for _, d := range drops {
+		p.out.drop(d, now)
+	}
+	p.out.flushKind(wire.KindDrop)
+	p.c.dropCounts += uint64(len(drops))
 }

@@ -54,8 +54,15 @@ type Stats struct {
 	// counters, the port settings, the TIME_WAIT/FIN_WAIT2 dump); the
 	// snapshot went out without them. EndpointsForgotten: closes towards
 	// remote endpoints beyond the ones the probe remembers (65536).
-	SnapshotErrors     uint64    `json:"snapshot_errors"`
-	EndpointsForgotten uint64    `json:"endpoints_forgotten"`
+	SnapshotErrors     uint64 `json:"snapshot_errors"`
+	EndpointsForgotten uint64 `json:"endpoints_forgotten"`
+	// Dropped TCP packets the kernel counted (skb:kfree_skb), those of
+	// them counted per reason only because the drop map was full, the
+	// drop counts published (kind drop) and the drop reads that failed.
+	PacketDrops        uint64    `json:"packet_drops"`
+	PacketDropsKeyless uint64    `json:"packet_drops_keyless"`
+	DropCounts         uint64    `json:"drop_counts"`
+	DropErrors         uint64    `json:"drop_errors"`
 	Seed               SeedStats `json:"seed"`
 	// Reconciliations of the table with the kernel (sockets.resync_interval,
 	// and CLOSE_WAIT before each snapshot): entries removed because the
@@ -89,6 +96,7 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 	s := Stats{Host: p.host, ProbeID: p.probeID, Time: time.Now().UTC(), UptimeSeconds: time.Since(p.started).Seconds()}
 	if c, err := tr.Counters(); err == nil {
 		s.EventsKernel, s.RingbufDrops = c.Submitted, c.Dropped
+		s.PacketDrops, s.PacketDropsKeyless = c.DroppedPackets, c.DropsKeyless
 		s.KernelByType = map[string]uint64{}
 		for r := 1; r < tracer.NumRecordTypes; r++ {
 			name := tracer.RecordType(r).String()
@@ -134,6 +142,7 @@ func (p *Probe) stats(tr *tracer.Tracer, pub *publish.Publisher) Stats {
 	}
 	s.TableErrors, s.Snapshots, s.Seed, s.SkippedTracepoints = c.tableErrs, c.snapshots, c.seed, c.skippedTracepoints
 	s.SnapshotErrors = c.snapErrs
+	s.DropCounts, s.DropErrors = c.dropCounts, c.dropErrs
 	if p.endpoints != nil {
 		s.EndpointsForgotten = p.endpoints.Forgotten
 	}

@@ -22,6 +22,7 @@ const (
 	fieldEvents        = 5
 	fieldConnections   = 6
 	fieldSnapshot      = 7
+	fieldDrops         = 8
 )
 
 // Batch is one encoded eventpb.Batch ready to publish.
@@ -116,6 +117,11 @@ func (e *Encoder) AddConn(c *eventpb.Connection, now time.Time) (full bool) {
 // one snapshot, so it is always full afterwards.
 func (e *Encoder) AddSnapshot(s *eventpb.Snapshot, now time.Time) {
 	e.add(fieldSnapshot, s, now)
+}
+
+// AddDrop appends one interval's drop count (kind drop).
+func (e *Encoder) AddDrop(d *eventpb.DropCount, now time.Time) (full bool) {
+	return e.add(fieldDrops, d, now)
 }
 
 func (e *Encoder) add(field protowire.Number, m sizedMessage, now time.Time) (full bool) {

@@ -34,6 +34,7 @@ type Dumper struct {
 	req   [nlmsgHdrLen + diagReqLen]byte
 	// states of the dump being read
 	states StateSet
+	ext    uint8 // idiag_ext of the dump being read
 	p      parser
 	stats  DumpStats
 }
@@ -82,7 +83,15 @@ func (d *Dumper) Dump(dst []Socket) ([]Socket, error) {
 // filters them (idiag_states), so the others cost neither reading nor
 // memory: a busy host holds tens of thousands of TIME_WAIT sockets.
 func (d *Dumper) DumpStates(dst []Socket, states StateSet) ([]Socket, error) {
+	d.ext = 1 << (inetDiagInfo - 1)
 	return d.dump(dst, states, nil)
+}
+
+// DumpListeners appends the LISTEN sockets with their drop counters
+// (Socket.Drops) instead of tcp_info.
+func (d *Dumper) DumpListeners(dst []Socket) ([]Socket, error) {
+	d.ext = 1 << (inetDiagSkMemInfo - 1)
+	return d.dump(dst, 1<<StateListen, nil)
 }
 
 // DumpFunc is DumpStates that hands each socket to fn instead of keeping
@@ -91,6 +100,7 @@ func (d *Dumper) DumpStates(dst []Socket, states StateSet) ([]Socket, error) {
 // nothing once the Dumper has grown.
 func (d *Dumper) DumpFunc(states StateSet, fn func(s *Socket)) error {
 	var err error
+	d.ext = 1 << (inetDiagInfo - 1)
 	d.chunk, err = d.dump(d.chunk[:0], states, fn)
 	d.chunk = d.chunk[:0]
 	return err
@@ -171,7 +181,7 @@ func (d *Dumper) recv() (int, error) {
 }
 
 // buildRequest writes a nlmsghdr and a struct inet_diag_req_v2 asking for
-// every TCP socket of family with its tcp_info.
+// every TCP socket of family in d.states with the attributes of d.ext.
 func (d *Dumper) buildRequest(family uint8) {
 	b := d.req[:]
 	clear(b)
@@ -182,6 +192,6 @@ func (d *Dumper) buildRequest(family uint8) {
 	r := b[nlmsgHdrLen:]
 	r[0] = family
 	r[1] = unix.IPPROTO_TCP
-	r[2] = 1 << (inetDiagInfo - 1)                         // idiag_ext: INET_DIAG_INFO
+	r[2] = d.ext                                           // idiag_ext
 	binary.NativeEndian.PutUint32(r[4:], uint32(d.states)) // idiag_states
 }

@@ -14,17 +14,21 @@ import (
 // inet_diag.h). Every integer is host byte order except ports and
 // addresses, which are network order.
 const (
-	nlmsgHdrLen   = 16 // struct nlmsghdr
-	nlmsgAlign    = 4
-	rtaHdrLen     = 4  // struct rtattr
-	diagMsgLen    = 72 // struct inet_diag_msg
-	diagReqLen    = 56 // struct inet_diag_req_v2
-	inetDiagInfo  = 2  // INET_DIAG_INFO: struct tcp_info
-	nlmsgNoop     = 0x1
-	nlmsgError    = 0x2
-	nlmsgDone     = 0x3
-	nlmsgOverrun  = 0x4
-	sockDiagByFam = unix.SOCK_DIAG_BY_FAMILY
+	nlmsgHdrLen  = 16 // struct nlmsghdr
+	nlmsgAlign   = 4
+	rtaHdrLen    = 4  // struct rtattr
+	diagMsgLen   = 72 // struct inet_diag_msg
+	diagReqLen   = 56 // struct inet_diag_req_v2
+	inetDiagInfo = 2  // INET_DIAG_INFO: struct tcp_info
+	// INET_DIAG_SKMEMINFO: __u32[SK_MEMINFO_VARS], sk_drops at index 8
+	// (SK_MEMINFO_DROPS, since 3.5).
+	inetDiagSkMemInfo = 7
+	skMemInfoDrops    = 8
+	nlmsgNoop         = 0x1
+	nlmsgError        = 0x2
+	nlmsgDone         = 0x3
+	nlmsgOverrun      = 0x4
+	sockDiagByFam     = unix.SOCK_DIAG_BY_FAMILY
 )
 
 // Offsets in struct inet_diag_msg.
@@ -169,6 +173,7 @@ func parseDiagMsg(b []byte, s *Socket) (ok bool, err error) {
 	s.UID = binary.NativeEndian.Uint32(b[offUID:])
 	s.Inode = uint64(binary.NativeEndian.Uint32(b[offInode:]))
 	s.Info = TCPInfo{}
+	s.Drops, s.HasDrops = 0, false
 
 	for attrs := b[diagMsgLen:]; len(attrs) > 0; {
 		if len(attrs) < rtaHdrLen {
@@ -179,8 +184,13 @@ func parseDiagMsg(b []byte, s *Socket) (ok bool, err error) {
 		if l < rtaHdrLen || l > len(attrs) {
 			return false, fmt.Errorf("%w: attribute length %d, %d bytes left", ErrMalformed, l, len(attrs))
 		}
-		if typ == inetDiagInfo {
-			parseTCPInfo(attrs[rtaHdrLen:l], &s.Info)
+		switch v := attrs[rtaHdrLen:l]; typ {
+		case inetDiagInfo:
+			parseTCPInfo(v, &s.Info)
+		case inetDiagSkMemInfo:
+			if off := 4 * skMemInfoDrops; len(v) >= off+4 {
+				s.Drops, s.HasDrops = binary.NativeEndian.Uint32(v[off:]), true
+			}
 		}
 		attrs = attrs[min(align(l), len(attrs)):]
 	}

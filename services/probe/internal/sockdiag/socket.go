@@ -37,6 +37,12 @@ type Socket struct {
 	RQueue uint32
 	WQueue uint32
 	Info   TCPInfo
+	// Drops is the socket's own drop counter (sk_drops), valid when
+	// HasDrops (DumpListeners): for a listener, the connections it refused
+	// because its accept queue was full (TcpExtListenOverflows) or its
+	// request queue could take no more (both in TcpExtListenDrops).
+	Drops    uint32
+	HasDrops bool
 }
 
 // TCPInfo holds the parts of struct tcp_info the probe uses. Older kernels
