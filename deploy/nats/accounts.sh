@@ -41,7 +41,7 @@ die() {
 }
 
 account=NETPULSE
-detectors=conn_failure,conn_leak,peer_not_closing,port_exhaustion,retransmit_spike,slow_handshake
+detectors=conn_failure,conn_leak,drop_spike,listen_overflow,peer_not_closing,port_exhaustion,retransmit_spike,slow_handshake
 prefix=netpulse-detector
 detector_cred= sink_cred= viewer_cred=
 probes=()

@@ -7,6 +7,8 @@ package all
 import (
 	_ "github.com/netpulse/netpulse/services/detector/detectors/connfailure"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/connleak"
+	_ "github.com/netpulse/netpulse/services/detector/detectors/dropspike"
+	_ "github.com/netpulse/netpulse/services/detector/detectors/listenoverflow"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/peernotclosing"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/portexhaustion"
 	_ "github.com/netpulse/netpulse/services/detector/detectors/retransmitspike"

@@ -45,6 +45,7 @@ type item struct {
 	ev   *eventpb.Event
 	conn *eventpb.Connection
 	snap *eventpb.Snapshot
+	drop *eventpb.DropCount
 }
 
 // Stream is a timeline of one host's events, connections and snapshots.
@@ -79,6 +80,13 @@ func (s *Stream) Conn(c *eventpb.Connection) {
 // Snapshot adds a snapshot.
 func (s *Stream) Snapshot(sn *eventpb.Snapshot) {
 	s.add(item{t: int64(sn.TimeUnixNano), kind: wire.KindSnapshot, snap: sn})
+}
+
+// Drop adds drop counts, at the end of their interval.
+func (s *Stream) Drop(ds ...*eventpb.DropCount) {
+	for _, d := range ds {
+		s.add(item{t: int64(d.EndUnixNano), kind: wire.KindDrop, drop: d})
+	}
 }
 
 // Len is the number of events, connections and snapshots.
@@ -132,9 +140,12 @@ func (s *Stream) Steps(from, to time.Time, every, flush time.Duration, kinds []s
 				open[it.kind] = b
 				st.Inputs = append(st.Inputs, input(it.kind, b))
 			}
-			if it.ev != nil {
+			switch {
+			case it.ev != nil:
 				b.Events = append(b.Events, it.ev)
-			} else {
+			case it.drop != nil:
+				b.Drops = append(b.Drops, it.drop)
+			default:
 				b.Connections = append(b.Connections, it.conn)
 			}
 		}
