@@ -75,7 +75,7 @@ func TestSpikeAfterBaseline(t *testing.T) {
 		t.Errorf("not resolved by 11m:\n%s", got)
 	}
 	for _, r := range res {
-		if r.Now.Before(dtest.At(7 * time.Minute)) && len(r.Conditions) > 0 {
+		if r.Now.Before(dtest.At(7*time.Minute)) && len(r.Conditions) > 0 {
 			t.Errorf("fired on the learned rate at %s", r.Now.Sub(dtest.T0))
 		}
 		for _, c := range r.Conditions {
