@@ -154,6 +154,10 @@ const volatile __u64 wakeup_bytes = 0;
 // kernel reports some errors (a refused connect) just after CLOSE.
 const volatile __u8 forget_at_destroy = 0;
 
+// The first port of the ephemeral range (ip_local_port_range), set from
+// Go: a drop's port in it is the client side's, zeroed in its key.
+const volatile __u16 ephemeral_low = 0;
+
 // A process that owns a socket.
 struct owner {
 	__u64 cgroup_id;
@@ -1227,6 +1231,17 @@ int handle_kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		__builtin_memcpy(k.raddr, daddr, 16);
 	}
 	count(COUNTER_DROP_PACKETS);
+	// One key per service, not per connection: the client's port goes.
+	// This host serves when it listens on the local port; else the local
+	// port is its own client's when it is an ephemeral one.
+	{
+		__u32 netns = sk ? sk_netns(sk) : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+
+		if (find_listener(netns, k.family, k.lport))
+			k.rport = 0;
+		else if (ephemeral_low && k.lport >= ephemeral_low)
+			k.lport = 0;
+	}
 
 	m = bpf_map_lookup_elem(&drop_slot, &zero);
 	if (!m) {

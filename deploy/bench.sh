@@ -171,6 +171,13 @@ function sink(    best, bshare, i, rows, r, c) {
 	printf "  target >= %d events/s: %s; sink >= %d%% of the ceiling: %s\n", target, (best >= target ? "met" : "NOT MET"), starget, (bshare >= starget ? "met" : "NOT MET")
 }
 
+function dropstorm(    s) {
+	s = "BenchmarkDropStorm"
+	printf "\nDrop storm (a SYN flood to one port that nftables drops on its way in, 1024 source ports; tracer BenchmarkDropStorm)\n"
+	printf "  %s drops/s counted, equal to the nft rule counter; kfree_skb program %s ns a run, %s%% of a core;\n", f("%.0f", v(s, "drops/s")), f("%.0f", v(s, "bpf_ns/run")), f("%.1f", v(s, "bpf_cpu_%"))
+	printf "  meanwhile %s ring-buffer records, %s ring drops, %s drops counted without their key\n", v(s, "ring_records"), v(s, "ring_drops"), v(s, "keyless")
+}
+
 function micro(    i) {
 	printf "\nMicro-benchmarks\n"
 	printf "  %-22s %10s %10s %10s %12s\n", "benchmark", "ns/op", "MB/s", "B/op", "allocs/op"
@@ -235,7 +242,7 @@ END {
 	if (stepped("probe")) probe(); else printf "\nProbe overhead: not run (STEPS)\n"
 	printf "  %s\n", rss
 	if (stepped("sink")) sink(); else printf "\nSink throughput: not run (STEPS)\n"
-	if (stepped("probe")) micro()
+	if (stepped("probe")) { micro(); dropstorm() }
 	if (stepped("detectors")) detectors(); else printf "\nDetectors: not run (STEPS)\n"
 	if (stepped("latency")) latency(); else printf "\nAlert latency: not run (STEPS)\n"
 }' rss="$rss_line" host="$(hostname), $(nproc) cores, kernel $(uname -r), $(go env GOVERSION)" "$raw"

@@ -1678,6 +1678,10 @@ type DropCount struct {
 	Family Family `protobuf:"varint,3,opt,name=family,proto3,enum=netpulse.event.v1.Family" json:"family,omitempty"`
 	// This host's end (saddr, sport) and the remote end (daddr, dport) of
 	// the packet: for a packet arriving, its destination and its source.
+	// One count per service, not per connection: the client's port is 0 —
+	// dport when this host listens on sport, else sport when it is in the
+	// ephemeral range (ip_local_port_range when the probe started). Empty
+	// addresses: counted per reason only (the probe's drop map was full).
 	Saddr []byte `protobuf:"bytes,4,opt,name=saddr,proto3" json:"saddr,omitempty"`
 	Sport uint32 `protobuf:"varint,5,opt,name=sport,proto3" json:"sport,omitempty"`
 	Daddr []byte `protobuf:"bytes,6,opt,name=daddr,proto3" json:"daddr,omitempty"`

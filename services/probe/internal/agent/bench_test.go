@@ -264,7 +264,7 @@ func countStored(js jetstream.JetStream, subject string) (uint64, error) {
 			if err := batch.UnmarshalVT(m.Data()); err != nil {
 				return 0, fmt.Errorf("batch %d: %w", got, err)
 			}
-			events += uint64(len(batch.Events) + len(batch.Connections))
+			events += uint64(len(batch.Events) + len(batch.Connections) + len(batch.Drops))
 			if batch.Snapshot != nil {
 				events++
 			}

@@ -21,8 +21,12 @@ type Drop struct {
 	Reason string
 	Family uint16 // AF_INET or AF_INET6
 	// Local is this host's end of the packet, Remote the other: for a
-	// packet on its way in, its destination and its source. Both are
-	// invalid for the drops counted without their key (the map was full).
+	// packet on its way in, its destination and its source. One key per
+	// service, not per connection: the client's port is 0 (the remote's
+	// when this host listens on the local port, else the local one when
+	// it is in the ephemeral range, ip_local_port_range at Open). Both
+	// are invalid for the drops counted without their key (the map was
+	// full).
 	Local, Remote netip.AddrPort
 	Ingress       bool
 	Owner         Owner // PID 0: unknown

@@ -172,6 +172,7 @@ const (
 	tcpstateProgHandleSendReset        = "handle_send_reset"
 	tcpstateProgHandleSetState         = "handle_set_state"
 	tcpstateProgHandleSynackRetransmit = "handle_synack_retransmit"
+	tcpstateVarEphemeralLow            = "ephemeral_low"
 	tcpstateVarForgetAtDestroy         = "forget_at_destroy"
 	tcpstateVarUnusedConn              = "unused_conn"
 	tcpstateVarUnusedDropKey           = "unused_drop_key"
@@ -257,6 +258,7 @@ type tcpstateMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpstateVariableSpecs struct {
+	EphemeralLow    *ebpf.VariableSpec `ebpf:"ephemeral_low"`
 	ForgetAtDestroy *ebpf.VariableSpec `ebpf:"forget_at_destroy"`
 	UnusedConn      *ebpf.VariableSpec `ebpf:"unused_conn"`
 	UnusedDropKey   *ebpf.VariableSpec `ebpf:"unused_drop_key"`
@@ -316,6 +318,7 @@ func (m *tcpstateMaps) Close() error {
 //
 // It can be passed to loadTcpstateObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpstateVariables struct {
+	EphemeralLow    *ebpf.Variable `ebpf:"ephemeral_low"`
 	ForgetAtDestroy *ebpf.Variable `ebpf:"forget_at_destroy"`
 	UnusedConn      *ebpf.Variable `ebpf:"unused_conn"`
 	UnusedDropKey   *ebpf.Variable `ebpf:"unused_drop_key"`

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -112,6 +114,9 @@ func open(cfg Config, wakeup uint64) (_ *Tracer, err error) {
 	spec.Maps[tcpstateMapDropSlot].InnerMap.MaxEntries = uint32(cfg.DropMapEntries)
 	if err := spec.Variables[tcpstateVarWakeupBytes].Set(wakeup); err != nil {
 		return nil, fmt.Errorf("tracer: set wakeup_bytes: %w", err)
+	}
+	if err := spec.Variables[tcpstateVarEphemeralLow].Set(ephemeralLow()); err != nil {
+		return nil, fmt.Errorf("tracer: set ephemeral_low: %w", err)
 	}
 	netns, err := selfNetns()
 	if err != nil {
@@ -221,6 +226,24 @@ func (t *Tracer) Skipped() []Skipped { return t.skipped }
 // wakes the reader: 1/16 of the ring keeps wakeups rare under load while
 // leaving ample room before it fills.
 func wakeupBytes(ringBytes int) uint64 { return uint64(ringBytes / 16) }
+
+// ephemeralLow is the first port of this namespace's ephemeral range; 0
+// (no port is taken for a client's) when it cannot be read.
+func ephemeralLow() uint16 {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	v, err := strconv.ParseUint(f[0], 10, 16)
+	if err != nil {
+		return 0
+	}
+	return uint16(v)
+}
 
 func selfNetns() (uint32, error) {
 	fi, err := os.Stat("/proc/self/ns/net")
