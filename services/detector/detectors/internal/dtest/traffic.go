@@ -37,6 +37,10 @@ type Traffic struct {
 	StuckCloseWait int
 	// SnapshotEvery is the probe's snapshot interval (0: none).
 	SnapshotEvery time.Duration
+	// DropEvery is the probe's drops.interval (0: no drop counts): every
+	// closed connection's socket purges a queued segment (QUEUE_PURGE, as
+	// on a real loopback load), counted per service and remote.
+	DropEvery time.Duration
 	// Down are periods when connects to a database remote fail.
 	Down []Outage
 	// Storms are periods of extra resets.
@@ -104,7 +108,7 @@ func Healthy(seed uint64, d time.Duration) Traffic {
 		ServerConns: 40, ClientConns: 30, Remotes: 20,
 		SegmentsPerConn: 60, RetransProb: 0.001, SynDropProb: 0.0005,
 		ResetsPerSec: 0.5, RefusedEvery: 40 * time.Second,
-		StuckCloseWait: 3, SnapshotEvery: 15 * time.Second,
+		StuckCloseWait: 3, SnapshotEvery: 15 * time.Second, DropEvery: 10 * time.Second,
 	}
 }
 
@@ -377,7 +381,46 @@ func (tr Traffic) Stream() *Stream {
 	if tr.SnapshotEvery > 0 {
 		tr.snapshots(s, conns, stuck, held, start, end)
 	}
+	if tr.DropEvery > 0 {
+		tr.drops(s, conns, start, end)
+	}
 	return s
+}
+
+// drops adds the probe's kernel drop counts every DropEvery: one per
+// closed connection, keyed as the probe keys them (the client's port 0).
+func (tr Traffic) drops(s *Stream, conns []*conn, start, end int64) {
+	type key struct {
+		lport, rport uint32
+		remote       string
+	}
+	every := int64(tr.DropEvery)
+	for t := start + every; t <= end; t += every {
+		counts := map[key]uint64{}
+		var order []key
+		for _, c := range conns {
+			if c.end <= t-every || c.end > t {
+				continue
+			}
+			k := key{lport: c.sport, rport: c.dport, remote: string(c.peer)}
+			if c.server {
+				k.rport = 0
+			} else {
+				k.lport = 0
+			}
+			if counts[k] == 0 {
+				order = append(order, k)
+			}
+			counts[k]++
+		}
+		for _, k := range order {
+			s.Drop(&eventpb.DropCount{
+				Source: eventpb.DropSource_DROP_SOURCE_KFREE_SKB, Reason: "QUEUE_PURGE", Family: eventpb.Family_FAMILY_IPV4,
+				Saddr: LocalIP, Sport: k.lport, Daddr: []byte(k.remote), Dport: k.rport, Count: counts[k],
+				StartUnixNano: uint64(t - every), EndUnixNano: uint64(t),
+			})
+		}
+	}
 }
 
 func sideOf(server bool) eventpb.Side {
