@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/testutil/netfault"
 )
 
@@ -71,13 +73,19 @@ func synFlood(t *testing.T, port, n int) {
 // never accepts, with a backlog of 1, flooded with connects, as many drops
 // as TcpExtListenOverflows grew by, named by port and owner; SYNs that
 // nftables drops on their way in, as many as nft's rule counted, with the
-// netfilter reason.
+// netfilter reason. listen_overflow names the listener's port and pid;
+// drop_spike, once it learned the host, fires for the netfilter drops
+// that keep coming, naming the port.
 func TestDropsToClickHouse(t *testing.T) {
 	p := newPipeline(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sink := p.startSink(ctx)
 	defer sink.stop()
+	al := p.watchAlerts()
+	det := p.startDetector(ctx, "--detectors=listen_overflow,drop_spike", "--evaluate_interval=500ms", "--stats.interval=1s",
+		"--detector.drop_spike.window=10s", "--detector.drop_spike.baseline_windows=1", "--detector.drop_spike.min_rate=2")
+	defer det.stop()
 	probe := start(t, "probe", append(p.natsArgs("probe"), "--host="+p.host,
 		"--batch.flush_interval=50ms", "--stats.interval=1s", "--drops.interval=1s")...)
 	defer probe.stop()
@@ -105,6 +113,13 @@ func TestDropsToClickHouse(t *testing.T) {
 	if overflows == 0 {
 		t.Fatal("the flood overflowed nothing")
 	}
+
+	// drop_spike has watched the host (its drop counts) for a learning
+	// window: a reason it did not see by then starts from a baseline of 0.
+	learned := regexp.MustCompile(`\bdrop_spike\.windows=[1-9]`)
+	det.waitLine(ctx, "drop_spike learned a window", func(l string) bool {
+		return strings.Contains(l, "detector=drop_spike") && learned.MatchString(l)
+	})
 
 	// A service behind a firewall rule that drops its clients' SYNs.
 	svc, err := net.Listen("tcp4", "127.0.0.1:0")
@@ -139,5 +154,46 @@ func TestDropsToClickHouse(t *testing.T) {
 	if dups := p.uint64("SELECT toUInt64(count() - uniqExact(probe_id, seq, source, reason, saddr, sport, daddr, dport, ingress, time_ns)) FROM tcp_drops WHERE host = ?", p.host); dups != 0 {
 		t.Errorf("%d drop rows stored more than once", dups)
 	}
-	t.Logf("listener: %d overflows (nstat) = stored; nft: %d drops = stored", overflows, nftCount)
+	fired := al.wait(ctx, "listen_overflow for the listener", func(a alert.Alert) bool {
+		return a.Detector == "listen_overflow" && a.Host == p.host && a.Status == alert.Firing &&
+			a.Labels["local_port"] == strconv.Itoa(lport)
+	})
+	if fired.Annotations["pid"] != strconv.Itoa(os.Getpid()) || fired.Annotations["backlog"] != "1" {
+		t.Errorf("listen_overflow does not name the listener (pid %d, backlog 1): %v", os.Getpid(), fired.Annotations)
+	}
+	for _, a := range al.seen() {
+		if a.Detector == "listen_overflow" && a.Labels["local_port"] != strconv.Itoa(lport) {
+			t.Errorf("listen_overflow fired for port %s: only %d overflowed", a.Labels["local_port"], lport)
+		}
+	}
+
+	// The firewall keeps dropping the service's clients: 40 SYNs every
+	// half second (paced traffic, not a wait) until drop_spike, its
+	// baseline of the host learned over a window, names the reason.
+	isSpike := func(a alert.Alert) bool {
+		return a.Detector == "drop_spike" && a.Host == p.host && a.Status == alert.Firing &&
+			a.Labels["reason"] == "NETFILTER_DROP" && a.Labels["direction"] == "in"
+	}
+	pace := time.NewTicker(500 * time.Millisecond)
+	defer pace.Stop()
+	var sp alert.Alert
+flood:
+	for {
+		synFlood(t, nport, 40)
+		select {
+		case a := <-al.ch:
+			if isSpike(a) {
+				sp = a
+				break flood
+			}
+		case <-pace.C:
+		case <-ctx.Done():
+			t.Fatalf("no drop_spike for NETFILTER_DROP; %d alerts; detector log:\n%s", len(al.seen()), tail(det.log(), 4000))
+		}
+	}
+	if sp.Annotations["top_local_port"] != strconv.Itoa(nport) || sp.Annotations["pid"] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("drop_spike does not name the service (port %d, pid %d): %v", nport, os.Getpid(), sp.Annotations)
+	}
+	t.Logf("drop_spike: %s", sp.Summary())
+	t.Logf("listener: %d overflows (nstat) = stored; nft: %d drops = stored; alert: %s", overflows, nftCount, fired.Summary())
 }

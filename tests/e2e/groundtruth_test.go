@@ -228,18 +228,21 @@ func (p *pipeline) storedOnce(ctx context.Context, last map[string]any, min uint
 		t.Fatalf("probe published %d events, want at least %d", published, min)
 	}
 	// Every record the probe published is a row of tcp_events (events) or
-	// tcp_connections (finished connections), or one snapshot; events and
-	// connections share the probe's seq.
+	// tcp_connections (finished connections), one snapshot, or a row of
+	// tcp_drops (a drop count); events and connections share the probe's
+	// seq, a drop count is one by its interval and key.
 	const records = `SELECT (SELECT count() FROM tcp_events WHERE host = ?) + (SELECT count() FROM tcp_connections WHERE host = ?)
-		+ (SELECT uniqExact(probe_id, seq) FROM socket_snapshots WHERE host = ?)`
-	p.waitRows(ctx, published, records, p.host, p.host, p.host)
-	rows := p.uint64(records, p.host, p.host, p.host)
+		+ (SELECT uniqExact(probe_id, seq) FROM socket_snapshots WHERE host = ?) + (SELECT count() FROM tcp_drops WHERE host = ?)`
+	p.waitRows(ctx, published, records, p.host, p.host, p.host, p.host)
+	rows := p.uint64(records, p.host, p.host, p.host, p.host)
 	snapshots := p.uint64("SELECT uniqExact(probe_id, seq) FROM socket_snapshots WHERE host = ?", p.host)
+	drops := p.uint64(`SELECT uniqExact(probe_id, time_ns, source, reason, saddr, sport, daddr, dport, ingress)
+		FROM tcp_drops WHERE host = ?`, p.host)
 	distinct := p.uint64(`SELECT uniqExact(probe_id, seq) FROM (SELECT probe_id, seq FROM tcp_events WHERE host = ?
-		UNION ALL SELECT probe_id, seq FROM tcp_connections WHERE host = ?)`, p.host, p.host) + snapshots
+		UNION ALL SELECT probe_id, seq FROM tcp_connections WHERE host = ?)`, p.host, p.host) + snapshots + drops
 	maxSeq := p.uint64(`SELECT max(seq) FROM (SELECT seq FROM tcp_events WHERE host = ?
-		UNION ALL SELECT seq FROM tcp_connections WHERE host = ?)`, p.host, p.host) + snapshots
-	t.Logf("probe published %d records; %d stored, %d distinct, max seq + snapshots %d", published, rows, distinct, maxSeq)
+		UNION ALL SELECT seq FROM tcp_connections WHERE host = ?)`, p.host, p.host) + snapshots + drops
+	t.Logf("probe published %d records; %d stored, %d distinct, max seq + snapshots + drop counts %d", published, rows, distinct, maxSeq)
 	if rows != published || distinct != published || maxSeq != published {
 		t.Errorf("rows %d, distinct events %d, max seq %d: want all equal to the %d events published (none lost, none doubled)", rows, distinct, maxSeq, published)
 	}

@@ -103,6 +103,10 @@ type Stats struct {
 	OverReasons uint64
 	// Late: counts that ended before the window already slid past them.
 	Late uint64
+	// Windows: learning windows the hosts were watched for (summed over
+	// them); a reason first seen after baseline_windows of them starts
+	// from a baseline of 0.
+	Windows uint64
 }
 
 // New makes the instance for host from a validated config.
@@ -161,6 +165,7 @@ func (d *Instance) Evaluate(now time.Time) []detect.Condition {
 	learn := d.cadence.Due(n)
 	if learn {
 		d.windows++
+		d.stats.Windows++
 	}
 	var firing []key
 	for k, r := range d.reasons {
