@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"net"
 	"os"
@@ -15,36 +14,8 @@ import (
 
 	"github.com/netpulse/netpulse/lib/alert"
 	"github.com/netpulse/netpulse/lib/testutil/netfault"
+	"github.com/netpulse/netpulse/lib/testutil/netstat"
 )
-
-// listenOverflows reads TcpExt ListenOverflows of this network namespace.
-func listenOverflows(t *testing.T) uint64 {
-	t.Helper()
-	f, err := os.Open("/proc/net/netstat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		keys := strings.Fields(sc.Text())
-		if !sc.Scan() || len(keys) == 0 || keys[0] != "TcpExt:" {
-			continue
-		}
-		vals := strings.Fields(sc.Text())
-		for i, k := range keys {
-			if k == "ListenOverflows" && i < len(vals) {
-				v, err := strconv.ParseUint(vals[i], 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
-			}
-		}
-	}
-	t.Fatal("no TcpExt ListenOverflows in /proc/net/netstat")
-	return 0
-}
 
 // synFlood sends n SYNs to 127.0.0.1:port from non-blocking connects and
 // closes them once every connect returned (loopback delivers each SYN
@@ -107,9 +78,9 @@ func TestDropsToClickHouse(t *testing.T) {
 		t.Fatal(err)
 	}
 	lport := sa.(*unix.SockaddrInet4).Port
-	before := listenOverflows(t)
+	before := netstat.TcpExt(t, "ListenOverflows")
 	synFlood(t, lport, 60)
-	overflows := listenOverflows(t) - before
+	overflows := netstat.TcpExt(t, "ListenOverflows") - before
 	if overflows == 0 {
 		t.Fatal("the flood overflowed nothing")
 	}

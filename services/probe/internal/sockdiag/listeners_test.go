@@ -1,48 +1,13 @@
 package sockdiag
 
 import (
-	"bufio"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/netpulse/netpulse/lib/testutil/netstat"
 	"github.com/netpulse/netpulse/lib/testutil/priv"
 )
-
-// netstat reads one TcpExt counter of this network namespace.
-func netstat(t *testing.T, name string) uint64 {
-	t.Helper()
-	f, err := os.Open("/proc/net/netstat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		keys := strings.Fields(sc.Text())
-		if !sc.Scan() {
-			break
-		}
-		vals := strings.Fields(sc.Text())
-		if len(keys) == 0 || keys[0] != "TcpExt:" || len(vals) != len(keys) {
-			continue
-		}
-		for i, k := range keys {
-			if k == name {
-				v, err := strconv.ParseUint(vals[i], 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
-			}
-		}
-	}
-	t.Fatalf("no TcpExt %s in /proc/net/netstat", name)
-	return 0
-}
 
 // A listener that never accepts, with a backlog of 1, flooded with
 // connects: its own drop counter, as DumpListeners reads it, grows by what
@@ -90,7 +55,7 @@ func TestDumpListenersDrops(t *testing.T) {
 		t.Fatalf("listener on port %d not dumped", port)
 		return Socket{}
 	}
-	before, overflowsBefore := find(), netstat(t, "ListenOverflows")
+	before, overflowsBefore := find(), netstat.TcpExt(t, "ListenOverflows")
 	if before.Drops != 0 || before.WQueue != 1 {
 		t.Fatalf("fresh listener: drops %d, backlog %d", before.Drops, before.WQueue)
 	}
@@ -108,7 +73,7 @@ func TestDumpListenersDrops(t *testing.T) {
 	}
 	// Loopback delivers each SYN within the connect call: the counters
 	// are final once the connects returned, before any SYN retransmit.
-	after, overflows := find(), netstat(t, "ListenOverflows")
+	after, overflows := find(), netstat.TcpExt(t, "ListenOverflows")
 	got, want := uint64(after.Drops-before.Drops), overflows-overflowsBefore
 	if got == 0 || got != want {
 		t.Fatalf("listener dropped %d, TcpExtListenOverflows grew by %d", got, want)
