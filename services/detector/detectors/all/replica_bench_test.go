@@ -98,6 +98,10 @@ func benchReplica(b *testing.B, name string) {
 	tr := dtest.Healthy(11, time.Duration(seconds)*time.Second)
 	tr.Start = start
 	tr.ServerConns, tr.ClientConns = *replicaConns*2/3, *replicaConns/3
+	// Drop counts every second rather than the probe's 10 s: each op (one
+	// second of traffic) then carries some, and the drop detectors are
+	// measured at ten times a fleet's drop-count volume.
+	tr.DropEvery = time.Second
 	// Cut into the probe's flush periods (a batch never spans two), not
 	// into evaluation periods: batches as big as the probe makes them.
 	end := start.Add(time.Duration(seconds) * time.Second)
